@@ -1,0 +1,42 @@
+# lastseen: `make run` starts the service on an embedded PostgreSQL, `make test` checks it all.
+# Both create .venv and install what they need; nothing else is required.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SOURCES := pyproject.toml setup.py $(wildcard core/*.pyx core/*.pxd ingest/*.pyx ingest/*.pxd)
+
+.PHONY: run test lint typecheck pytest bench bench-smoke install clean
+
+$(STAMP): $(SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/lastseen serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck pytest bench-smoke
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m benchmarks.run --smoke --out var/bench-smoke.json
+
+clean:
+	rm -rf build $(VENV) core/*.c core/*.so ingest/*.c ingest/*.so

@@ -1,0 +1,90 @@
+# Declarations for the token table and deadline heap (bodies in _deadline.pyx).
+# The ingest fast path cimports DeadlineTable to ping without a Python call.
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef enum:
+    DIGEST_SIZE = 32
+
+cdef enum MonitorState:
+    STATE_PENDING = 0
+    STATE_UP = 1
+    STATE_DOWN = 2
+    STATE_PAUSED = 3
+
+cdef enum MonitorFlag:
+    FLAG_LIVE = 1
+    FLAG_DIRTY = 2
+    FLAG_INCIDENT = 4
+    FLAG_SEEN = 8
+    FLAG_PAUSED = 16
+
+
+ctypedef struct Monitor:
+    uint8_t digest[32]
+    int64_t monitor_id      # next free slot while the slot is free
+    double last_seen        # server receive time of the last ping, 0.0 = never
+    double floor            # amnesty: the monitor is not judged on pings before this time
+    double deadline         # the deadline registered in the heap, 0.0 = none
+    uint32_t interval
+    uint32_t grace
+    uint16_t threshold
+    uint16_t misses
+    uint8_t state
+    uint8_t flags
+
+
+ctypedef packed struct HeapEntry:  # 12 bytes: the heap is 1-2 entries per monitor
+    double deadline
+    uint32_t slot
+
+
+cdef class DeadlineTable:
+    cdef Monitor* _mons
+    cdef uint32_t _mons_len        # slots ever used (high-water mark)
+    cdef uint32_t _mons_cap
+    cdef int64_t _free_head        # first free slot, -1 = none
+    cdef uint32_t _count           # live monitors
+
+    cdef int32_t* _by_digest       # open addressing, linear probing, -1 = empty
+    cdef int32_t* _by_id
+    cdef uint64_t _index_mask
+
+    cdef HeapEntry* _heap
+    cdef uint32_t _heap_len
+    cdef uint32_t _heap_cap
+    cdef uint32_t _scheduled       # live monitors with a registered deadline
+
+    cdef uint32_t* _dirty
+    cdef uint32_t _dirty_len
+    cdef uint32_t _dirty_cap
+
+    cdef list _events
+
+    cdef readonly uint64_t pings_found
+    cdef readonly uint64_t pings_unknown
+
+    cdef int ping_digest(self, const uint8_t* digest, double now) except -1
+    cdef int32_t _find_digest(self, const uint8_t* digest)
+    cdef int32_t _find_id(self, int64_t monitor_id)
+    cdef uint64_t _home(self, int32_t slot, bint by_digest)
+    cdef void _index_insert(self, int32_t* index, int32_t slot, bint by_digest)
+    cdef void _index_delete(self, int32_t* index, int32_t slot, bint by_digest)
+    cdef int _grow_indexes(self) except -1
+    cdef int32_t _alloc_slot(self) except -1
+    cdef void _mark_dirty(self, uint32_t slot)
+    cdef bint _heap_less(self, uint32_t a, uint32_t b)
+    cdef int _heap_push(self, double deadline, uint32_t slot) except -1
+    cdef void _sift_down(self, uint32_t i)
+    cdef HeapEntry _heap_pop(self)
+    cdef bint _entry_live(self, HeapEntry* entry)
+    cdef void _prune_heap(self)
+    cdef int _schedule(self, uint32_t slot, double deadline) except -1
+    cdef double _up_deadline(self, Monitor* m)
+    cdef void _emit(self, Monitor* m, str kind, double at)
+    cdef int _miss(self, uint32_t slot, double at) except -1
+    cdef int _insert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
+                     uint32_t threshold, bint paused, double now, str state, uint32_t misses,
+                     double last_seen, bint incident_open) except -1
+    cdef void _remove_slot(self, int32_t slot)
+    cdef object _due(self, Monitor* m)

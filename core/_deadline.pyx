@@ -1,0 +1,699 @@
+# cython: language_level=3, boundscheck=True, wraparound=False, cdivision=True
+"""The token table and deadline heap of the ingest.
+
+How this works
+--------------
+Monitors live in one dense array of fixed-size records (``Monitor``, 80 bytes). Two
+open-addressing indexes (linear probing, backward-shift deletion, load factor <= 0.5) map
+the 32-byte BLAKE3 digest of a heartbeat token, and the monitor id, to a slot. The token
+itself is never stored; removing a monitor frees its slot for reuse.
+
+Deadlines sit in a binary min-heap of (deadline, slot) with lazy deletion, shaped like
+trio's ``Deadlines``: a record stores the one deadline it has registered (``deadline``),
+and a heap entry is live only while it equals that. A ping only writes ``last_seen`` (O(1),
+no heap work); when the registered deadline pops, the real deadline is recomputed from
+``last_seen`` and the entry is pushed again if it moved. Stale entries (removed or paused
+monitors, shortened intervals) are skipped on pop, and the heap is rebuilt when they
+outnumber the live ones.
+
+State rules (times are the server's receive times, in seconds):
+- a new monitor is pending and has no deadline until its first ping;
+- an up monitor's deadline is max(last_seen, floor) + interval + grace, where ``floor`` is
+  when the process loaded it (start-up amnesty) or when it was last resumed;
+- passing it makes the monitor down with misses = 1; every further interval is one more
+  miss; at misses == threshold ``incident_opened`` is emitted once and the monitor has no
+  deadline until its next ping;
+- the next ping makes it up, resets misses, emits ``recovered`` and, if an incident was
+  open, ``incident_resolved``;
+- paused monitors have no deadline; their pings are recorded and change nothing else.
+
+Every change a flush must write marks the record dirty once; ``take_dirty`` hands over the
+dirty rows and ``take_events`` the events, in the order they happened.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.math cimport INFINITY
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcmp, memcpy, memset
+
+EVENT_UP = "up"
+EVENT_DOWN = "down"
+EVENT_INCIDENT_OPENED = "incident_opened"
+EVENT_RECOVERED = "recovered"
+EVENT_INCIDENT_RESOLVED = "incident_resolved"
+
+STATE_NAMES = ("pending", "up", "down", "paused")
+_STATE_CODES = {name: code for code, name in enumerate(STATE_NAMES)}
+
+cdef uint32_t _MIN_INDEX = 64
+cdef uint32_t _MAX_THRESHOLD = 65535
+
+
+cdef inline uint64_t _mix64(uint64_t x) nogil:
+    # splitmix64 finaliser: spreads sequential monitor ids over the index.
+    x ^= x >> 30
+    x *= 0xbf58476d1ce4e5b9ULL
+    x ^= x >> 27
+    x *= 0x94d049bb133111ebULL
+    x ^= x >> 31
+    return x
+
+
+cdef inline uint64_t _digest_hash(const uint8_t* digest) nogil:
+    # A BLAKE3 digest is already uniform: its first eight bytes are the hash.
+    cdef uint64_t h
+    memcpy(&h, digest, 8)
+    return h
+
+
+cdef inline double _fmax(double a, double b) nogil:
+    return a if a > b else b
+
+
+cdef class DeadlineTable:
+    """Heartbeat monitors keyed by token digest, with their deadlines.
+
+    Not thread-safe; all methods are synchronous and never block.
+    """
+
+    def __cinit__(self, uint32_t capacity=1024):
+        cdef uint64_t index_size = _MIN_INDEX
+        if capacity < 16:
+            capacity = 16
+        while index_size < <uint64_t>capacity * 2:
+            index_size <<= 1
+        self._mons = <Monitor*>malloc(capacity * sizeof(Monitor))
+        self._mons_cap = capacity
+        self._by_digest = <int32_t*>malloc(index_size * sizeof(int32_t))
+        self._by_id = <int32_t*>malloc(index_size * sizeof(int32_t))
+        self._heap = <HeapEntry*>malloc(capacity * sizeof(HeapEntry))
+        self._heap_cap = capacity
+        self._dirty = <uint32_t*>malloc(capacity * sizeof(uint32_t))
+        self._dirty_cap = capacity
+        if not (self._mons and self._by_digest and self._by_id and self._heap and self._dirty):
+            raise MemoryError()
+        memset(self._by_digest, 0xFF, index_size * sizeof(int32_t))
+        memset(self._by_id, 0xFF, index_size * sizeof(int32_t))
+        self._index_mask = index_size - 1
+        self._free_head = -1
+        self._events = []
+
+    def __dealloc__(self):
+        free(self._mons)
+        free(self._by_digest)
+        free(self._by_id)
+        free(self._heap)
+        free(self._dirty)
+
+    def __len__(self):
+        return self._count
+
+    # ------------------------------------------------------------------ indexes
+
+    cdef int32_t _find_digest(self, const uint8_t* digest):
+        cdef uint64_t i = _digest_hash(digest) & self._index_mask
+        cdef int32_t slot
+        while True:
+            slot = self._by_digest[i]
+            if slot < 0:
+                return -1
+            if memcmp(self._mons[slot].digest, digest, DIGEST_SIZE) == 0:
+                return slot
+            i = (i + 1) & self._index_mask
+
+    cdef int32_t _find_id(self, int64_t monitor_id):
+        cdef uint64_t i = _mix64(<uint64_t>monitor_id) & self._index_mask
+        cdef int32_t slot
+        while True:
+            slot = self._by_id[i]
+            if slot < 0:
+                return -1
+            if self._mons[slot].monitor_id == monitor_id:
+                return slot
+            i = (i + 1) & self._index_mask
+
+    cdef uint64_t _home(self, int32_t slot, bint by_digest):
+        if by_digest:
+            return _digest_hash(self._mons[slot].digest) & self._index_mask
+        return _mix64(<uint64_t>self._mons[slot].monitor_id) & self._index_mask
+
+    cdef void _index_insert(self, int32_t* index, int32_t slot, bint by_digest):
+        cdef uint64_t i = self._home(slot, by_digest)
+        while index[i] >= 0:
+            i = (i + 1) & self._index_mask
+        index[i] = slot
+
+    cdef void _index_delete(self, int32_t* index, int32_t slot, bint by_digest):
+        # Backward-shift deletion keeps probe chains intact without tombstones.
+        cdef uint64_t mask = self._index_mask
+        cdef uint64_t i = self._home(slot, by_digest)
+        cdef uint64_t j, home
+        cdef int32_t other
+        while index[i] != slot:
+            i = (i + 1) & mask
+        j = i
+        while True:
+            j = (j + 1) & mask
+            other = index[j]
+            if other < 0:
+                break
+            home = self._home(other, by_digest)
+            # Move `other` back into the hole at i unless its home lies in (i, j].
+            if (j > i and (home <= i or home > j)) or (j < i and (home <= i and home > j)):
+                index[i] = other
+                i = j
+        index[i] = -1
+
+    cdef int _grow_indexes(self) except -1:
+        cdef uint64_t size = (self._index_mask + 1) * 2
+        cdef int32_t* by_digest = <int32_t*>malloc(size * sizeof(int32_t))
+        cdef int32_t* by_id = <int32_t*>malloc(size * sizeof(int32_t))
+        cdef uint32_t slot
+        if not by_digest or not by_id:
+            free(by_digest)
+            free(by_id)
+            raise MemoryError()
+        memset(by_digest, 0xFF, size * sizeof(int32_t))
+        memset(by_id, 0xFF, size * sizeof(int32_t))
+        free(self._by_digest)
+        free(self._by_id)
+        self._by_digest = by_digest
+        self._by_id = by_id
+        self._index_mask = size - 1
+        for slot in range(self._mons_len):
+            if self._mons[slot].flags & FLAG_LIVE:
+                self._index_insert(self._by_digest, slot, True)
+                self._index_insert(self._by_id, slot, False)
+        return 0
+
+    # ------------------------------------------------------------------ slots
+
+    cdef int32_t _alloc_slot(self) except -1:
+        cdef int32_t slot
+        cdef Monitor* grown
+        cdef uint32_t cap
+        if (<uint64_t>self._count + 1) * 2 > self._index_mask + 1:
+            self._grow_indexes()
+        if self._free_head >= 0:
+            slot = <int32_t>self._free_head
+            self._free_head = self._mons[slot].monitor_id
+            return slot
+        if self._mons_len == self._mons_cap:
+            cap = self._mons_cap * 2
+            grown = <Monitor*>realloc(self._mons, cap * sizeof(Monitor))
+            if not grown:
+                raise MemoryError()
+            self._mons = grown
+            self._mons_cap = cap
+        slot = self._mons_len
+        self._mons_len += 1
+        return slot
+
+    cdef void _mark_dirty(self, uint32_t slot):
+        cdef uint32_t* grown
+        cdef uint32_t cap
+        if self._mons[slot].flags & FLAG_DIRTY:
+            return
+        if self._dirty_len == self._dirty_cap:
+            cap = self._dirty_cap * 2
+            grown = <uint32_t*>realloc(self._dirty, cap * sizeof(uint32_t))
+            if not grown:
+                # Keep the record clean rather than lose track of it: the next change
+                # retries, and a failed allocation here means the process is dying anyway.
+                return
+            self._dirty = grown
+            self._dirty_cap = cap
+        self._mons[slot].flags |= FLAG_DIRTY
+        self._dirty[self._dirty_len] = slot
+        self._dirty_len += 1
+
+    # ------------------------------------------------------------------ heap
+
+    cdef bint _heap_less(self, uint32_t a, uint32_t b):
+        return self._heap[a].deadline < self._heap[b].deadline
+
+    cdef int _heap_push(self, double deadline, uint32_t slot) except -1:
+        cdef HeapEntry* grown
+        cdef uint32_t cap, i, parent
+        cdef HeapEntry entry
+        if self._heap_len == self._heap_cap:
+            cap = self._heap_cap * 2
+            grown = <HeapEntry*>realloc(self._heap, cap * sizeof(HeapEntry))
+            if not grown:
+                raise MemoryError()
+            self._heap = grown
+            self._heap_cap = cap
+        entry.deadline = deadline
+        entry.slot = slot
+        i = self._heap_len
+        self._heap_len += 1
+        while i > 0:
+            parent = (i - 1) >> 1
+            if self._heap[parent].deadline <= deadline:
+                break
+            self._heap[i] = self._heap[parent]
+            i = parent
+        self._heap[i] = entry
+        return 0
+
+    cdef void _sift_down(self, uint32_t i):
+        cdef uint32_t n = self._heap_len
+        cdef HeapEntry entry = self._heap[i]
+        cdef uint32_t child
+        while True:
+            child = 2 * i + 1
+            if child >= n:
+                break
+            if child + 1 < n and self._heap_less(child + 1, child):
+                child += 1
+            if self._heap[child].deadline >= entry.deadline:
+                break
+            self._heap[i] = self._heap[child]
+            i = child
+        self._heap[i] = entry
+
+    cdef HeapEntry _heap_pop(self):
+        cdef HeapEntry top = self._heap[0]
+        self._heap_len -= 1
+        if self._heap_len > 0:
+            self._heap[0] = self._heap[self._heap_len]
+            self._sift_down(0)
+        return top
+
+    cdef bint _entry_live(self, HeapEntry* entry):
+        cdef Monitor* m = &self._mons[entry.slot]
+        return (m.flags & FLAG_LIVE) and m.deadline == entry.deadline
+
+    cdef void _prune_heap(self):
+        # Drop stale entries and re-heapify: O(n), done when they outnumber the live ones.
+        cdef uint32_t i, kept = 0
+        for i in range(self._heap_len):
+            if self._entry_live(&self._heap[i]):
+                self._heap[kept] = self._heap[i]
+                kept += 1
+        self._heap_len = kept
+        if kept > 1:
+            i = (kept - 2) >> 1
+            while True:
+                self._sift_down(i)
+                if i == 0:
+                    break
+                i -= 1
+
+    cdef int _schedule(self, uint32_t slot, double deadline) except -1:
+        """Register `deadline` (0.0 = none) as the slot's one live heap entry."""
+        cdef Monitor* m = &self._mons[slot]
+        if m.deadline == deadline:
+            return 0
+        if m.deadline == 0.0:
+            self._scheduled += 1
+        elif deadline == 0.0:
+            self._scheduled -= 1
+        m.deadline = deadline
+        if deadline != 0.0:
+            self._heap_push(deadline, slot)
+        if self._heap_len > 2 * self._scheduled + 1024:
+            self._prune_heap()
+        return 0
+
+    # ------------------------------------------------------------------ state changes
+
+    cdef double _up_deadline(self, Monitor* m):
+        return _fmax(m.last_seen, m.floor) + m.interval + m.grace
+
+    cdef void _emit(self, Monitor* m, str kind, double at):
+        self._events.append((m.monitor_id, kind, at))
+
+    cdef int ping_digest(self, const uint8_t* digest, double now) except -1:
+        """Record a ping; 1 if the digest belongs to a monitor, else 0."""
+        cdef int32_t slot = self._find_digest(digest)
+        cdef Monitor* m
+        if slot < 0:
+            self.pings_unknown += 1
+            return 0
+        self.pings_found += 1
+        m = &self._mons[slot]
+        m.last_seen = now
+        self._mark_dirty(slot)
+        if m.state == STATE_UP or m.state == STATE_PAUSED:
+            return 1
+        if m.state == STATE_PENDING:
+            m.state = STATE_UP
+            self._emit(m, EVENT_UP, now)
+        else:  # STATE_DOWN
+            m.state = STATE_UP
+            m.misses = 0
+            self._emit(m, EVENT_RECOVERED, now)
+            if m.flags & FLAG_INCIDENT:
+                m.flags &= ~FLAG_INCIDENT
+                self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+        if m.deadline == 0.0:
+            self._schedule(slot, self._up_deadline(m))
+        return 1
+
+    cdef int _miss(self, uint32_t slot, double at) except -1:
+        cdef Monitor* m = &self._mons[slot]
+        if m.state == STATE_UP:
+            m.state = STATE_DOWN
+            m.misses = 1
+            self._emit(m, EVENT_DOWN, at)
+        elif m.misses < _MAX_THRESHOLD:
+            m.misses += 1
+        self._mark_dirty(slot)
+        if m.misses >= m.threshold:
+            m.flags |= FLAG_INCIDENT
+            self._emit(m, EVENT_INCIDENT_OPENED, at)
+            self._schedule(slot, 0.0)
+        else:
+            self._schedule(slot, at + m.interval)
+        return 0
+
+    # ------------------------------------------------------------------ public API
+
+    def ping(self, bytes digest not None, double now):
+        """Record a ping for the monitor whose token hashes to `digest`.
+
+        Returns True if the digest is known. O(1): touches no heap entry unless the monitor
+        had no deadline (its first ping, or the first after an incident).
+        """
+        if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
+            raise ValueError("a digest is 32 bytes")
+        return self.ping_digest(<const uint8_t*>PyBytes_AS_STRING(digest), now) == 1
+
+    def contains(self, bytes digest not None):
+        """True if `digest` belongs to a loaded monitor."""
+        if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
+            return False
+        return self._find_digest(<const uint8_t*>PyBytes_AS_STRING(digest)) >= 0
+
+    def upsert(
+        self,
+        int64_t monitor_id,
+        bytes digest not None,
+        uint32_t interval,
+        uint32_t grace,
+        uint32_t threshold,
+        bint paused,
+        double now,
+        str state="pending",
+        uint32_t misses=0,
+        double last_seen=0.0,
+        bint incident_open=False,
+    ):
+        """Add a monitor, or apply new configuration to a known one.
+
+        For a monitor not yet in the table, `state`, `misses`, `last_seen` and
+        `incident_open` restore what was persisted, and `now` becomes its amnesty floor: it
+        cannot go down before now + interval + grace. For a known monitor only the
+        configuration is applied; the in-memory state wins, since it has the latest pings.
+        A changed digest (token rotation) stops the old one from matching at once.
+        """
+        cdef int32_t slot
+        cdef Monitor* m
+        cdef uint32_t old_threshold
+        cdef bint was_paused
+        cdef double due
+        if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
+            raise ValueError("a digest is 32 bytes")
+        if interval == 0:
+            raise ValueError("interval must be positive")
+        if threshold == 0 or threshold > _MAX_THRESHOLD:
+            raise ValueError("threshold must be between 1 and 65535")
+        slot = self._find_id(monitor_id)
+        if slot < 0:
+            self._insert(monitor_id, digest, interval, grace, threshold, paused, now,
+                         state, misses, last_seen, incident_open)
+            return
+        m = &self._mons[slot]
+        m.flags |= FLAG_SEEN
+        if memcmp(m.digest, PyBytes_AS_STRING(digest), DIGEST_SIZE) != 0:
+            other = self._find_digest(<const uint8_t*>PyBytes_AS_STRING(digest))
+            if other >= 0:
+                raise ValueError("digest already belongs to another monitor")
+            self._index_delete(self._by_digest, slot, True)
+            memcpy(m.digest, PyBytes_AS_STRING(digest), DIGEST_SIZE)
+            self._index_insert(self._by_digest, slot, True)
+        m.interval = interval
+        m.grace = grace
+        old_threshold = m.threshold
+        m.threshold = <uint16_t>threshold
+        was_paused = m.state == STATE_PAUSED
+        if paused and not was_paused:
+            m.state = STATE_PAUSED
+            m.misses = 0
+            if m.flags & FLAG_INCIDENT:
+                m.flags &= ~FLAG_INCIDENT
+                self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+            self._schedule(slot, 0.0)
+            self._mark_dirty(slot)
+        elif was_paused and not paused:
+            m.floor = now
+            self._mark_dirty(slot)
+            if m.last_seen == 0.0:
+                m.state = STATE_PENDING
+            else:
+                m.state = STATE_UP
+                self._schedule(slot, self._up_deadline(m))
+        elif m.state == STATE_UP:
+            due = self._up_deadline(m)
+            if due < m.deadline:
+                self._schedule(slot, due)
+        elif m.state == STATE_DOWN and not (m.flags & FLAG_INCIDENT):
+            if m.misses >= m.threshold:
+                m.flags |= FLAG_INCIDENT
+                self._emit(m, EVENT_INCIDENT_OPENED, now)
+                self._schedule(slot, 0.0)
+                self._mark_dirty(slot)
+
+    cdef int _insert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
+                     uint32_t threshold, bint paused, double now, str state, uint32_t misses,
+                     double last_seen, bint incident_open) except -1:
+        cdef int32_t slot
+        cdef Monitor* m
+        cdef int code = _STATE_CODES.get(state, -1)
+        if code < 0:
+            raise ValueError(f"unknown state {state!r}")
+        if self._find_digest(<const uint8_t*>PyBytes_AS_STRING(digest)) >= 0:
+            raise ValueError("digest already belongs to another monitor")
+        slot = self._alloc_slot()
+        m = &self._mons[slot]
+        memset(m, 0, sizeof(Monitor))
+        memcpy(m.digest, PyBytes_AS_STRING(digest), DIGEST_SIZE)
+        m.monitor_id = monitor_id
+        m.interval = interval
+        m.grace = grace
+        m.threshold = <uint16_t>threshold
+        m.last_seen = last_seen
+        m.floor = now
+        m.flags = FLAG_LIVE | FLAG_SEEN
+        self._index_insert(self._by_digest, slot, True)
+        self._index_insert(self._by_id, slot, False)
+        self._count += 1
+        if paused:
+            m.state = STATE_PAUSED
+            if code != STATE_PAUSED:
+                self._mark_dirty(slot)
+            if incident_open:
+                # Paused while we were not looking: pausing resolves an open incident.
+                self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+                self._mark_dirty(slot)
+            return 0
+        if code == STATE_PAUSED or code == STATE_PENDING or last_seen == 0.0:
+            # Resumed while we were not looking, or never pinged: wait for a first ping.
+            m.state = STATE_PENDING if last_seen == 0.0 else STATE_UP
+            if m.state != code:
+                self._mark_dirty(slot)
+            if m.state == STATE_UP:
+                self._schedule(slot, self._up_deadline(m))
+            return 0
+        m.state = code
+        if code == STATE_UP:
+            self._schedule(slot, self._up_deadline(m))
+            return 0
+        # Down: keep counting misses from the amnesty floor, unless the incident is open.
+        m.misses = <uint16_t>min(max(misses, 1), _MAX_THRESHOLD)
+        if incident_open:
+            m.flags |= FLAG_INCIDENT
+        elif m.misses >= m.threshold:
+            m.flags |= FLAG_INCIDENT
+            self._emit(m, EVENT_INCIDENT_OPENED, now)
+            self._mark_dirty(slot)
+        else:
+            self._schedule(slot, self._up_deadline(m))
+        return 0
+
+    def remove(self, int64_t monitor_id):
+        """Forget a monitor (deleted). Returns True if it was loaded."""
+        cdef int32_t slot = self._find_id(monitor_id)
+        if slot < 0:
+            return False
+        self._remove_slot(slot)
+        return True
+
+    cdef void _remove_slot(self, int32_t slot):
+        cdef Monitor* m = &self._mons[slot]
+        self._index_delete(self._by_digest, slot, True)
+        self._index_delete(self._by_id, slot, False)
+        if m.deadline != 0.0:
+            self._scheduled -= 1
+        m.flags = 0
+        m.deadline = 0.0
+        m.monitor_id = self._free_head
+        self._free_head = slot
+        self._count -= 1
+
+    def begin_sync(self):
+        """Start a full resync: every monitor not upserted before end_sync() is removed."""
+        cdef uint32_t slot
+        for slot in range(self._mons_len):
+            self._mons[slot].flags &= ~FLAG_SEEN
+
+    def end_sync(self):
+        """Remove the monitors not upserted since begin_sync(); returns their ids, sorted."""
+        cdef uint32_t slot
+        cdef list removed = []
+        for slot in range(self._mons_len):
+            if (self._mons[slot].flags & FLAG_LIVE) and not (self._mons[slot].flags & FLAG_SEEN):
+                removed.append(self._mons[slot].monitor_id)
+                self._remove_slot(slot)
+        removed.sort()
+        return removed
+
+    def pop_due(self, double now):
+        """Process every deadline at or before `now`; returns how many monitors missed.
+
+        The events this produces are read with take_events().
+        """
+        cdef HeapEntry entry
+        cdef Monitor* m
+        cdef double due
+        cdef uint32_t missed = 0
+        while self._heap_len > 0 and self._heap[0].deadline <= now:
+            entry = self._heap_pop()
+            if not self._entry_live(&entry):
+                continue
+            m = &self._mons[entry.slot]
+            # The entry is live: forget it before re-registering anything.
+            m.deadline = 0.0
+            self._scheduled -= 1
+            if m.state == STATE_UP:
+                due = self._up_deadline(m)
+                if due > now:
+                    self._schedule(entry.slot, due)
+                    continue
+                self._miss(entry.slot, due)
+            elif m.state == STATE_DOWN:
+                self._miss(entry.slot, entry.deadline)
+            else:
+                continue
+            missed += 1
+        return missed
+
+    def next_deadline(self):
+        """When to call pop_due() next: at or before the earliest deadline; inf if none.
+
+        Registered deadlines are lazy, so this may be earlier than any real deadline.
+        """
+        cdef HeapEntry entry
+        while self._heap_len > 0:
+            if self._entry_live(&self._heap[0]):
+                return self._heap[0].deadline
+            entry = self._heap_pop()
+        return INFINITY
+
+    def take_events(self):
+        """The events since the last call, as (monitor_id, kind, at) in order."""
+        events = self._events
+        self._events = []
+        return events
+
+    def take_dirty(self):
+        """Hand over every monitor changed since the last call, and mark it clean.
+
+        Returns five lists of equal length: ids, last_seen (0.0 = never), state names,
+        misses and incident_open.
+        """
+        cdef list ids = [], seen = [], states = [], misses = [], incidents = []
+        cdef uint32_t i, slot
+        cdef Monitor* m
+        for i in range(self._dirty_len):
+            slot = self._dirty[i]
+            m = &self._mons[slot]
+            if not (m.flags & FLAG_DIRTY):
+                continue
+            m.flags &= ~FLAG_DIRTY
+            if not (m.flags & FLAG_LIVE):
+                continue
+            ids.append(m.monitor_id)
+            seen.append(m.last_seen)
+            states.append(STATE_NAMES[m.state])
+            misses.append(m.misses)
+            incidents.append(bool(m.flags & FLAG_INCIDENT))
+        self._dirty_len = 0
+        return ids, seen, states, misses, incidents
+
+    def mark_dirty(self, ids):
+        """Mark monitors dirty again, e.g. after a failed flush; unknown ids are skipped."""
+        cdef int32_t slot
+        for monitor_id in ids:
+            slot = self._find_id(monitor_id)
+            if slot >= 0:
+                self._mark_dirty(slot)
+
+    @property
+    def dirty_count(self):
+        return self._dirty_len
+
+    def get(self, int64_t monitor_id):
+        """The monitor's state as a dict, or None if it is not loaded."""
+        cdef int32_t slot = self._find_id(monitor_id)
+        cdef Monitor* m
+        if slot < 0:
+            return None
+        m = &self._mons[slot]
+        return {
+            "id": m.monitor_id,
+            "state": STATE_NAMES[m.state],
+            "misses": m.misses,
+            "last_seen": m.last_seen,
+            "incident_open": bool(m.flags & FLAG_INCIDENT),
+            "deadline": self._due(m),
+            "interval": m.interval,
+            "grace": m.grace,
+            "threshold": m.threshold,
+        }
+
+    cdef object _due(self, Monitor* m):
+        # The real deadline; the registered one may be earlier (lazy after pings).
+        if m.state == STATE_UP:
+            return self._up_deadline(m)
+        if m.state == STATE_DOWN and not (m.flags & FLAG_INCIDENT):
+            return m.deadline
+        return None
+
+    def ids(self):
+        """The ids of all loaded monitors."""
+        cdef uint32_t slot
+        return [self._mons[slot].monitor_id for slot in range(self._mons_len)
+                if self._mons[slot].flags & FLAG_LIVE]
+
+    def memory_bytes(self):
+        """Bytes allocated by the table: records, both indexes, heap and dirty list."""
+        return (
+            self._mons_cap * sizeof(Monitor)
+            + 2 * (self._index_mask + 1) * sizeof(int32_t)
+            + self._heap_cap * sizeof(HeapEntry)
+            + self._dirty_cap * sizeof(uint32_t)
+        )
+
+    def statistics(self):
+        """Counts for metrics: monitors, scheduled, heap entries, dirty, pings."""
+        return {
+            "monitors": self._count,
+            "scheduled": self._scheduled,
+            "heap_entries": self._heap_len,
+            "dirty": self._dirty_len,
+            "pings_found": self.pings_found,
+            "pings_unknown": self.pings_unknown,
+        }

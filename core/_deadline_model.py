@@ -1,0 +1,297 @@
+"""The executable specification of ``core._deadline.DeadlineTable``, in plain Python.
+
+Same API and the same answers, written for clarity instead of speed: no heap, no indexes;
+``pop_due`` scans for the earliest due monitor. The hypothesis state machine in
+``tests/core/test_deadline_model.py`` drives both and requires them to agree on every answer
+and every event. The rules are stated once, in ``core/_deadline.pyx``'s docstring.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+EVENT_UP = "up"
+EVENT_DOWN = "down"
+EVENT_INCIDENT_OPENED = "incident_opened"
+EVENT_RECOVERED = "recovered"
+EVENT_INCIDENT_RESOLVED = "incident_resolved"
+
+STATE_NAMES = ("pending", "up", "down", "paused")
+_MAX_MISSES = 65535
+
+
+@dataclass
+class _Monitor:
+    monitor_id: int
+    digest: bytes
+    interval: int
+    grace: int
+    threshold: int
+    state: str
+    misses: int
+    last_seen: float
+    floor: float
+    incident_open: bool
+    next_miss: float | None  # only for a down monitor still counting misses
+    dirty: bool = False
+    seen: bool = True
+
+    def due(self) -> float | None:
+        if self.state == "up":
+            return max(self.last_seen, self.floor) + self.interval + self.grace
+        if self.state == "down" and not self.incident_open:
+            return self.next_miss
+        return None
+
+
+Event = tuple[int, str, float]
+
+
+class DeadlineModel:
+    """Pure-Python twin of DeadlineTable."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._by_id: dict[int, _Monitor] = {}
+        self._by_digest: dict[bytes, _Monitor] = {}
+        self._events: list[Event] = []
+        self._dirty_order: list[int] = []
+        self.pings_found = 0
+        self.pings_unknown = 0
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def _emit(self, m: _Monitor, kind: str, at: float) -> None:
+        self._events.append((m.monitor_id, kind, at))
+
+    def _mark_dirty(self, m: _Monitor) -> None:
+        if not m.dirty:
+            m.dirty = True
+            self._dirty_order.append(m.monitor_id)
+
+    def ping(self, digest: bytes, now: float) -> bool:
+        if len(digest) != 32:
+            raise ValueError("a digest is 32 bytes")
+        m = self._by_digest.get(digest)
+        if m is None:
+            self.pings_unknown += 1
+            return False
+        self.pings_found += 1
+        m.last_seen = now
+        self._mark_dirty(m)
+        if m.state == "pending":
+            m.state = "up"
+            self._emit(m, EVENT_UP, now)
+        elif m.state == "down":
+            m.state = "up"
+            m.misses = 0
+            m.next_miss = None
+            self._emit(m, EVENT_RECOVERED, now)
+            if m.incident_open:
+                m.incident_open = False
+                self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+        return True
+
+    def contains(self, digest: bytes) -> bool:
+        return digest in self._by_digest
+
+    def upsert(
+        self,
+        monitor_id: int,
+        digest: bytes,
+        interval: int,
+        grace: int,
+        threshold: int,
+        paused: bool,
+        now: float,
+        state: str = "pending",
+        misses: int = 0,
+        last_seen: float = 0.0,
+        incident_open: bool = False,
+    ) -> None:
+        if len(digest) != 32:
+            raise ValueError("a digest is 32 bytes")
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        if not 1 <= threshold <= _MAX_MISSES:
+            raise ValueError("threshold must be between 1 and 65535")
+        m = self._by_id.get(monitor_id)
+        if m is None:
+            self._insert(
+                monitor_id, digest, interval, grace, threshold, paused, now,
+                state, misses, last_seen, incident_open,
+            )  # fmt: skip
+            return
+        m.seen = True
+        if m.digest != digest:
+            if digest in self._by_digest:
+                raise ValueError("digest already belongs to another monitor")
+            del self._by_digest[m.digest]
+            m.digest = digest
+            self._by_digest[digest] = m
+        m.interval, m.grace, m.threshold = interval, grace, threshold
+        if paused and m.state != "paused":
+            m.state = "paused"
+            m.misses = 0
+            m.next_miss = None
+            if m.incident_open:
+                m.incident_open = False
+                self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+            self._mark_dirty(m)
+        elif not paused and m.state == "paused":
+            m.floor = now
+            m.state = "pending" if m.last_seen == 0.0 else "up"
+            self._mark_dirty(m)
+        elif m.state == "down" and not m.incident_open and m.misses >= m.threshold:
+            m.incident_open = True
+            m.next_miss = None
+            self._emit(m, EVENT_INCIDENT_OPENED, now)
+            self._mark_dirty(m)
+
+    def _insert(
+        self,
+        monitor_id: int,
+        digest: bytes,
+        interval: int,
+        grace: int,
+        threshold: int,
+        paused: bool,
+        now: float,
+        state: str,
+        misses: int,
+        last_seen: float,
+        incident_open: bool,
+    ) -> None:
+        if state not in STATE_NAMES:
+            raise ValueError(f"unknown state {state!r}")
+        if digest in self._by_digest:
+            raise ValueError("digest already belongs to another monitor")
+        m = _Monitor(
+            monitor_id, digest, interval, grace, threshold, state="pending", misses=0,
+            last_seen=last_seen, floor=now, incident_open=False, next_miss=None,
+        )  # fmt: skip
+        self._by_id[monitor_id] = m
+        self._by_digest[digest] = m
+        if paused:
+            m.state = "paused"
+            if state != "paused":
+                self._mark_dirty(m)
+            if incident_open:
+                self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+                self._mark_dirty(m)
+            return
+        if state in ("paused", "pending") or last_seen == 0.0:
+            m.state = "pending" if last_seen == 0.0 else "up"
+            if m.state != state:
+                self._mark_dirty(m)
+            return
+        m.state = state
+        if state == "up":
+            return
+        m.misses = min(max(misses, 1), _MAX_MISSES)
+        if incident_open:
+            m.incident_open = True
+        elif m.misses >= m.threshold:
+            m.incident_open = True
+            self._emit(m, EVENT_INCIDENT_OPENED, now)
+            self._mark_dirty(m)
+        else:
+            m.next_miss = max(m.last_seen, m.floor) + m.interval + m.grace
+
+    def remove(self, monitor_id: int) -> bool:
+        m = self._by_id.pop(monitor_id, None)
+        if m is None:
+            return False
+        del self._by_digest[m.digest]
+        return True
+
+    def begin_sync(self) -> None:
+        for m in self._by_id.values():
+            m.seen = False
+
+    def end_sync(self) -> list[int]:
+        removed = sorted(m.monitor_id for m in self._by_id.values() if not m.seen)
+        for monitor_id in removed:
+            self.remove(monitor_id)
+        return removed
+
+    def _miss(self, m: _Monitor, at: float) -> None:
+        if m.state == "up":
+            m.state = "down"
+            m.misses = 1
+            self._emit(m, EVENT_DOWN, at)
+        else:
+            m.misses = min(m.misses + 1, _MAX_MISSES)
+        self._mark_dirty(m)
+        if m.misses >= m.threshold:
+            m.incident_open = True
+            m.next_miss = None
+            self._emit(m, EVENT_INCIDENT_OPENED, at)
+        else:
+            m.next_miss = at + m.interval
+
+    def pop_due(self, now: float) -> int:
+        missed = 0
+        while True:
+            candidates = [(due, m) for m in self._by_id.values() if (due := m.due()) is not None]
+            if not candidates:
+                return missed
+            due, m = min(candidates, key=lambda c: c[0])
+            if due > now:
+                return missed
+            self._miss(m, due)
+            missed += 1
+
+    def next_deadline(self) -> float:
+        dues = [due for m in self._by_id.values() if (due := m.due()) is not None]
+        return min(dues, default=math.inf)
+
+    def take_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def take_dirty(self) -> tuple[list[int], list[float], list[str], list[int], list[bool]]:
+        ids: list[int] = []
+        seen: list[float] = []
+        states: list[str] = []
+        misses: list[int] = []
+        incidents: list[bool] = []
+        for monitor_id in self._dirty_order:
+            m = self._by_id.get(monitor_id)
+            if m is None or not m.dirty:
+                continue
+            m.dirty = False
+            ids.append(m.monitor_id)
+            seen.append(m.last_seen)
+            states.append(m.state)
+            misses.append(m.misses)
+            incidents.append(m.incident_open)
+        self._dirty_order = []
+        return ids, seen, states, misses, incidents
+
+    def mark_dirty(self, ids: list[int]) -> None:
+        for monitor_id in ids:
+            m = self._by_id.get(monitor_id)
+            if m is not None:
+                self._mark_dirty(m)
+
+    def get(self, monitor_id: int) -> dict[str, Any] | None:
+        m = self._by_id.get(monitor_id)
+        if m is None:
+            return None
+        return {
+            "id": m.monitor_id,
+            "state": m.state,
+            "misses": m.misses,
+            "last_seen": m.last_seen,
+            "incident_open": m.incident_open,
+            "deadline": m.due(),
+            "interval": m.interval,
+            "grace": m.grace,
+            "threshold": m.threshold,
+        }
+
+    def ids(self) -> list[int]:
+        return list(self._by_id)

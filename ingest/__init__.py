@@ -1,0 +1,1 @@
+"""The ingest: answers heartbeats, keeps deadlines, flushes state to PostgreSQL."""

@@ -1,0 +1,35 @@
+# Type stub for the compiled ingest._fastpath module.
+from typing import Final
+
+from core._deadline import DeadlineTable
+
+INCOMPLETE: Final[int]
+COMPLETE: Final[int]
+DECLINE: Final[int]
+NEED_MORE: Final[int]
+DECLINED: Final[int]
+CLOSE: Final[int]
+PING_PREFIX: Final[bytes]
+TOKEN_LENGTH: Final[int]
+
+def parse_head(
+    data: bytes, max_head: int = 8192
+) -> tuple[int, int, bytes | None, bytes | None, bool]: ...
+
+class FastPath:
+    ok_keep_alive: bytes
+    ok_close: bytes
+    not_found_keep_alive: bytes
+    not_found_close: bytes
+    not_found_head_keep_alive: bytes
+    not_found_head_close: bytes
+    max_head: int
+    requests: int
+    pings_ok: int
+    pings_unknown: int
+    pings_malformed: int
+    def __init__(self, table: DeadlineTable, max_head: int = 8192) -> None: ...
+    def ping_target(self, target: bytes, now: float) -> int: ...
+    def process(
+        self, buf: bytearray, now: float, budget: int
+    ) -> tuple[bytes, int, int, int]: ...

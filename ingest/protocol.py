@@ -1,0 +1,314 @@
+"""One HTTP/1.1 connection of the ingest, sans-IO: bytes in, bytes out, no sockets.
+
+How this works
+--------------
+Bytes collect in a buffer that the native fast path reads first: it answers every complete
+plain ping (pipelined ones too) and stops at the first request it is not sure of. That
+request goes to a fresh h11 connection, after our own checks on its raw head (h11 is
+lenient about bare LF line ends, obsolete line folding and control characters; we are
+not). When h11 has finished the request and the connection stays open, the bytes h11 has
+not used come back to the buffer and the fast path takes over again.
+
+Limits (``Limits``): the request head (431 past it), its arrival time (408), body size
+(413, without reading the rest) and time (408), idle keep-alive time, requests per
+connection. Every refusal answers with a 4xx and closes; nothing here raises on bad input.
+The I/O layer asks ``deadline()`` when to give up waiting and then calls ``timed_out()``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import h11
+
+from . import responses
+from ._fastpath import CLOSE, NEED_MORE, PING_PREFIX, FastPath
+from .responses import Reply
+
+KIB = 1024
+SECONDS = 1.0
+
+_HEAD_END = re.compile(rb"\n\r?\n")  # where h11 ends a head
+# What h11 lets through in a head and we refuse.
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_OBS_FOLD = re.compile(rb"\r\n[ \t]")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection limits of the ingest listener."""
+
+    max_head_bytes: int = 8 * KIB
+    head_timeout: float = 10 * SECONDS
+    max_body_bytes: int = 10_000
+    body_timeout: float = 10 * SECONDS
+    keepalive_timeout: float = 5 * SECONDS
+    max_requests_per_connection: int = 1000
+    max_connections: int = 10_000
+    send_timeout: float = 10 * SECONDS
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"  # between requests: nothing of the next one has arrived
+    HEAD = "head"  # part of a request head has arrived
+    BODY = "body"  # the head is in, the body is not
+    CLOSED = "closed"
+
+
+class Responder:
+    """The fast path plus the current Date, shared by every connection of a listener."""
+
+    def __init__(self, fast: FastPath, counters: Callable[[int], None] | None = None) -> None:
+        self.fast = fast
+        self.date = b""
+        self._second = -1
+        self._count_status = counters
+
+    def refresh(self, now: float) -> None:
+        """Re-render the cached responses when the second changes."""
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self.date = responses.refresh(self.fast, now)
+
+    def count(self, status: int) -> None:
+        if self._count_status is not None:
+            self._count_status(status)
+
+
+def check_head(head: bytes) -> str | None:
+    """Our own refusals of a raw request head (h11 accepts these); None if fine."""
+    if _BARE_LF.search(head):
+        return "bare LF line ending in the request head"
+    if _BARE_CR.search(head):
+        return "bare CR in the request head"
+    if _CONTROL.search(head):
+        return "control character in the request head"
+    if _OBS_FOLD.search(head):
+        return "obsolete line folding in the request head"
+    return None
+
+
+class Session:
+    """The state of one connection. Feed it with receive(); send what it returns."""
+
+    def __init__(self, responder: Responder, limits: Limits, now: float) -> None:
+        self._responder = responder
+        self._fast = responder.fast
+        self._limits = limits
+        self._buf = bytearray()
+        self._h11: h11.Connection | None = None
+        self._request: h11.Request | None = None
+        self._body_bytes = 0
+        self.answered = 0
+        self.phase = Phase.IDLE
+        self.phase_since = now
+        self._fresh = True  # no request yet: an idle timeout here is the head timeout
+
+    # -- timing
+
+    def deadline(self) -> float:
+        """When the I/O layer should stop waiting and call timed_out()."""
+        limits = self._limits
+        if self.phase is Phase.IDLE:
+            timeout = limits.head_timeout if self._fresh else limits.keepalive_timeout
+        elif self.phase is Phase.HEAD:
+            timeout = limits.head_timeout
+        elif self.phase is Phase.BODY:
+            timeout = limits.body_timeout
+        else:
+            return self.phase_since
+        return self.phase_since + timeout
+
+    def timed_out(self) -> bytes:
+        """The deadline passed: the bytes to send before closing (408, or nothing if idle)."""
+        if self.phase is Phase.IDLE or self.phase is Phase.CLOSED:
+            self._close()
+            return b""
+        return self._refuse(responses.REQUEST_TIMEOUT)
+
+    @property
+    def closed(self) -> bool:
+        return self.phase is Phase.CLOSED
+
+    @property
+    def busy(self) -> bool:
+        """True while a request is partly received (a graceful stop waits for it)."""
+        return self.phase in (Phase.HEAD, Phase.BODY)
+
+    def _enter(self, phase: Phase, now: float) -> None:
+        if phase is not self.phase:
+            self.phase = phase
+            self.phase_since = now
+
+    def _close(self) -> None:
+        self.phase = Phase.CLOSED
+        self._buf.clear()
+        self._h11 = None
+
+    # -- input
+
+    def receive(self, data: bytes, now: float) -> bytes:
+        """Take bytes from the peer (b"" = it closed); returns the bytes to send.
+
+        After it returns, ``closed`` says whether to close once they are sent.
+        """
+        if self.phase is Phase.CLOSED:
+            return b""
+        if not data:
+            self._close()
+            return b""
+        if self._h11 is not None:
+            self._h11.receive_data(data)
+        else:
+            self._buf += data
+        out: list[bytes] = []
+        while self.phase is not Phase.CLOSED:
+            if self._h11 is None:
+                if not self._fast_step(now, out):
+                    break
+            elif not self._slow_step(now, out):
+                break
+        return b"".join(out)
+
+    def _budget(self) -> int:
+        return self._limits.max_requests_per_connection - self.answered
+
+    def _fast_step(self, now: float, out: list[bytes]) -> bool:
+        """Run the fast path; True if the slow path must take the next request."""
+        if not self._buf:
+            self._enter(Phase.IDLE, now)
+            return False
+        output, consumed, answered, reason = self._fast.process(self._buf, now, self._budget())
+        if answered:
+            out.append(output)
+            del self._buf[:consumed]
+            self.answered += answered
+            self._fresh = False
+            self.phase = Phase.IDLE
+            self.phase_since = now
+        if reason == CLOSE:
+            self._close()
+            return False
+        if reason == NEED_MORE:
+            if self._buf:
+                self._enter(Phase.HEAD, now)
+                if len(self._buf) > self._limits.max_head_bytes:
+                    out.append(self._refuse(responses.HEAD_TOO_LARGE))
+            else:
+                self._enter(Phase.IDLE, now)
+            return False
+        return self._start_slow(now, out)
+
+    def _start_slow(self, now: float, out: list[bytes]) -> bool:
+        self._enter(Phase.HEAD, now)
+        match = _HEAD_END.search(self._buf, 0, self._limits.max_head_bytes + 2)
+        if match is None:
+            if len(self._buf) > self._limits.max_head_bytes:
+                out.append(self._refuse(responses.HEAD_TOO_LARGE))
+            return False
+        problem = check_head(bytes(self._buf[: match.end()]))
+        if problem is not None:
+            out.append(self._refuse(responses.bad_request(problem)))
+            return False
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_head_bytes)
+        conn.receive_data(bytes(self._buf))
+        self._buf.clear()
+        self._h11 = conn
+        self._request = None
+        self._body_bytes = 0
+        return True
+
+    def _slow_step(self, now: float, out: list[bytes]) -> bool:
+        """Advance the h11 connection by one event; False when waiting for bytes."""
+        conn = self._h11
+        assert conn is not None
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            out.append(self._refuse(responses.protocol_error(exc.error_status_hint, str(exc))))
+            return False
+        if event is h11.NEED_DATA:
+            self._enter(Phase.HEAD if self._request is None else Phase.BODY, now)
+            return False
+        if isinstance(event, h11.Request):
+            return self._on_request(conn, event, now, out)
+        if isinstance(event, h11.Data):
+            self._body_bytes += len(event.data)
+            if self._body_bytes > self._limits.max_body_bytes:
+                out.append(self._refuse(responses.PAYLOAD_TOO_LARGE))
+                return False
+            return True
+        if isinstance(event, h11.EndOfMessage):
+            self._respond(conn, now, out)
+            return True
+        # ConnectionClosed, or PAUSED after a request h11 cannot continue from.
+        self._close()
+        return False
+
+    def _on_request(
+        self, conn: h11.Connection, request: h11.Request, now: float, out: list[bytes]
+    ) -> bool:
+        self._request = request
+        self._enter(Phase.BODY, now)
+        length = _content_length(request)
+        if length is not None and length > self._limits.max_body_bytes:
+            out.append(self._refuse(responses.PAYLOAD_TOO_LARGE))
+            return False
+        if conn.they_are_waiting_for_100_continue:
+            out.append(conn.send(h11.InformationalResponse(status_code=100)) or b"")
+        return True
+
+    def _route(self, request: h11.Request, now: float) -> Reply:
+        target = request.target
+        path = target.split(b"?", 1)[0]
+        if path.startswith(PING_PREFIX) and b"/" not in path[len(PING_PREFIX) :]:
+            if request.method not in (b"POST", b"HEAD"):
+                return responses.METHOD_NOT_ALLOWED
+            if self._fast.ping_target(target, now) == 1:
+                return responses.NO_CONTENT
+            return responses.NOT_FOUND
+        return responses.NO_ROUTE
+
+    def _respond(self, conn: h11.Connection, now: float, out: list[bytes]) -> None:
+        request = self._request
+        assert request is not None
+        reply = self._route(request, now)
+        self.answered += 1
+        self._fresh = False
+        close = self.answered >= self._limits.max_requests_per_connection
+        head = request.method == b"HEAD"
+        for event in reply.events(self._responder.date, close=close, head=head):
+            out.append(conn.send(event) or b"")
+        out.append(conn.send(h11.EndOfMessage()) or b"")
+        self._responder.count(reply.status)
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            data, _closed = conn.trailing_data
+            self._h11 = None
+            self._request = None
+            self._buf = bytearray(data)
+            self.phase = Phase.IDLE
+            self.phase_since = now
+        else:
+            self._close()
+
+    def _refuse(self, reply: Reply) -> bytes:
+        """Render a refusal that closes the connection."""
+        head = self._request is not None and self._request.method == b"HEAD"
+        method = b"HEAD" if head else b"POST"
+        data = responses.render(reply, self._responder.date, method=method, close=True)
+        self._responder.count(reply.status)
+        self._close()
+        return data
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)
+    return None

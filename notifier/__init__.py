@@ -1,0 +1,1 @@
+"""Alert channels (see the alerting issue)."""

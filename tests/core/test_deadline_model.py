@@ -1,0 +1,171 @@
+"""The Cython table and the pure-Python model agree on every answer and every event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hypothesis.strategies as st
+from hypothesis import settings
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from core import DeadlineTable
+from core._deadline_model import DeadlineModel
+from core.tokens import digest
+
+DIGESTS = [digest(f"{i:064x}") for i in range(12)]
+IDS = st.integers(min_value=1, max_value=6)
+INTERVALS = st.sampled_from([30, 60, 300])
+GRACES = st.sampled_from([0, 5, 60])
+THRESHOLDS = st.integers(min_value=1, max_value=4)
+STATES = st.sampled_from(["pending", "up", "down", "paused"])
+
+
+def _by_monitor(events: list[tuple[int, str, float]]) -> list[tuple[int, str, float]]:
+    # Monitors are independent: order across them may differ, order within one may not.
+    return sorted(events, key=lambda e: e[0])
+
+
+class TableMatchesModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 1_000.0
+        self.table: Any = DeadlineTable(capacity=4)
+        self.model = DeadlineModel()
+        self.config: dict[int, tuple[bytes, int, int, int, bool]] = {}
+        self.persisted: dict[int, tuple[str, int, float, bool]] = {}
+
+    def both(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        outcomes = []
+        for impl in (self.table, self.model):
+            try:
+                outcomes.append(("ok", getattr(impl, name)(*args, **kwargs)))
+            except ValueError as exc:
+                outcomes.append(("error", str(exc)))
+        assert outcomes[0] == outcomes[1], (name, args, outcomes)
+        self.last_ok = outcomes[0][0] == "ok"
+        return outcomes[0][1]
+
+    @rule(
+        monitor_id=IDS,
+        digest_index=st.integers(0, len(DIGESTS) - 1),
+        interval=INTERVALS,
+        grace=GRACES,
+        threshold=THRESHOLDS,
+        paused=st.booleans(),
+    )
+    def upsert(self, monitor_id, digest_index, interval, grace, threshold, paused):
+        config = (DIGESTS[digest_index], interval, grace, threshold, paused)
+        self.both("upsert", monitor_id, *config[:4], paused, self.now)
+        if self.last_ok:
+            self.config[monitor_id] = config
+
+    @rule(digest_index=st.integers(0, len(DIGESTS) - 1))
+    def ping(self, digest_index):
+        self.both("ping", DIGESTS[digest_index], self.now)
+
+    @rule(monitor_id=IDS)
+    def remove(self, monitor_id):
+        if self.both("remove", monitor_id):
+            del self.config[monitor_id]
+            self.persisted.pop(monitor_id, None)
+
+    @rule(seconds=st.one_of(st.floats(0, 400, allow_nan=False), st.sampled_from([30.0, 60.0])))
+    def advance(self, seconds):
+        self.now += seconds
+        self.both("pop_due", self.now)
+
+    @precondition(lambda self: self.table.next_deadline() != float("inf"))
+    @rule()
+    def advance_to_next_deadline(self):
+        # Land exactly on a deadline: the boundary is where off-by-one errors live.
+        self.now = max(self.now, self.table.next_deadline())
+        self.both("pop_due", self.now)
+
+    @rule()
+    def flush(self):
+        dirty_table = sorted(zip(*self.table.take_dirty(), strict=True))
+        dirty_model = sorted(zip(*self.model.take_dirty(), strict=True))
+        assert dirty_table == dirty_model
+        for monitor_id, last_seen, state, misses, incident in dirty_model:
+            self.persisted[monitor_id] = (state, misses, last_seen, incident)
+
+    @rule(keep=st.sets(IDS))
+    def resync(self, keep):
+        self.both("begin_sync")
+        for monitor_id in sorted(keep & set(self.config)):
+            digest_, interval, grace, threshold, paused = self.config[monitor_id]
+            self.both("upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now)
+        removed = self.both("end_sync")
+        assert sorted(removed) == sorted(set(self.config) - keep)
+        for monitor_id in removed:
+            del self.config[monitor_id]
+            self.persisted.pop(monitor_id, None)
+
+    @rule(downtime=st.floats(0, 900, allow_nan=False))
+    def restart(self, downtime):
+        """A new process loads what was flushed; what was not flushed is lost."""
+        self.flush()
+        self.table.take_events()
+        self.model.take_events()
+        self.now += downtime
+        self.table = DeadlineTable(capacity=4)
+        self.model = DeadlineModel()
+        for monitor_id, (digest_, interval, grace, threshold, paused) in self.config.items():
+            state, misses, last_seen, incident = self.persisted.get(
+                monitor_id, ("pending", 0, 0.0, False)
+            )
+            self.both(
+                "upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now,
+                state, misses, last_seen, incident,
+            )  # fmt: skip
+            assert self.last_ok
+
+    @rule(
+        monitor_id=IDS,
+        digest_index=st.integers(0, len(DIGESTS) - 1),
+        state=STATES,
+        misses=st.integers(0, 5),
+        ago=st.floats(0, 1000, allow_nan=False),
+        incident=st.booleans(),
+        paused=st.booleans(),
+    )
+    def load_persisted(self, monitor_id, digest_index, state, misses, ago, incident, paused):
+        last_seen = 0.0 if state == "pending" else self.now - ago
+        self.both(
+            "upsert", monitor_id, DIGESTS[digest_index], 60, 5, 2, paused, self.now,
+            state, misses, last_seen, incident,
+        )  # fmt: skip
+        if self.last_ok:
+            self.config[monitor_id] = (DIGESTS[digest_index], 60, 5, 2, paused)
+
+    @invariant()
+    def same_monitors_and_events(self):
+        assert len(self.table) == len(self.model)
+        assert sorted(self.table.ids()) == sorted(self.model.ids())
+        for monitor_id in self.model.ids():
+            assert self.table.get(monitor_id) == self.model.get(monitor_id)
+        assert _by_monitor(self.table.take_events()) == _by_monitor(self.model.take_events())
+        assert self.table.next_deadline() <= self.model.next_deadline()
+
+    @invariant()
+    def at_most_one_open_incident_and_only_when_down(self):
+        for monitor_id in self.model.ids():
+            row = self.table.get(monitor_id)
+            if row["incident_open"]:
+                assert row["state"] == "down"
+                assert row["misses"] >= row["threshold"] or row["misses"] >= 1
+
+    @initialize()
+    def start(self):
+        self.table.take_events()
+
+
+TableMatchesModel.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+test_table_matches_model = TableMatchesModel.TestCase

@@ -1,0 +1,189 @@
+"""The state rules, stated as scenarios and checked on both the table and the model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core import DeadlineTable
+from core._deadline_model import DeadlineModel
+from core.tokens import digest
+
+T0 = 1_000_000.0
+A = digest("a" * 64)
+B = digest("b" * 64)
+
+
+@pytest.fixture(params=[DeadlineTable, DeadlineModel], ids=["cython", "model"])
+def table(request: pytest.FixtureRequest) -> Any:
+    return request.param()
+
+
+def kinds(table: Any) -> list[str]:
+    return [kind for _id, kind, _at in table.take_events()]
+
+
+def test_a_new_monitor_never_goes_down_before_its_first_ping(table):
+    table.upsert(1, A, 30, 0, 1, False, T0)
+    assert table.pop_due(T0 + 10_000) == 0
+    assert table.get(1)["state"] == "pending"
+    assert kinds(table) == []
+
+
+def test_a_missed_deadline_makes_it_down_and_opens_the_incident_once(table):
+    table.upsert(1, A, 30, 10, 1, False, T0)
+    assert table.ping(A, T0 + 1)
+    assert kinds(table) == ["up"]
+    table.pop_due(T0 + 40.999)
+    assert table.get(1)["state"] == "up"
+    table.pop_due(T0 + 41)
+    assert table.take_events() == [(1, "down", T0 + 41), (1, "incident_opened", T0 + 41)]
+    table.pop_due(T0 + 10_000)
+    assert kinds(table) == []
+    assert table.get(1)["misses"] == 1
+
+
+def test_each_further_interval_is_one_more_miss_until_the_threshold(table):
+    table.upsert(1, A, 60, 5, 3, False, T0)
+    table.ping(A, T0)
+    table.take_events()
+    table.pop_due(T0 + 65)
+    assert table.get(1)["misses"] == 1
+    table.pop_due(T0 + 125)
+    assert table.get(1)["misses"] == 2
+    assert kinds(table) == ["down"]
+    table.pop_due(T0 + 185)
+    assert table.take_events() == [(1, "incident_opened", T0 + 185)]
+
+
+def test_the_next_ping_recovers_and_resolves_the_incident(table):
+    table.upsert(1, A, 30, 0, 1, False, T0)
+    table.ping(A, T0)
+    table.pop_due(T0 + 31)
+    table.take_events()
+    table.ping(A, T0 + 50)
+    assert kinds(table) == ["recovered", "incident_resolved"]
+    row = table.get(1)
+    assert (row["state"], row["misses"], row["incident_open"]) == ("up", 0, False)
+    assert row["deadline"] == T0 + 80
+
+
+def test_a_recovery_below_the_threshold_resolves_nothing(table):
+    table.upsert(1, A, 30, 0, 2, False, T0)
+    table.ping(A, T0)
+    table.pop_due(T0 + 31)
+    table.take_events()
+    table.ping(A, T0 + 40)
+    assert kinds(table) == ["recovered"]
+
+
+def test_pings_move_the_deadline_without_events(table):
+    table.upsert(1, A, 30, 0, 1, False, T0)
+    for second in range(0, 300, 20):
+        table.ping(A, T0 + second)
+        table.pop_due(T0 + second)
+    assert kinds(table) == ["up"]
+    assert table.get(1)["deadline"] == T0 + 280 + 30
+
+
+def test_after_a_restart_nothing_goes_down_before_start_plus_interval_plus_grace(table):
+    # Last ping long ago: without the amnesty it would be down the moment it loads.
+    start = T0 + 3_600
+    table.upsert(1, A, 60, 30, 1, False, start, state="up", last_seen=T0)
+    table.pop_due(start + 89.9)
+    assert table.get(1)["state"] == "up"
+    table.pop_due(start + 90)
+    assert kinds(table) == ["down", "incident_opened"]
+
+
+def test_a_monitor_that_pings_on_schedule_after_our_outage_never_alerts(table):
+    start = T0 + 300
+    table.upsert(1, A, 60, 0, 1, False, start, state="up", last_seen=T0)
+    table.ping(A, start + 30)
+    assert kinds(table) == ["up"] or kinds(table) == []
+    table.pop_due(start + 30 + 60 - 0.001)
+    assert kinds(table) == []
+
+
+def test_a_paused_monitor_has_no_deadline_but_records_its_pings(table):
+    table.upsert(1, A, 30, 0, 1, True, T0)
+    assert table.ping(A, T0 + 5)
+    table.pop_due(T0 + 10_000)
+    row = table.get(1)
+    assert (row["state"], row["last_seen"], row["deadline"]) == ("paused", T0 + 5, None)
+    assert kinds(table) == []
+
+
+def test_pausing_resolves_an_open_incident_and_resuming_restarts_the_clock(table):
+    table.upsert(1, A, 30, 0, 1, False, T0)
+    table.ping(A, T0)
+    table.pop_due(T0 + 30)
+    table.take_events()
+    table.upsert(1, A, 30, 0, 1, True, T0 + 100)
+    assert kinds(table) == ["incident_resolved"]
+    table.upsert(1, A, 30, 0, 1, False, T0 + 200)
+    assert table.get(1)["deadline"] == T0 + 230
+
+
+def test_a_rotated_token_stops_matching_at_once(table):
+    table.upsert(1, A, 30, 0, 1, False, T0)
+    table.upsert(1, B, 30, 0, 1, False, T0)
+    assert not table.ping(A, T0)
+    assert table.ping(B, T0)
+
+
+def test_a_removed_monitor_is_forgotten(table):
+    table.upsert(1, A, 30, 0, 1, False, T0)
+    table.ping(A, T0)
+    assert table.remove(1)
+    assert not table.ping(A, T0 + 1)
+    table.pop_due(T0 + 1_000)
+    assert table.get(1) is None
+    assert kinds(table) == ["up"]
+
+
+def test_two_monitors_cannot_share_a_token(table):
+    table.upsert(1, A, 30, 0, 1, False, T0)
+    with pytest.raises(ValueError, match="another monitor"):
+        table.upsert(2, A, 30, 0, 1, False, T0)
+
+
+def test_a_shorter_interval_brings_the_deadline_forward(table):
+    table.upsert(1, A, 3600, 0, 1, False, T0)
+    table.ping(A, T0)
+    table.upsert(1, A, 30, 0, 1, False, T0 + 1)
+    table.pop_due(T0 + 30)
+    assert kinds(table) == ["up", "down", "incident_opened"]
+
+
+def test_dirty_rows_are_handed_over_once(table):
+    table.upsert(1, A, 30, 0, 1, False, T0)
+    for i in range(5):
+        table.ping(A, T0 + i)
+    assert table.take_dirty() == ([1], [T0 + 4], ["up"], [0], [False])
+    assert table.take_dirty() == ([], [], [], [], [])
+    table.mark_dirty([1, 99])
+    assert table.take_dirty()[0] == [1]
+
+
+def test_the_heap_stays_bounded_under_interval_churn():
+    table = DeadlineTable()
+    for i in range(100):
+        table.upsert(i, digest(f"{i:064x}"), 3600, 0, 1, False, T0)
+        table.ping(digest(f"{i:064x}"), T0)
+    for round_ in range(200):
+        for i in range(100):
+            table.upsert(i, digest(f"{i:064x}"), 3600 - round_ - 1, 0, 1, False, T0)
+    assert table.statistics()["heap_entries"] <= 2 * 100 + 1024
+
+
+def test_memory_per_monitor_is_within_budget():
+    # The ingest sizes the table for what it loads; growth past that doubles.
+    n = 200_000
+    table = DeadlineTable(capacity=n)
+    for i in range(n):
+        d = digest(i.to_bytes(8, "big"))
+        table.upsert(i, d, 60, 0, 1, False, T0)
+        table.ping(d, T0)
+    assert table.memory_bytes() / n <= 128
