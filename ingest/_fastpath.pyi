@@ -25,6 +25,8 @@ class FastPath:
     not_found_head_close: bytes
     max_head: int
     requests: int
+    answered_204: int
+    answered_404: int
     pings_ok: int
     pings_unknown: int
     pings_malformed: int

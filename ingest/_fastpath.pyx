@@ -263,6 +263,8 @@ cdef class FastPath:
     cdef public bytes not_found_head_close
     cdef public Py_ssize_t max_head
     cdef readonly uint64_t requests
+    cdef readonly uint64_t answered_204
+    cdef readonly uint64_t answered_404
     cdef readonly uint64_t pings_ok
     cdef readonly uint64_t pings_unknown
     cdef readonly uint64_t pings_malformed
@@ -274,7 +276,7 @@ cdef class FastPath:
         self.not_found_keep_alive = self.not_found_close = b""
         self.not_found_head_keep_alive = self.not_found_head_close = b""
 
-    cdef int _ping(self, const uint8_t* target, Py_ssize_t n, double now) except -1:
+    cdef int _ping(self, const uint8_t* target, Py_ssize_t n, double now) except -2:
         # 1 = a monitor's token, 0 = a well-formed unknown token, -1 = not a token at all.
         cdef Py_ssize_t i, end = _token_end(target, n)
         cdef const uint8_t* token = target + _PREFIX_LEN
@@ -338,8 +340,15 @@ cdef class FastPath:
             answered += 1
             last = (not h.keep_alive) or answered == budget
             if found == 1:
+                self.answered_204 += 1
                 out.append(self.ok_close if last else self.ok_keep_alive)
-            elif h.method == M_HEAD:
+                pos += h.end
+                if last:
+                    reason = CLOSE
+                    break
+                continue
+            self.answered_404 += 1
+            if h.method == M_HEAD:
                 out.append(self.not_found_head_close if last else self.not_found_head_keep_alive)
             else:
                 out.append(self.not_found_close if last else self.not_found_keep_alive)

@@ -256,12 +256,18 @@ class Session:
     ) -> bool:
         self._request = request
         self._enter(Phase.BODY, now)
+        if request.http_version not in (b"1.0", b"1.1"):
+            out.append(self._refuse(responses.bad_request("only HTTP/1.0 and HTTP/1.1 are served")))
+            return False
+        if not request.target.startswith(b"/"):
+            out.append(self._refuse(responses.bad_request("the request target must be a path")))
+            return False
         length = _content_length(request)
         if length is not None and length > self._limits.max_body_bytes:
             out.append(self._refuse(responses.PAYLOAD_TOO_LARGE))
             return False
         if conn.they_are_waiting_for_100_continue:
-            out.append(conn.send(h11.InformationalResponse(status_code=100)) or b"")
+            out.append(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
         return True
 
     def _route(self, request: h11.Request, now: float) -> Reply:

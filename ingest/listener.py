@@ -1,0 +1,165 @@
+"""The ingest's TCP listener: accept, per-connection deadlines, graceful stop.
+
+How this works
+--------------
+Raw trio sockets (the stream layer costs a quarter of a ping), one task per connection,
+one cancel scope per connection whose deadline is moved to whatever the sans-IO session
+(``protocol.Session``) is waiting for: the rest of a head, a body, the next request, or
+the peer reading our answer. When it fires, the session says what to send before closing
+(408, or nothing for an idle connection).
+
+At most ``Limits.max_connections`` connections are open; one more is accepted and closed
+at once, so the backlog never fills and valid pings keep flowing. Running out of file
+descriptors pauses accepting briefly instead of crashing.
+
+``stop()`` is graceful: stop accepting, close idle connections, let requests in progress
+finish within the grace period, then cancel whatever is left.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket as stdlib_socket
+from dataclasses import dataclass, field
+
+import trio
+
+from .clock import Clock
+from .protocol import Limits, Responder, Session
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE = 64 * 1024
+_ACCEPT_PAUSE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+@dataclass
+class _Connection:
+    scope: trio.CancelScope
+    session: Session
+
+
+@dataclass
+class ListenerStatistics:
+    open_connections: int
+    accepted: int
+    rejected: int
+    timeouts: int
+
+
+@dataclass
+class Listener:
+    """Serves heartbeats on listening sockets; see the module docstring."""
+
+    responder: Responder
+    limits: Limits
+    clock: Clock
+    accepted: int = 0
+    rejected: int = 0
+    timeouts: int = 0
+    _connections: set[_Connection] = field(default_factory=set)  # type: ignore[assignment]
+    _draining: bool = False
+    _accepting: trio.CancelScope = field(default_factory=trio.CancelScope)
+    _idle: trio.Event = field(default_factory=trio.Event)
+
+    def statistics(self) -> ListenerStatistics:
+        return ListenerStatistics(len(self._connections), self.accepted, self.rejected, self.timeouts)
+
+    async def serve(
+        self,
+        listen_sock: trio.socket.SocketType,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept and serve connections until stop() has drained them.
+
+        Returns once every connection is closed; closes `listen_sock`.
+        """
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            with self._accepting, listen_sock:
+                while True:
+                    try:
+                        sock, _address = await listen_sock.accept()
+                    except OSError as exc:
+                        if exc.errno in _ACCEPT_PAUSE_ERRNOS:
+                            log.warning("accept paused: %s", errno.errorcode.get(exc.errno))
+                            await trio.sleep(0.05)
+                            continue
+                        raise
+                    if len(self._connections) >= self.limits.max_connections:
+                        self.rejected += 1
+                        sock.close()
+                        continue
+                    self.accepted += 1
+                    sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+                    session = Session(self.responder, self.limits, self.clock.now())
+                    conn = _Connection(trio.CancelScope(), session)
+                    self._connections.add(conn)
+                    nursery.start_soon(self._serve_connection, sock, conn)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, let requests in progress finish within `grace` seconds."""
+        self._draining = True
+        self._accepting.cancel()
+        for conn in list(self._connections):
+            if not conn.session.busy:
+                conn.scope.cancel()
+        with trio.move_on_after(grace):
+            while self._connections:
+                self._idle = trio.Event()
+                await self._idle.wait()
+        for conn in list(self._connections):
+            conn.scope.cancel()
+
+    async def _serve_connection(self, sock: trio.socket.SocketType, conn: _Connection) -> None:
+        session = conn.session
+        clock = self.clock
+        responder = self.responder
+        sending = False
+        try:
+            with sock:
+                with conn.scope as scope:
+                    while True:
+                        scope.deadline = clock.to_trio(session.deadline())
+                        data = await sock.recv(RECV_SIZE)
+                        now = clock.now()
+                        responder.refresh(now)
+                        out = session.receive(data, now)
+                        if out:
+                            sending = True
+                            scope.deadline = trio.current_time() + self.limits.send_timeout
+                            await _send_all(sock, out)
+                            sending = False
+                        if session.closed or (self._draining and not session.busy):
+                            return
+                if scope.cancelled_caught and not sending and not self._draining:
+                    self.timeouts += 1
+                    out = session.timed_out()
+                    if out:
+                        with trio.move_on_after(1.0):
+                            await _send_all(sock, out)
+        except OSError:
+            pass  # reset by the peer: nothing to answer
+        finally:
+            self._connections.discard(conn)
+            if not self._connections:
+                self._idle.set()
+
+
+async def _send_all(sock: trio.socket.SocketType, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        sent = await sock.send(view)
+        view = view[sent:]
+
+
+async def open_listen_socket(host: str, port: int, backlog: int = 4096) -> trio.socket.SocketType:
+    """A listening TCP socket on host:port (SO_REUSEADDR)."""
+    family = stdlib_socket.AF_INET6 if ":" in host else stdlib_socket.AF_INET
+    sock = trio.socket.socket(family, stdlib_socket.SOCK_STREAM)
+    sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+    await sock.bind((host, port))
+    sock.listen(backlog)
+    return sock
