@@ -31,10 +31,12 @@ from .protocol import Limits, Responder, Session
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 64 * 1024
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 256 * 1024
 _ACCEPT_PAUSE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
-@dataclass
+@dataclass(eq=False)
 class _Connection:
     scope: trio.CancelScope
     session: Session
@@ -58,13 +60,15 @@ class Listener:
     accepted: int = 0
     rejected: int = 0
     timeouts: int = 0
-    _connections: set[_Connection] = field(default_factory=set)  # type: ignore[assignment]
+    _connections: set[_Connection] = field(default_factory=set)
     _draining: bool = False
     _accepting: trio.CancelScope = field(default_factory=trio.CancelScope)
     _idle: trio.Event = field(default_factory=trio.Event)
 
     def statistics(self) -> ListenerStatistics:
-        return ListenerStatistics(len(self._connections), self.accepted, self.rejected, self.timeouts)
+        return ListenerStatistics(
+            len(self._connections), self.accepted, self.rejected, self.timeouts
+        )
 
     async def serve(
         self,
@@ -133,13 +137,15 @@ class Listener:
                             await _send_all(sock, out)
                             sending = False
                         if session.closed or (self._draining and not session.busy):
-                            return
+                            break
                 if scope.cancelled_caught and not sending and not self._draining:
                     self.timeouts += 1
                     out = session.timed_out()
                     if out:
                         with trio.move_on_after(1.0):
                             await _send_all(sock, out)
+                if session.linger:
+                    await _linger(sock)
         except OSError:
             pass  # reset by the peer: nothing to answer
         finally:
@@ -153,6 +159,21 @@ async def _send_all(sock: trio.socket.SocketType, data: bytes) -> None:
     while view:
         sent = await sock.send(view)
         view = view[sent:]
+
+
+async def _linger(sock: trio.socket.SocketType) -> None:
+    """Half-close, then read and drop what the peer still sends, for a bounded time."""
+    try:
+        sock.shutdown(stdlib_socket.SHUT_WR)
+        received = 0
+        with trio.move_on_after(LINGER_SECONDS):
+            while received < LINGER_BYTES:
+                chunk = await sock.recv(RECV_SIZE)
+                if not chunk:
+                    break
+                received += len(chunk)
+    except OSError:
+        pass
 
 
 async def open_listen_socket(host: str, port: int, backlog: int = 4096) -> trio.socket.SocketType:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass
 
 import h11
@@ -63,11 +63,12 @@ class Phase(enum.Enum):
 class Responder:
     """The fast path plus the current Date, shared by every connection of a listener."""
 
-    def __init__(self, fast: FastPath, counters: Callable[[int], None] | None = None) -> None:
+    def __init__(self, fast: FastPath) -> None:
         self.fast = fast
         self.date = b""
         self._second = -1
-        self._count_status = counters
+        # Responses by status sent by the slow path (the fast path counts its own).
+        self.status_counts: Counter[int] = Counter()
 
     def refresh(self, now: float) -> None:
         """Re-render the cached responses when the second changes."""
@@ -77,8 +78,7 @@ class Responder:
             self.date = responses.refresh(self.fast, now)
 
     def count(self, status: int) -> None:
-        if self._count_status is not None:
-            self._count_status(status)
+        self.status_counts[status] += 1
 
 
 def check_head(head: bytes) -> str | None:
@@ -109,6 +109,9 @@ class Session:
         self.phase = Phase.IDLE
         self.phase_since = now
         self._fresh = True  # no request yet: an idle timeout here is the head timeout
+        # Closed on a refusal, maybe with unread bytes from the peer: close lingering, or
+        # the kernel's reset can destroy our answer before the peer reads it.
+        self.linger = False
 
     # -- timing
 
@@ -168,7 +171,7 @@ class Session:
         else:
             self._buf += data
         out: list[bytes] = []
-        while self.phase is not Phase.CLOSED:
+        while not self.closed:
             if self._h11 is None:
                 if not self._fast_step(now, out):
                     break
@@ -310,6 +313,7 @@ class Session:
         data = responses.render(reply, self._responder.date, method=method, close=True)
         self._responder.count(reply.status)
         self._close()
+        self.linger = True
         return data
 
 

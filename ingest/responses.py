@@ -42,7 +42,9 @@ class Reply:
         return out
 
 
-def _error(status: int, reason: bytes, code: str, message: str, *extra: tuple[bytes, bytes]) -> Reply:
+def _error(
+    status: int, reason: bytes, code: str, message: str, *extra: tuple[bytes, bytes]
+) -> Reply:
     body = json.dumps({"error": {"code": code, "message": message, "field": None}}).encode()
     return Reply(status, reason, ((b"Content-Type", b"application/json"), *extra), body)
 

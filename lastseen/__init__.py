@@ -1,1 +1,1 @@
-"""lastseen."""
+"""The `lastseen` command line: serve, ingest, migrate."""

@@ -7,7 +7,6 @@ from typing import Any
 import hypothesis.strategies as st
 from hypothesis import settings
 from hypothesis.stateful import (
-    Bundle,
     RuleBasedStateMachine,
     initialize,
     invariant,
@@ -167,5 +166,7 @@ class TableMatchesModel(RuleBasedStateMachine):
         self.table.take_events()
 
 
-TableMatchesModel.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+TableMatchesModel.TestCase.settings = settings(
+    max_examples=300, stateful_step_count=60, deadline=None
+)
 test_table_matches_model = TableMatchesModel.TestCase

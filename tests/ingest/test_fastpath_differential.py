@@ -140,9 +140,10 @@ def test_fast_path_agrees_with_h11_on_random_bytes(data: bytes) -> None:
 def test_the_plain_ping_is_taken_by_the_fast_path() -> None:
     # If the fast path declined everything, the differential tests would pass vacuously.
     assert parse_head(PLAIN)[0] == COMPLETE
-    assert parse_head(PLAIN.replace(b"Host: h", b"Host: h\r\nUser-Agent: curl/8\r\nAccept: */*"))[
-        0
-    ] == COMPLETE
+    assert (
+        parse_head(PLAIN.replace(b"Host: h", b"Host: h\r\nUser-Agent: curl/8\r\nAccept: */*"))[0]
+        == COMPLETE
+    )
 
 
 def test_requests_with_body_framing_or_protocol_switches_are_declined() -> None:

@@ -1,0 +1,235 @@
+"""An embedded PostgreSQL for `make run` and the tests, when LASTSEEN_DATABASE_URL is unset.
+
+Binaries come from the ``pgserver`` wheel (PostgreSQL 16, CPython 3.11/3.12), else from a
+PostgreSQL installed on the machine (``initdb``/``pg_ctl`` on PATH, or Debian's
+``/usr/lib/postgresql/*/bin``). The cluster lives in ``<data_dir>/pg``, listens on
+127.0.0.1 only (no Unix socket), trusts local connections, and is stopped by ``stop()``.
+PostgreSQL refuses to run as root: as root, the cluster belongs to the system user
+``lastseen-pg`` (created if missing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SYSTEM_USER = "lastseen-pg"
+DB_USER = "lastseen"
+DB_NAME = "lastseen"
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded PostgreSQL could not be found, created or started."""
+
+
+def find_bin_dir() -> Path:
+    """Where initdb, pg_ctl and postgres live; raises EmbeddedPostgresError if nowhere."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is not None and spec.origin is not None:
+        candidate = Path(spec.origin).parent / "pginstall" / "bin"
+        if (candidate / "pg_ctl").exists():
+            return candidate
+    on_path = shutil.which("pg_ctl")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).resolve().parent
+    debian = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+        key=lambda p: int(Path(p).parent.parent.name),
+    )
+    if debian:
+        return Path(debian[-1]).parent
+    raise EmbeddedPostgresError(
+        "no PostgreSQL binaries found: install the 'pgserver' wheel (pip install pgserver; "
+        "CPython 3.11 or 3.12), or PostgreSQL itself (apt-get install postgresql), "
+        "or set LASTSEEN_DATABASE_URL to a server you run"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _ensure_system_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SYSTEM_USER,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(SYSTEM_USER)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL cluster in ``data_dir/pg``, started and stopped by this object."""
+
+    def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.pgdata = self.data_dir / "pg"
+        self.log_file = self.data_dir / "postgres.log"
+        self.durable = durable
+        self.bin_dir = find_bin_dir()
+        self.port: int | None = None
+        self._started_here = False
+        self._run_as: pwd.struct_passwd | None = (
+            _ensure_system_user() if os.geteuid() == 0 else None
+        )
+
+    @property
+    def dsn(self) -> str:
+        assert self.port is not None, "not started"
+        return f"postgresql://{DB_USER}@127.0.0.1:{self.port}/{DB_NAME}"
+
+    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, object] = {}
+        if self._run_as is not None:
+            kwargs["user"] = self._run_as.pw_uid
+            kwargs["group"] = self._run_as.pw_gid
+            kwargs["extra_groups"] = []
+        result: subprocess.CompletedProcess[str] = subprocess.run(
+            [str(self.bin_dir / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd="/",
+            **kwargs,  # type: ignore[call-overload]
+        )
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(
+                f"{args[0]} failed ({result.returncode}): {result.stderr.strip() or result.stdout}"
+            )
+        return result
+
+    def _prepare_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._run_as is None:
+            return
+        # The postgres user must reach data_dir: refuse clearly rather than fail obscurely.
+        for parent in [self.data_dir, *self.data_dir.parents]:
+            if not os.stat(parent).st_mode & 0o001:
+                raise EmbeddedPostgresError(
+                    f"{parent} is not searchable by others, so the embedded PostgreSQL "
+                    f"(user {SYSTEM_USER}) cannot reach {self.data_dir}: chmod o+x it, "
+                    "choose another LASTSEEN_DATA_DIR, or set LASTSEEN_DATABASE_URL"
+                )
+        os.chown(self.data_dir, self._run_as.pw_uid, self._run_as.pw_gid)
+
+    def running_port(self) -> int | None:
+        """The port of a postmaster already running on this cluster, if any."""
+        pid_file = self.pgdata / "postmaster.pid"
+        try:
+            lines = pid_file.read_text().splitlines()
+            pid, port = int(lines[0]), int(lines[3])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return port
+
+    def start(self) -> str:
+        """Create the cluster if needed, start it, create the database; returns the DSN."""
+        self._prepare_dirs()
+        if not (self.pgdata / "PG_VERSION").exists():
+            log.info("creating an embedded PostgreSQL cluster in %s", self.pgdata)
+            args = ["initdb", "-D", str(self.pgdata), "-U", DB_USER, "--auth=trust", "-E", "UTF8"]
+            args += ["--locale=C"]
+            if not self.durable:
+                args.append("--no-sync")
+            self._run(*args)
+        port = self.running_port()
+        if port is None:
+            port = free_port()
+            options = [
+                "-c listen_addresses=127.0.0.1",
+                f"-c port={port}",
+                "-c unix_socket_directories=''",
+                "-c max_connections=200",
+            ]
+            if not self.durable:
+                options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+            self._run(
+                "pg_ctl", "start", "-D", str(self.pgdata), "-w", "-t", "60",
+                "-l", str(self.log_file), "-o", " ".join(options),
+            )  # fmt: skip
+            self._started_here = True
+        self.port = port
+        self._create_database()
+        return self.dsn
+
+    def _create_database(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            query = f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'"
+            result = subprocess.run(
+                [str(self.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port),
+                 "-U", DB_USER, "-d", "postgres", "-tAc", query],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            if result.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(f"PostgreSQL did not answer: {result.stderr.strip()}")
+            time.sleep(0.2)
+        if result.stdout.strip() != "1":
+            subprocess.run(
+                [str(self.bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                 "-U", DB_USER, DB_NAME],
+                check=True, capture_output=True, timeout=30,
+            )  # fmt: skip
+
+    def pids(self) -> list[int]:
+        """The postmaster and its children (for fault tests that stop or kill them)."""
+        pid_file = self.pgdata / "postmaster.pid"
+        master = int(pid_file.read_text().splitlines()[0])
+        children = subprocess.run(
+            ["pgrep", "-P", str(master)], capture_output=True, text=True
+        ).stdout.split()
+        return [master, *map(int, children)]
+
+    def stop(self) -> None:
+        """Stop the cluster if this object started it."""
+        if self._started_here:
+            with contextlib.suppress(EmbeddedPostgresError, subprocess.TimeoutExpired):
+                self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", timeout=60)
+            self._started_here = False
+
+
+@contextlib.contextmanager
+def database(data_dir: Path, *, durable: bool = True) -> Iterator[str]:
+    """LASTSEEN_DATABASE_URL if set, else an embedded cluster in data_dir; yields a DSN."""
+    url = os.environ.get("LASTSEEN_DATABASE_URL")
+    if url:
+        yield url
+        return
+    pg = EmbeddedPostgres(data_dir, durable=durable)
+    try:
+        yield pg.start()
+    finally:
+        pg.stop()

@@ -1,0 +1,155 @@
+"""The ingest's PostgreSQL side: load, flush, and follow configuration changes.
+
+These are asyncio coroutines on asyncpg connections; the trio side (``service.py``) calls
+them through trio-asyncio. Every call carries a client-side timeout, so a hung server
+(SIGSTOP, a lost network) costs at most that long; the caller then drops the connection
+and reconnects.
+
+- ``load``: stream every monitor into the table inside one REPEATABLE READ transaction and
+  return the snapshot's xmin, the starting point for ``changes_since``.
+- ``flush``: one statement per batch (data-modifying CTEs): the dirty monitors' observed
+  state, the events in the order they happened, and a NOTIFY for the alert worker, all in
+  one transaction.
+- ``changes_since``: monitors whose configuration changed, and monitors deleted, in
+  transactions not older than a previous snapshot's xmin (see migration 0001).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import asyncpg
+
+MONITOR_COLUMNS = """
+    id, token_digest, interval_sec, grace_sec, alert_threshold, paused, state, misses,
+    coalesce(extract(epoch FROM last_seen_at)::float8, 0.0) AS last_seen, incident_open
+"""
+_LOAD = f"SELECT {MONITOR_COLUMNS} FROM monitors"
+_CHANGED = f"SELECT {MONITOR_COLUMNS} FROM monitors WHERE config_xid >= $1::text::xid8"
+_BY_ID = f"SELECT {MONITOR_COLUMNS} FROM monitors WHERE id = ANY($1::bigint[])"
+_DELETED = "SELECT DISTINCT monitor_id FROM monitor_deletions WHERE deleted_xid >= $1::text::xid8"
+_XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
+_PRUNE_DELETIONS = "DELETE FROM monitor_deletions WHERE deleted_at < now() - interval '1 day'"
+
+_FLUSH = """
+WITH state AS (
+    UPDATE monitors AS m SET
+        last_seen_at = CASE WHEN d.last_seen > 0 THEN to_timestamp(d.last_seen)
+                            ELSE m.last_seen_at END,
+        state_changed_at = CASE WHEN m.state <> d.state THEN now() ELSE m.state_changed_at END,
+        state = d.state,
+        misses = d.misses,
+        incident_open = d.incident_open
+    FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::int[], $5::bool[])
+        AS d(id, last_seen, state, misses, incident_open)
+    WHERE m.id = d.id
+    RETURNING 1
+), events AS (
+    INSERT INTO monitor_events (monitor_id, kind, occurred_at)
+    SELECT e.id, e.kind, to_timestamp(e.at)
+    FROM unnest($6::bigint[], $7::text[], $8::float8[]) WITH ORDINALITY AS e(id, kind, at, n)
+    ORDER BY e.n
+    ON CONFLICT (monitor_id, kind, occurred_at) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM state) AS rows, (SELECT count(*) FROM events) AS events,
+       CASE WHEN cardinality($6::bigint[]) > 0 THEN pg_notify('lastseen_events', '') END
+"""
+
+BATCH_ROWS = 20_000
+
+MonitorRow: TypeAlias = Any  # an asyncpg.Record of MONITOR_COLUMNS
+ApplyRows = Callable[[Sequence[MonitorRow]], None]
+
+
+@dataclass(frozen=True)
+class Dirty:
+    """What a flush writes: the table's dirty rows and the events since the last flush."""
+
+    ids: list[int]
+    last_seen: list[float]
+    states: list[str]
+    misses: list[int]
+    incidents: list[bool]
+    events: list[tuple[int, str, float]]
+
+    def __bool__(self) -> bool:
+        return bool(self.ids or self.events)
+
+
+async def connect(dsn: str, statement_seconds: float, application: str) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        dsn,
+        timeout=statement_seconds,
+        command_timeout=statement_seconds,
+        server_settings={
+            "application_name": application,
+            "statement_timeout": str(int(statement_seconds * 1000)),
+            "idle_in_transaction_session_timeout": str(int(statement_seconds * 2000)),
+        },
+    )
+
+
+async def load(conn: asyncpg.Connection, apply: ApplyRows, statement_seconds: float) -> str:
+    """Stream every monitor to `apply` in batches; returns the snapshot's xmin."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        xmin: str = await conn.fetchval(_XMIN, timeout=statement_seconds)
+        cursor = await conn.cursor(_LOAD)
+        while rows := await cursor.fetch(BATCH_ROWS, timeout=statement_seconds):
+            apply(rows)
+    return xmin
+
+
+async def count(conn: asyncpg.Connection, statement_seconds: float) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM monitors", timeout=statement_seconds))
+
+
+async def changes_since(
+    conn: asyncpg.Connection, xmin: str, statement_seconds: float
+) -> tuple[list[MonitorRow], list[int], str]:
+    """Changed monitors, deleted ids, and the xmin to pass next time."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        next_xmin: str = await conn.fetchval(_XMIN, timeout=statement_seconds)
+        changed = await conn.fetch(_CHANGED, xmin, timeout=statement_seconds)
+        deleted = [r[0] for r in await conn.fetch(_DELETED, xmin, timeout=statement_seconds)]
+    return changed, deleted, next_xmin
+
+
+async def monitors_by_id(
+    conn: asyncpg.Connection, ids: list[int], statement_seconds: float
+) -> list[MonitorRow]:
+    return list(await conn.fetch(_BY_ID, ids, timeout=statement_seconds))
+
+
+async def prune_deletions(conn: asyncpg.Connection, statement_seconds: float) -> None:
+    await conn.execute(_PRUNE_DELETIONS, timeout=statement_seconds)
+
+
+async def flush(
+    conn: asyncpg.Connection, dirty: Dirty, statement_seconds: float
+) -> tuple[int, int]:
+    """Write `dirty` in one transaction; returns (monitor rows, events) written."""
+    rows = events = 0
+    async with conn.transaction():
+        n = max(len(dirty.ids), 1)
+        for start in range(0, n, BATCH_ROWS):
+            end = start + BATCH_ROWS
+            # The events go with the first batch: one NOTIFY, in order.
+            batch_events = dirty.events if start == 0 else []
+            record: Any = await conn.fetchrow(
+                _FLUSH,
+                dirty.ids[start:end],
+                dirty.last_seen[start:end],
+                dirty.states[start:end],
+                dirty.misses[start:end],
+                dirty.incidents[start:end],
+                [e[0] for e in batch_events],
+                [e[1] for e in batch_events],
+                [e[2] for e in batch_events],
+                timeout=statement_seconds,
+            )
+            rows += record["rows"]
+            events += record["events"]
+    return rows, events

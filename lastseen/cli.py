@@ -1,0 +1,109 @@
+"""The `lastseen` command: serve, ingest, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import asyncpg
+
+from core.migrate import migrate
+from core.pg import EmbeddedPostgresError, database
+
+log = logging.getLogger("lastseen")
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir or os.environ.get("LASTSEEN_DATA_DIR", "./var"))
+
+
+def run_migrations(dsn: str) -> list[str]:
+    async def go() -> list[str]:
+        conn = await asyncpg.connect(dsn, timeout=30)
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    with database(_data_dir(args)) as dsn:
+        applied = run_migrations(dsn)
+        print(
+            f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
+        )
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import trio
+
+    from ingest.service import Ingest, IngestConfig, _address
+
+    overrides: dict[str, object] = {}
+    if args.listen:
+        overrides["host"], overrides["port"] = _address(args.listen, 8080)
+    if args.admin_listen:
+        overrides["admin_host"], overrides["admin_port"] = _address(args.admin_listen, 9108)
+    with database(_data_dir(args)) as dsn:
+        if not os.environ.get("LASTSEEN_DATABASE_URL"):
+            run_migrations(dsn)
+        config = IngestConfig.from_env({**os.environ, "LASTSEEN_DATABASE_URL": dsn}, **overrides)
+        trio.run(lambda: Ingest(config).run(handle_signals=True))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .supervise import serve
+
+    return serve(_data_dir(args), listen=args.listen, admin_listen=args.admin_listen)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lastseen", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("LASTSEEN_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="everything on one origin, on an embedded database")
+    p.add_argument(
+        "--data-dir", help="where the embedded database lives (LASTSEEN_DATA_DIR, ./var)"
+    )
+    p.add_argument("--listen", default=None, help="public address, default 127.0.0.1:8080")
+    p.add_argument("--admin-listen", default=None, help="metrics address, default 127.0.0.1:9108")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ingest", help="the heartbeat listener alone")
+    p.add_argument("--data-dir")
+    p.add_argument("--listen", help="HOST:PORT (LASTSEEN_INGEST_LISTEN), default 127.0.0.1:8080")
+    p.add_argument(
+        "--admin-listen", help="HOST:PORT (LASTSEEN_ADMIN_LISTEN), default 127.0.0.1:9108"
+    )
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("migrate", help="apply database migrations")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_migrate)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except EmbeddedPostgresError as exc:
+        print(f"lastseen: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""A real PostgreSQL for the suite: LASTSEEN_DATABASE_URL, or a throwaway embedded cluster.
+
+Migrations run once into a template database; every test that asks for `database_url`
+gets a fresh copy of it, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from core.migrate import migrate
+from core.pg import EmbeddedPostgres
+
+TEMPLATE = "lastseen_test_template"
+_counter = itertools.count()
+
+
+def _with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def _admin(coro_factory) -> object:
+    return asyncio.run(coro_factory())
+
+
+def throwaway_dir(prefix: str) -> Path:
+    """A temporary directory the embedded PostgreSQL's system user can reach."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    external = os.environ.get("LASTSEEN_DATABASE_URL")
+    pg = None
+    workdir = None
+    if external:
+        url = external
+    else:
+        workdir = throwaway_dir("lastseen-test-pg-")
+        pg = EmbeddedPostgres(workdir, durable=False)
+        url = pg.start()
+
+    async def make_template() -> None:
+        conn = await asyncpg.connect(_with_db(url, "postgres"))
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+            await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(_with_db(url, TEMPLATE))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    _admin(make_template)
+    try:
+        yield url
+    finally:
+        if pg is not None:
+            pg.stop()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> Iterator[str]:
+    name = f"lastseen_test_{os.getpid()}_{next(_counter)}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(_with_db(postgres_url, "postgres"))
+        try:
+            await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(_with_db(postgres_url, "postgres"))
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await conn.close()
+
+    _admin(create)
+    try:
+        yield _with_db(postgres_url, name)
+    finally:
+        _admin(drop)

@@ -1,0 +1,133 @@
+"""Helpers for ingest tests against a real PostgreSQL, callable from trio tests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import trio
+
+from core.seed import SeededMonitor, seed_monitors
+from ingest.service import Ingest, IngestConfig
+
+
+def _in_thread(dsn: str, fn: Any) -> Any:
+    async def go() -> Any:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await fn(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+async def with_conn(dsn: str, fn: Any) -> Any:
+    """Run `await fn(conn)` on a fresh asyncpg connection in a worker thread."""
+    return await trio.to_thread.run_sync(_in_thread, dsn, fn)
+
+
+async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    return await with_conn(dsn, lambda c: c.fetch(query, *args))
+
+
+async def execute(dsn: str, query: str, *args: Any) -> str:
+    return await with_conn(dsn, lambda c: c.execute(query, *args))
+
+
+async def seed(dsn: str, n: int, **kwargs: Any) -> list[SeededMonitor]:
+    return await with_conn(dsn, lambda c: seed_monitors(c, n, **kwargs))
+
+
+def config(dsn: str, **overrides: Any) -> IngestConfig:
+    values: dict[str, Any] = {
+        "database_url": dsn,
+        "port": 0,
+        "admin_port": 0,
+        "flush_interval": 0.1,
+        "poll_interval": 0.5,
+        "db_timeout": 2.0,
+        "shutdown_grace": 1.0,
+    }
+    values.update(overrides)
+    return IngestConfig(**values)
+
+
+@asynccontextmanager
+async def running(dsn: str, **overrides: Any) -> AsyncIterator[Ingest]:
+    ingest = Ingest(config(dsn, **overrides))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ingest.run)
+        try:
+            yield ingest
+        finally:
+            ingest.request_stop()
+
+
+async def http(port: int, data: bytes) -> bytes:
+    """Send raw bytes, return everything the server answers until it closes or pauses."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(data)
+        out = b""
+        with trio.move_on_after(2):
+            while b"\r\n\r\n" not in out or (b"Content-Length" in out and not out.endswith(b"}")):
+                chunk = await stream.receive_some()
+                if not chunk:
+                    break
+                out += chunk
+        return out
+
+
+async def ping(port: int, token: str, method: str = "POST") -> int:
+    request = (
+        f"{method} /api/v1/heartbeats/{token} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    answer = await http(port, request.encode())
+    return int(answer.split(b" ", 2)[1])
+
+
+async def wait_for(predicate: Any, within: float = 5.0, step: float = 0.02) -> float:
+    """Poll an async predicate until true; returns the seconds it took."""
+    start = trio.current_time()
+    with trio.fail_after(within):
+        while not await predicate():  # noqa: ASYNC110 - polling the database or the table
+            await trio.sleep(step)
+    return trio.current_time() - start
+
+
+def _wait_notify(dsn: str, channel: str, ready: threading.Event, timeout: float) -> bool:
+    async def go() -> bool:
+        conn = await asyncpg.connect(dsn)
+        got = asyncio.Event()
+        try:
+            await conn.add_listener(channel, lambda *_: got.set())
+            ready.set()
+            try:
+                await asyncio.wait_for(got.wait(), timeout)
+            except TimeoutError:
+                return False
+            return True
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+@asynccontextmanager
+async def notifications(dsn: str, channel: str, within: float = 5.0) -> AsyncIterator[list[bool]]:
+    """Listen on `channel` while the body runs; the list holds True if a NOTIFY came."""
+    ready = threading.Event()
+    result: list[bool] = []
+    async with trio.open_nursery() as nursery:
+
+        async def listen() -> None:
+            result.append(await trio.to_thread.run_sync(_wait_notify, dsn, channel, ready, within))
+
+        nursery.start_soon(listen)
+        await trio.to_thread.run_sync(ready.wait, 10)
+        yield result

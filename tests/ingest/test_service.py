@@ -1,0 +1,122 @@
+"""The ingest process against a real PostgreSQL: load, flush, follow, stop."""
+
+from __future__ import annotations
+
+import trio
+
+from core.tokens import digest, new_token
+
+from .dbhelp import execute, fetch, notifications, ping, running, seed, wait_for
+
+
+async def test_pings_are_answered_and_flushed_with_the_exact_receive_time(database_url):
+    monitors = await seed(database_url, 3)
+    async with running(database_url) as ingest:
+        for m in monitors:
+            for _ in range(3):
+                assert await ping(ingest.port, m.token) == 204
+        assert await ping(ingest.port, new_token()) == 404
+        assert await ingest.flush_once()
+        rows = await fetch(
+            database_url,
+            "SELECT id, state, extract(epoch FROM last_seen_at)::float8 AS seen FROM monitors",
+        )
+        for row in rows:
+            assert row["state"] == "up"
+            assert abs(row["seen"] - ingest.table.get(row["id"])["last_seen"]) < 1e-5
+        events = await fetch(database_url, "SELECT monitor_id, kind FROM monitor_events")
+        assert sorted(events) == sorted((m.id, "up") for m in monitors)
+        assert ingest.flush_rows == 3  # nine pings, three rows
+
+
+async def test_a_missed_deadline_lands_as_state_and_events_with_a_notify(database_url, mock_clock):
+    mock_clock.rate = 1.0  # real time, plus jumps
+    [m] = await seed(database_url, 1, interval_sec=30, grace_sec=0)
+    async with running(database_url, flush_interval=3600) as ingest:
+        assert await ping(ingest.port, m.token) == 204
+        await ingest.flush_once()
+        mock_clock.jump(31)
+
+        async def down() -> bool:
+            return ingest.table.get(m.id)["state"] == "down"
+
+        await wait_for(down)
+        async with notifications(database_url, "lastseen_events") as notified:
+            await ingest.flush_once()
+        assert notified == [True]
+        rows = await fetch(database_url, "SELECT state, misses, incident_open FROM monitors")
+        assert tuple(rows[0]) == ("down", 1, True)
+        kinds = await fetch(database_url, "SELECT kind FROM monitor_events ORDER BY id")
+        assert [k[0] for k in kinds] == ["up", "down", "incident_opened"]
+        lag = ingest.detection_lag
+        assert lag.count == 2
+
+
+async def test_monitors_created_rotated_paused_and_deleted_reach_the_ingest(database_url):
+    [m] = await seed(database_url, 1)
+    async with running(database_url) as ingest:
+        [new] = await seed(database_url, 1)
+
+        async def answers(token: str, status: int) -> bool:
+            return await ping(ingest.port, token) == status
+
+        took = await wait_for(lambda: answers(new.token, 204))
+        assert took < 1.0
+        rotated = new_token()
+        await execute(database_url, "UPDATE monitors SET token_digest = $1 WHERE id = $2",
+                      digest(rotated), m.id)  # fmt: skip
+        await wait_for(lambda: answers(m.token, 404), within=1.0)
+        assert await ping(ingest.port, rotated) == 204
+        await execute(database_url, "UPDATE monitors SET paused = true WHERE id = $1", m.id)
+        await wait_for(lambda: _state(ingest, m.id, "paused"), within=1.0)
+        assert await ping(ingest.port, rotated) == 204  # paused monitors still take pings
+        await execute(database_url, "DELETE FROM monitors WHERE id = $1", new.id)
+        await wait_for(lambda: answers(new.token, 404), within=1.0)
+
+
+async def _state(ingest, monitor_id: int, state: str) -> bool:
+    row = ingest.table.get(monitor_id)
+    return row is not None and row["state"] == state
+
+
+async def test_a_killed_listen_connection_loses_no_change(database_url):
+    async with running(database_url, poll_interval=0.5) as ingest:
+        await execute(
+            database_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'lastseen-ingest-follow'",
+        )
+        # Changes made while the feed is down arrive by the resync or the next poll.
+        created = await seed(database_url, 5)
+        await execute(database_url, "DELETE FROM monitors WHERE id = $1", created[0].id)
+
+        async def applied() -> bool:
+            return sorted(ingest.table.ids()) == sorted(m.id for m in created[1:])
+
+        assert await wait_for(applied, within=5.0) <= 5.0
+
+
+async def test_a_graceful_stop_flushes_the_last_pings(database_url):
+    [m] = await seed(database_url, 1)
+    async with running(database_url, flush_interval=3600) as ingest:
+        assert await ping(ingest.port, m.token) == 204
+        expected = ingest.table.get(m.id)["last_seen"]
+    [row] = await fetch(
+        database_url, "SELECT extract(epoch FROM last_seen_at)::float8 FROM monitors"
+    )
+    assert abs(row[0] - expected) < 1e-5
+
+
+async def test_after_a_restart_a_long_silent_monitor_gets_the_amnesty(database_url):
+    [m] = await seed(database_url, 1, interval_sec=30, grace_sec=0)
+    await execute(
+        database_url,
+        "UPDATE monitors SET state = 'up', last_seen_at = now() - interval '1 hour'",
+    )
+    async with running(database_url) as ingest:
+        row = ingest.table.get(m.id)
+        assert row["state"] == "up"
+        assert row["deadline"] >= ingest.started_at + 30
+        await trio.sleep(0.3)
+        await ingest.flush_once()
+        assert await fetch(database_url, "SELECT * FROM monitor_events") == []
