@@ -165,7 +165,7 @@ class EmbeddedPostgres:
             self._run(*args)
         port = self.running_port()
         if port is None:
-            port = free_port()
+            port = self.port or free_port()  # a restart keeps its address
             options = [
                 "-c listen_addresses=127.0.0.1",
                 f"-c port={port}",

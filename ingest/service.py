@@ -373,6 +373,9 @@ class Ingest:
         raise_fd_limit(self.config.limits.max_connections + 1024)
         async with trio_asyncio.open_loop() as loop, trio.open_nursery() as outer:
             self._loop = loop
+            # trio-asyncio's default handler re-raises stray asyncio errors into trio and so
+            # ends the process; a dropped database connection must not.
+            loop.set_exception_handler(_log_asyncio_error)
             if handle_signals:
                 outer.start_soon(self._stop_on_signal)
             await self._initial_load()
@@ -480,6 +483,13 @@ class Ingest:
         ]
         samples += [(Metric(p + n, k, h), [sample(p + n, v)]) for n, k, h, v in simple]
         return render(samples)
+
+
+def _log_asyncio_error(_loop: object, context: dict[str, Any]) -> None:
+    exc = context.get("exception")
+    log.warning(
+        "asyncio: %s (%s)", context.get("message", "error"), _why(exc) if exc else "no exception"
+    )
 
 
 def _why(exc: BaseException) -> str:
