@@ -2,11 +2,14 @@
 
 How this works
 --------------
-Raw trio sockets (the stream layer costs a quarter of a ping), one task per connection,
-one cancel scope per connection whose deadline is moved to whatever the sans-IO session
-(``protocol.Session``) is waiting for: the rest of a head, a body, the next request, or
-the peer reading our answer. When it fires, the session says what to send before closing
-(408, or nothing for an idle connection).
+Raw trio sockets (the stream layer costs a quarter of a ping), one task per connection.
+Deadlines are lazy, like the monitors' own: no connection touches a timer per request.
+The sans-IO session (``protocol.Session``) knows what it waits for and until when (the
+rest of a head, a body, the next request; a send has its own deadline). One reaper task
+keeps a heap of (deadline, connection); when an entry comes due it asks the connection
+for its real deadline, pushes it again if it moved, and otherwise cancels the
+connection's scope. Each connection is re-pushed at most once per timeout period. The
+session then says what to send before closing (408, or nothing for an idle connection).
 
 At most ``Limits.max_connections`` connections are open; one more is accepted and closed
 at once, so the backlog never fills and valid pings keep flowing. Running out of file
@@ -19,7 +22,10 @@ finish within the grace period, then cancel whatever is left.
 from __future__ import annotations
 
 import errno
+import heapq
+import itertools
 import logging
+import math
 import socket as stdlib_socket
 from dataclasses import dataclass, field
 
@@ -40,6 +46,52 @@ _ACCEPT_PAUSE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 class _Connection:
     scope: trio.CancelScope
     session: Session
+    send_deadline: float = 0.0  # while sending: when to give up on the peer reading
+    registered: float = math.inf  # the deadline of its live entry in the reaper's heap
+    expired: bool = False
+
+    def deadline(self) -> float:
+        if self.send_deadline:
+            return self.send_deadline
+        return self.session.deadline()
+
+
+class _Reaper:
+    """Cancels connections whose deadline passed; see the module docstring."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._heap: list[tuple[float, int, _Connection]] = []
+        self._seq = itertools.count()
+        self._wake = trio.Event()
+
+    def add(self, conn: _Connection) -> None:
+        """Register the connection's deadline (when new, or when it moved earlier)."""
+        deadline = conn.deadline()
+        if not self._heap or deadline < self._heap[0][0]:
+            self._wake.set()
+        conn.registered = deadline
+        heapq.heappush(self._heap, (deadline, next(self._seq), conn))
+
+    async def run(self) -> None:
+        clock = self._clock
+        heap = self._heap
+        while True:
+            now = clock.now()
+            while heap and heap[0][0] <= now:
+                due, _seq, conn = heapq.heappop(heap)
+                if due != conn.registered or (conn.session.closed and not conn.send_deadline):
+                    continue  # stale: a later add() registered an earlier deadline
+                real = conn.deadline()
+                if real > now:
+                    conn.registered = real
+                    heapq.heappush(heap, (real, next(self._seq), conn))
+                else:
+                    conn.expired = True
+                    conn.scope.cancel()
+            self._wake = trio.Event()
+            with trio.move_on_at(clock.to_trio(heap[0][0]) if heap else math.inf):
+                await self._wake.wait()
 
 
 @dataclass
@@ -80,28 +132,33 @@ class Listener:
 
         Returns once every connection is closed; closes `listen_sock`.
         """
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            with self._accepting, listen_sock:
-                while True:
-                    try:
-                        sock, _address = await listen_sock.accept()
-                    except OSError as exc:
-                        if exc.errno in _ACCEPT_PAUSE_ERRNOS:
-                            log.warning("accept paused: %s", errno.errorcode.get(exc.errno))
-                            await trio.sleep(0.05)
+        reaper = _Reaper(self.clock)
+        async with trio.open_nursery() as outer:
+            outer.start_soon(reaper.run)
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                with self._accepting, listen_sock:
+                    while True:
+                        try:
+                            sock, _address = await listen_sock.accept()
+                        except OSError as exc:
+                            if exc.errno in _ACCEPT_PAUSE_ERRNOS:
+                                log.warning("accept paused: %s", errno.errorcode.get(exc.errno))
+                                await trio.sleep(0.05)
+                                continue
+                            raise
+                        if len(self._connections) >= self.limits.max_connections:
+                            self.rejected += 1
+                            sock.close()
                             continue
-                        raise
-                    if len(self._connections) >= self.limits.max_connections:
-                        self.rejected += 1
-                        sock.close()
-                        continue
-                    self.accepted += 1
-                    sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
-                    session = Session(self.responder, self.limits, self.clock.now())
-                    conn = _Connection(trio.CancelScope(), session)
-                    self._connections.add(conn)
-                    nursery.start_soon(self._serve_connection, sock, conn)
+                        self.accepted += 1
+                        sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+                        session = Session(self.responder, self.limits, self.clock.now())
+                        conn = _Connection(trio.CancelScope(), session)
+                        self._connections.add(conn)
+                        reaper.add(conn)
+                        nursery.start_soon(self._serve_connection, sock, conn, reaper)
+            outer.cancel_scope.cancel()
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let requests in progress finish within `grace` seconds."""
@@ -117,33 +174,37 @@ class Listener:
         for conn in list(self._connections):
             conn.scope.cancel()
 
-    async def _serve_connection(self, sock: trio.socket.SocketType, conn: _Connection) -> None:
+    async def _serve_connection(
+        self, sock: trio.socket.SocketType, conn: _Connection, reaper: _Reaper
+    ) -> None:
         session = conn.session
         clock = self.clock
         responder = self.responder
-        sending = False
+        send_timeout = self.limits.send_timeout
         try:
             with sock:
-                with conn.scope as scope:
+                with conn.scope:
                     while True:
-                        scope.deadline = clock.to_trio(session.deadline())
                         data = await sock.recv(RECV_SIZE)
                         now = clock.now()
                         responder.refresh(now)
                         out = session.receive(data, now)
+                        if session.deadline() < conn.registered and not session.closed:
+                            reaper.add(conn)  # e.g. from the head timeout to keep-alive
                         if out:
-                            sending = True
-                            scope.deadline = trio.current_time() + self.limits.send_timeout
-                            await _send_all(sock, out)
-                            sending = False
+                            sent = await sock.send(out)
+                            if sent < len(out):  # the peer is slow to read: bound the wait
+                                conn.send_deadline = now + send_timeout
+                                await _send_all(sock, memoryview(out)[sent:])
+                                conn.send_deadline = 0.0
                         if session.closed or (self._draining and not session.busy):
                             break
-                if scope.cancelled_caught and not sending and not self._draining:
+                if conn.expired and not conn.send_deadline and not self._draining:
                     self.timeouts += 1
                     out = session.timed_out()
                     if out:
                         with trio.move_on_after(1.0):
-                            await _send_all(sock, out)
+                            await _send_all(sock, memoryview(out))
                 if session.linger:
                     await _linger(sock)
         except OSError:
@@ -154,8 +215,7 @@ class Listener:
                 self._idle.set()
 
 
-async def _send_all(sock: trio.socket.SocketType, data: bytes) -> None:
-    view = memoryview(data)
+async def _send_all(sock: trio.socket.SocketType, view: memoryview) -> None:
     while view:
         sent = await sock.send(view)
         view = view[sent:]

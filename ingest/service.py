@@ -42,6 +42,7 @@ from .clock import Clock
 from .listener import Listener, open_listen_socket
 from .metrics import FLUSH_BUCKETS, LAG_BUCKETS, Histogram, Metric, render, sample, serve_admin
 from .protocol import SECONDS, Limits, Responder
+from .scheduler import Deadlines
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,8 @@ class Ingest:
         self._loop: Any = None  # the trio-asyncio loop: database calls may come from any task
         self._flush_lock = trio.Lock()
         self._stop = trio.Event()
-        self._wake_scheduler = trio.Event()
         self.changes_applied = 0
+        self.deadlines: Deadlines | None = None
 
     @property
     def clock(self) -> Clock:
@@ -273,7 +274,7 @@ class Ingest:
         self._apply(rows)
         for monitor_id in set(ids) - {r[0] for r in rows}:
             self.table.remove(monitor_id)
-        self._wake_scheduler.set()
+        self._wake_deadlines()
 
     async def _poll(self, conn: asyncpg.Connection) -> None:
         changed, deleted, xmin = await self._db(
@@ -286,7 +287,7 @@ class Ingest:
                 self.table.remove(monitor_id)
         self._apply(changed)
         self._xmin = xmin
-        self._wake_scheduler.set()
+        self._wake_deadlines()
 
     async def _resync(self, conn: asyncpg.Connection) -> None:
         self.table.begin_sync()
@@ -295,32 +296,24 @@ class Ingest:
         )
         removed = self.table.end_sync()
         log.info("resynced %d monitors (%d removed)", len(self.table), len(removed))
-        self._wake_scheduler.set()
+        self._wake_deadlines()
 
     # -- deadlines and flushing
 
-    def _collect_events(self, now: float | None = None) -> None:
-        events = self.table.take_events()
-        if now is not None:
-            for _id, kind, at in events:
-                if kind == "down" or kind == "incident_opened":
-                    self.detection_lag.observe(max(0.0, now - at))
-        self.pending_events.extend(events)
+    def _wake_deadlines(self) -> None:
+        if self.deadlines is not None:
+            self.deadlines.wake()
 
-    async def _schedule(self) -> None:
-        while True:
-            now = self.clock.now()
-            self.table.pop_due(now)
-            self._collect_events(now)
-            wake_at = min(self.table.next_deadline(), now + 1.0)
-            self._wake_scheduler = trio.Event()
-            with trio.move_on_at(self.clock.to_trio(wake_at)):
-                await self._wake_scheduler.wait()
+    def _on_events(self, events: list[tuple[int, str, float]], now: float) -> None:
+        for _id, kind, at in events:
+            if kind == "down" or kind == "incident_opened":
+                self.detection_lag.observe(max(0.0, now - at))
+        self.pending_events.extend(events)
 
     async def flush_once(self) -> bool:
         """Write what changed since the last flush; False (and nothing lost) on failure."""
         async with self._flush_lock:
-            self._collect_events()
+            self.pending_events.extend(self.table.take_events())
             ids, seen, states, misses, incidents = self.table.take_dirty()
             dirty = store.Dirty(ids, seen, states, misses, incidents, self.pending_events)
             self.pending_events = []
@@ -387,7 +380,8 @@ class Ingest:
                     serve_admin, self.config.admin_host, self.config.admin_port,
                     self.render_metrics, self.health,
                 )  # fmt: skip
-                workers.start_soon(self._schedule)
+                self.deadlines = Deadlines(lambda: self.table, self.clock, self._on_events)
+                workers.start_soon(self.deadlines.run)
                 workers.start_soon(self._flush_forever)
                 workers.start_soon(self._follow)
                 async with trio.open_nursery() as serving:

@@ -1,0 +1,225 @@
+"""What the server benchmarks share: a database with seeded monitors, an ingest process,
+nginx, wrk, CPU pinning. Every server listens on 127.0.0.1 and is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from core.migrate import migrate
+from core.pg import EmbeddedPostgres, free_port
+from core.seed import seed_monitors
+
+HERE = Path(__file__).parent
+WRK_SCRIPT = HERE / "wrk_pings.lua"
+
+
+def cores() -> tuple[list[str], list[str]]:
+    """taskset prefixes for the server and the load generator (empty on one core)."""
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", "0"], ["taskset", "-c", "1"]
+    return [], []
+
+
+@contextlib.contextmanager
+def database() -> Iterator[str]:
+    """LASTSEEN_DATABASE_URL, or a throwaway embedded cluster; migrated."""
+    url = os.environ.get("LASTSEEN_DATABASE_URL")
+    workdir = None
+    pg = None
+    if not url:
+        workdir = Path(tempfile.mkdtemp(prefix="lastseen-bench-"))
+        workdir.chmod(0o755)
+        pg = EmbeddedPostgres(workdir, durable=False)
+        url = pg.start()
+    try:
+
+        async def go() -> None:
+            conn = await asyncpg.connect(url)
+            try:
+                await migrate(conn)
+            finally:
+                await conn.close()
+
+        asyncio.run(go())
+        yield url
+    finally:
+        if pg is not None:
+            pg.stop()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def seed(dsn: str, n: int, tokens_file: Path) -> list[str]:
+    """Create n monitors; write their tokens, one a line, to tokens_file."""
+
+    async def go() -> list[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("TRUNCATE monitors, monitor_events, monitor_deletions")
+            seeded = await seed_monitors(conn, n, interval_sec=60, grace_sec=60)
+            await conn.execute("ANALYZE monitors")
+            return [m.token for m in seeded]
+        finally:
+            await conn.close()
+
+    tokens = asyncio.run(go())
+    tokens_file.write_text("\n".join(tokens) + "\n")
+    return tokens
+
+
+def ping_status(port: int, token: str, timeout: float = 1.0) -> int | None:
+    request = f"POST /api/v1/heartbeats/{token} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(request.encode())
+            data = s.recv(4096)
+        return int(data.split(b" ", 2)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    started_in: float
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextlib.contextmanager
+def ingest(dsn: str, probe_token: str, *, pin: list[str], log: Path) -> Iterator[Server]:
+    """Start `lastseen ingest`; ready when probe_token answers 204 (bounded at 120 s)."""
+    port, admin = free_port(), free_port()
+    env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn, "LASTSEEN_LOG_LEVEL": "WARNING"}
+    cmd = [*pin, sys.executable, "-m", "lastseen", "ingest",
+           "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"]  # fmt: skip
+    started = time.perf_counter()
+    with log.open("ab") as log_file:
+        process = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=log_file)
+    server = Server("lastseen ingest", port, process, 0.0)
+    try:
+        deadline = time.monotonic() + 120
+        while ping_status(port, probe_token) != 204:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the ingest did not start; see {log}")
+            time.sleep(0.02)
+        server.started_in = time.perf_counter() - started
+        yield server
+    finally:
+        server.stop()
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 10240; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000;
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        location / {{ return 204; }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx(pin: list[str]) -> Iterator[Server | None]:
+    """nginx answering `return 204` on one worker, if nginx is installed."""
+    binary = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if binary is None:
+        yield None
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="lastseen-nginx-"))
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=workdir, port=port))
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [*pin, binary, "-p", str(workdir), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = Server("nginx return 204", port, process, 0.0)
+    try:
+        deadline = time.monotonic() + 10
+        while ping_status(port, "0" * 64) != 204:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not start; see {workdir}/error.log")
+            time.sleep(0.02)
+        server.started_in = time.perf_counter() - started
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class Load:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+def wrk(
+    port: int, tokens_file: Path, *, seconds: float, connections: int, close: bool, pin: list[str]
+) -> Load:
+    """One bounded wrk run rotating through the tokens; raises if wrk is missing."""
+    if shutil.which("wrk") is None:
+        raise FileNotFoundError("wrk is not installed: apt-get install wrk nginx-light")
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        env = {**os.environ, "WRK_TOKENS": str(tokens_file), "WRK_OUT": out.name}
+        env["WRK_CLOSE"] = "1" if close else "0"
+        duration = max(1, round(seconds))
+        subprocess.run(
+            [*pin, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s",
+             "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}/"],
+            env=env, check=True, stdout=subprocess.DEVNULL, timeout=duration + 60,
+        )  # fmt: skip
+        figures = json.loads(Path(out.name).read_text())
+    errors = sum(figures[k] for k in figures if k.startswith("errors_"))
+    seconds_run = figures["duration_us"] / 1e6
+    return Load(
+        requests_per_s=figures["requests"] / seconds_run,
+        p50_ms=figures["p50_us"] / 1000,
+        p99_ms=figures["p99_us"] / 1000,
+        errors=errors,
+        requests=figures["requests"],
+    )

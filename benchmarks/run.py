@@ -1,0 +1,39 @@
+"""Every benchmark, in the operator's size or a smoke size for CI.
+
+    python -m benchmarks.run [--smoke] [--out FILE]
+
+Prints a table per benchmark and writes all figures to one JSON file
+(default var/bench.json). Smoke sizes only show the benchmarks still run; their
+figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import core, startup, throughput
+from .report import emit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds in all")
+    parser.add_argument("--out", default="var/bench.json")
+    args = parser.parse_args()
+    if args.smoke:
+        results = [
+            core.run(monitors=5_000, spread=1.0),
+            startup.run(monitors=2_000),
+            throughput.run(monitors=1_000, seconds=1, connections=8),
+        ]
+    else:
+        results = [
+            core.run(monitors=1_000_000, spread=60.0),
+            startup.run(monitors=1_000_000),
+            throughput.run(monitors=100_000, seconds=10, connections=64),
+        ]
+    emit(results, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Running the table's deadlines on time.
+
+The loop sleeps until the table's next registered deadline (never more than a second, and
+woken early by ``wake()`` when a configuration change may have moved a deadline closer),
+processes everything due, and hands the events to ``on_events`` with the time it ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from core import DeadlineTable
+
+from .clock import Clock
+
+Events = list[tuple[int, str, float]]
+MAX_SLEEP_SECONDS = 1.0
+
+
+class Deadlines:
+    def __init__(
+        self,
+        table: Callable[[], DeadlineTable],
+        clock: Clock,
+        on_events: Callable[[Events, float], None],
+    ) -> None:
+        self._table = table
+        self._clock = clock
+        self._on_events = on_events
+        self._wake = trio.Event()
+
+    def wake(self) -> None:
+        """A deadline may have moved closer: look again now."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Process deadlines forever (cancel to stop). Never returns."""
+        clock = self._clock
+        while True:
+            table = self._table()
+            now = clock.now()
+            table.pop_due(now)
+            self._on_events(table.take_events(), now)
+            wake_at = min(table.next_deadline(), now + MAX_SLEEP_SECONDS)
+            self._wake = trio.Event()
+            with trio.move_on_at(clock.to_trio(wake_at)):
+                await self._wake.wait()
