@@ -37,8 +37,12 @@ def cores() -> tuple[list[str], list[str]]:
 
 
 @contextlib.contextmanager
-def database() -> Iterator[str]:
-    """LASTSEEN_DATABASE_URL, or a throwaway embedded cluster; migrated."""
+def database(pin: list[str] | None = None) -> Iterator[str]:
+    """LASTSEEN_DATABASE_URL, or a throwaway embedded cluster; migrated.
+
+    With `pin` (a taskset prefix), the embedded cluster is moved to the server's core:
+    the ingest's database is part of its server and gets no core of its own.
+    """
     url = os.environ.get("LASTSEEN_DATABASE_URL")
     workdir = None
     pg = None
@@ -47,6 +51,11 @@ def database() -> Iterator[str]:
         workdir.chmod(0o755)
         pg = EmbeddedPostgres(workdir, durable=False)
         url = pg.start()
+        if pin:
+            # Backends are forked from the postmaster and inherit its affinity.
+            for pid in pg.pids():
+                subprocess.run([pin[0], "-a", "-p", "-c", pin[-1], str(pid)],
+                               check=False, capture_output=True)  # fmt: skip
     try:
 
         async def go() -> None:
@@ -71,7 +80,9 @@ def seed(dsn: str, n: int, tokens_file: Path) -> list[str]:
     async def go() -> list[str]:
         conn = await asyncpg.connect(dsn)
         try:
-            await conn.execute("TRUNCATE monitors, monitor_events, monitor_deletions")
+            await conn.execute(
+                "TRUNCATE monitors, monitor_state, monitor_events, monitor_deletions"
+            )
             seeded = await seed_monitors(conn, n, interval_sec=60, grace_sec=60)
             await conn.execute("ANALYZE monitors")
             return [m.token for m in seeded]

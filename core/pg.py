@@ -64,6 +64,14 @@ def free_port() -> int:
         return port
 
 
+def _first_unsearchable(path: Path) -> Path | None:
+    """The first directory on the way to `path` that other users cannot enter, if any."""
+    for directory in [path, *path.parents]:
+        if not os.stat(directory).st_mode & 0o001:
+            return directory
+    return None
+
+
 def _ensure_system_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(SYSTEM_USER)
@@ -128,14 +136,22 @@ class EmbeddedPostgres:
         if self._run_as is None:
             return
         # The postgres user must reach data_dir: refuse clearly rather than fail obscurely.
-        for parent in [self.data_dir, *self.data_dir.parents]:
-            if not os.stat(parent).st_mode & 0o001:
-                raise EmbeddedPostgresError(
-                    f"{parent} is not searchable by others, so the embedded PostgreSQL "
-                    f"(user {SYSTEM_USER}) cannot reach {self.data_dir}: chmod o+x it, "
-                    "choose another LASTSEEN_DATA_DIR, or set LASTSEEN_DATABASE_URL"
-                )
+        blocked = _first_unsearchable(self.data_dir)
+        if blocked is not None:
+            raise EmbeddedPostgresError(
+                f"{blocked} is not searchable by others, so the embedded PostgreSQL "
+                f"(user {SYSTEM_USER}) cannot reach {self.data_dir}: chmod o+x it, "
+                "choose another LASTSEEN_DATA_DIR, or set LASTSEEN_DATABASE_URL"
+            )
         os.chown(self.data_dir, self._run_as.pw_uid, self._run_as.pw_gid)
+        if _first_unsearchable(self.bin_dir) is not None:
+            # The binaries sit somewhere private (a venv under /root, say): rather than
+            # loosen permissions there, keep a copy of the installation beside the data.
+            install = self.bin_dir.parent
+            copy = self.data_dir / "pginstall"
+            if not (copy / "bin" / "pg_ctl").exists():
+                shutil.copytree(install, copy, symlinks=True, dirs_exist_ok=True)
+            self.bin_dir = copy / "bin"
 
     def running_port(self) -> int | None:
         """The port of a postmaster already running on this cluster, if any."""

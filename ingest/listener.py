@@ -2,7 +2,8 @@
 
 How this works
 --------------
-Raw trio sockets (the stream layer costs a quarter of a ping), one task per connection.
+Plain non-blocking sockets on trio's I/O waits (the stream layer costs a quarter of a
+ping), one task per connection.
 Deadlines are lazy, like the monitors' own: no connection touches a timer per request.
 The sans-IO session (``protocol.Session``) knows what it waits for and until when (the
 rest of a head, a body, the next request; a send has its own deadline). One reaper task
@@ -30,6 +31,7 @@ import socket as stdlib_socket
 from dataclasses import dataclass, field
 
 import trio
+from trio.lowlevel import wait_readable, wait_writable
 
 from .clock import Clock
 from .protocol import Limits, Responder, Session
@@ -124,7 +126,7 @@ class Listener:
 
     async def serve(
         self,
-        listen_sock: trio.socket.SocketType,
+        listen_sock: stdlib_socket.socket,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -133,32 +135,44 @@ class Listener:
         Returns once every connection is closed; closes `listen_sock`.
         """
         reaper = _Reaper(self.clock)
+        listen_sock.setblocking(False)
         async with trio.open_nursery() as outer:
             outer.start_soon(reaper.run)
             async with trio.open_nursery() as nursery:
                 task_status.started()
                 with self._accepting, listen_sock:
                     while True:
-                        try:
-                            sock, _address = await listen_sock.accept()
-                        except OSError as exc:
-                            if exc.errno in _ACCEPT_PAUSE_ERRNOS:
-                                log.warning("accept paused: %s", errno.errorcode.get(exc.errno))
-                                await trio.sleep(0.05)
-                                continue
-                            raise
-                        if len(self._connections) >= self.limits.max_connections:
-                            self.rejected += 1
-                            sock.close()
-                            continue
-                        self.accepted += 1
-                        sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
-                        session = Session(self.responder, self.limits, self.clock.now())
-                        conn = _Connection(trio.CancelScope(), session)
-                        self._connections.add(conn)
-                        reaper.add(conn)
-                        nursery.start_soon(self._serve_connection, sock, conn, reaper)
+                        await wait_readable(listen_sock)
+                        await self._accept_ready(listen_sock, nursery, reaper)
             outer.cancel_scope.cancel()
+
+    async def _accept_ready(
+        self, listen_sock: stdlib_socket.socket, nursery: trio.Nursery, reaper: _Reaper
+    ) -> None:
+        """Accept every connection waiting in the backlog."""
+        while True:
+            try:
+                sock, _address = listen_sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_PAUSE_ERRNOS:
+                    log.warning("accept paused: %s", errno.errorcode.get(exc.errno))
+                    await trio.sleep(0.05)
+                    return
+                raise
+            if len(self._connections) >= self.limits.max_connections:
+                self.rejected += 1
+                sock.close()
+                continue
+            self.accepted += 1
+            sock.setblocking(False)
+            sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+            session = Session(self.responder, self.limits, self.clock.now())
+            conn = _Connection(trio.CancelScope(), session)
+            self._connections.add(conn)
+            reaper.add(conn)
+            nursery.start_soon(self._serve_connection, sock, conn, reaper)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let requests in progress finish within `grace` seconds."""
@@ -175,8 +189,10 @@ class Listener:
             conn.scope.cancel()
 
     async def _serve_connection(
-        self, sock: trio.socket.SocketType, conn: _Connection, reaper: _Reaper
+        self, sock: stdlib_socket.socket, conn: _Connection, reaper: _Reaper
     ) -> None:
+        # Wait, then read: a keep-alive client sends its next ping only after our answer,
+        # so reading first would mostly fail with EAGAIN, a syscall and an exception each.
         session = conn.session
         clock = self.clock
         responder = self.responder
@@ -185,14 +201,21 @@ class Listener:
             with sock:
                 with conn.scope:
                     while True:
-                        data = await sock.recv(RECV_SIZE)
+                        await wait_readable(sock)
+                        try:
+                            data = sock.recv(RECV_SIZE)
+                        except BlockingIOError:
+                            continue
                         now = clock.now()
                         responder.refresh(now)
                         out = session.receive(data, now)
                         if session.deadline() < conn.registered and not session.closed:
                             reaper.add(conn)  # e.g. from the head timeout to keep-alive
                         if out:
-                            sent = await sock.send(out)
+                            try:
+                                sent = sock.send(out)
+                            except BlockingIOError:
+                                sent = 0
                             if sent < len(out):  # the peer is slow to read: bound the wait
                                 conn.send_deadline = now + send_timeout
                                 await _send_all(sock, memoryview(out)[sent:])
@@ -215,20 +238,28 @@ class Listener:
                 self._idle.set()
 
 
-async def _send_all(sock: trio.socket.SocketType, view: memoryview) -> None:
+async def _send_all(sock: stdlib_socket.socket, view: memoryview) -> None:
     while view:
-        sent = await sock.send(view)
+        await wait_writable(sock)
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            continue
         view = view[sent:]
 
 
-async def _linger(sock: trio.socket.SocketType) -> None:
+async def _linger(sock: stdlib_socket.socket) -> None:
     """Half-close, then read and drop what the peer still sends, for a bounded time."""
     try:
         sock.shutdown(stdlib_socket.SHUT_WR)
         received = 0
         with trio.move_on_after(LINGER_SECONDS):
             while received < LINGER_BYTES:
-                chunk = await sock.recv(RECV_SIZE)
+                await wait_readable(sock)
+                try:
+                    chunk = sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    continue
                 if not chunk:
                     break
                 received += len(chunk)
@@ -236,11 +267,16 @@ async def _linger(sock: trio.socket.SocketType) -> None:
         pass
 
 
-async def open_listen_socket(host: str, port: int, backlog: int = 4096) -> trio.socket.SocketType:
-    """A listening TCP socket on host:port (SO_REUSEADDR)."""
+def open_listen_socket(host: str, port: int, backlog: int = 4096) -> stdlib_socket.socket:
+    """A non-blocking listening TCP socket on host:port (SO_REUSEADDR)."""
     family = stdlib_socket.AF_INET6 if ":" in host else stdlib_socket.AF_INET
-    sock = trio.socket.socket(family, stdlib_socket.SOCK_STREAM)
-    sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
-    await sock.bind((host, port))
-    sock.listen(backlog)
+    sock = stdlib_socket.socket(family, stdlib_socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
     return sock

@@ -373,7 +373,7 @@ class Ingest:
                 outer.start_soon(self._stop_on_signal)
             await self._initial_load()
             self.listener = Listener(self.responder, self.config.limits, self.clock)
-            sock = await open_listen_socket(self.config.host, self.config.port)
+            sock = open_listen_socket(self.config.host, self.config.port)
             self.port = sock.getsockname()[1]
             async with trio.open_nursery() as workers:
                 self.admin_port = await workers.start(

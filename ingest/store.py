@@ -5,10 +5,10 @@ them through trio-asyncio. Every call carries a client-side timeout, so a hung s
 (SIGSTOP, a lost network) costs at most that long; the caller then drops the connection
 and reconnects.
 
-- ``load``: stream every monitor into the table inside one REPEATABLE READ transaction and
+- ``load``: stream every monitor (configuration and observed state) into the table inside one REPEATABLE READ transaction and
   return the snapshot's xmin, the starting point for ``changes_since``.
 - ``flush``: one statement per batch (data-modifying CTEs): the dirty monitors' observed
-  state, the events in the order they happened, and a NOTIFY for the alert worker, all in
+  state (``monitor_state``), the events in the order they happened, and a NOTIFY for the alert worker, all in
   one transaction.
 - ``changes_since``: monitors whose configuration changed, and monitors deleted, in
   transactions not older than a previous snapshot's xmin (see migration 0001).
@@ -22,29 +22,32 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-MONITOR_COLUMNS = """
-    id, token_digest, interval_sec, grace_sec, alert_threshold, paused, state, misses,
-    coalesce(extract(epoch FROM last_seen_at)::float8, 0.0) AS last_seen, incident_open
+_MONITORS = """
+SELECT m.id, m.token_digest, m.interval_sec, m.grace_sec, m.alert_threshold, m.paused,
+       coalesce(s.state, 'pending'), coalesce(s.misses, 0),
+       coalesce(extract(epoch FROM s.last_seen_at)::float8, 0.0),
+       coalesce(s.incident_open, false)
+FROM monitors m LEFT JOIN monitor_state s ON s.monitor_id = m.id
 """
-_LOAD = f"SELECT {MONITOR_COLUMNS} FROM monitors"
-_CHANGED = f"SELECT {MONITOR_COLUMNS} FROM monitors WHERE config_xid >= $1::text::xid8"
-_BY_ID = f"SELECT {MONITOR_COLUMNS} FROM monitors WHERE id = ANY($1::bigint[])"
+_LOAD = _MONITORS
+_CHANGED = _MONITORS + " WHERE m.config_xid >= $1::text::xid8"
+_BY_ID = _MONITORS + " WHERE m.id = ANY($1::bigint[])"
 _DELETED = "SELECT DISTINCT monitor_id FROM monitor_deletions WHERE deleted_xid >= $1::text::xid8"
 _XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
 _PRUNE_DELETIONS = "DELETE FROM monitor_deletions WHERE deleted_at < now() - interval '1 day'"
 
 _FLUSH = """
 WITH state AS (
-    UPDATE monitors AS m SET
+    UPDATE monitor_state AS s SET
         last_seen_at = CASE WHEN d.last_seen > 0 THEN to_timestamp(d.last_seen)
-                            ELSE m.last_seen_at END,
-        state_changed_at = CASE WHEN m.state <> d.state THEN now() ELSE m.state_changed_at END,
+                            ELSE s.last_seen_at END,
+        state_changed_at = CASE WHEN s.state <> d.state THEN now() ELSE s.state_changed_at END,
         state = d.state,
         misses = d.misses,
         incident_open = d.incident_open
     FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::int[], $5::bool[])
         AS d(id, last_seen, state, misses, incident_open)
-    WHERE m.id = d.id
+    WHERE s.monitor_id = d.id
     RETURNING 1
 ), events AS (
     INSERT INTO monitor_events (monitor_id, kind, occurred_at)
@@ -58,7 +61,7 @@ SELECT (SELECT count(*) FROM state) AS rows, (SELECT count(*) FROM events) AS ev
        CASE WHEN cardinality($6::bigint[]) > 0 THEN pg_notify('lastseen_events', '') END
 """
 
-BATCH_ROWS = 20_000
+BATCH_ROWS = 5_000  # rows per statement: the event loop runs pings between batches
 
 MonitorRow: TypeAlias = Any  # an asyncpg.Record of MONITOR_COLUMNS
 ApplyRows = Callable[[Sequence[MonitorRow]], None]

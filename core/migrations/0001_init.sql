@@ -1,7 +1,9 @@
 -- lastseen schema, version 1: organisations, users, heartbeat monitors, the events outbox.
 --
--- Ownership of monitor columns is split: the control plane writes configuration, the ingest
--- writes observed state (state, misses, last_seen_at, incident_open, state_changed_at).
+-- Ownership is split: the control plane writes a monitor's configuration (monitors), the
+-- ingest writes what it observed (monitor_state, one narrow row per monitor, updated in
+-- place every second for every monitor that pinged: kept apart so those updates stay
+-- small, HOT, and never contend with an admin's edit of the monitor).
 -- A configuration change stamps config_xid with the writing transaction's id and NOTIFYs
 -- 'lastseen_monitors'; the ingest polls config_xid >= the xmin of its previous snapshot, so
 -- a missed NOTIFY only delays a change, never loses it. Deletions leave a row in
@@ -39,19 +41,23 @@ CREATE TABLE monitors (
     token_digest     bytea NOT NULL UNIQUE CHECK (octet_length(token_digest) = 32),
     -- AEAD envelope of the token (control plane); never the plaintext.
     token_envelope   text NOT NULL,
-    -- Written by the ingest only.
-    state            text NOT NULL DEFAULT 'pending'
-                     CHECK (state IN ('pending', 'up', 'down', 'paused')),
-    misses           integer NOT NULL DEFAULT 0 CHECK (misses >= 0),
-    last_seen_at     timestamptz,
-    incident_open    boolean NOT NULL DEFAULT false,
-    state_changed_at timestamptz,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     config_xid       xid8 NOT NULL DEFAULT pg_current_xact_id()
 );
 
 CREATE INDEX monitors_org_id ON monitors (org_id, id);
+
+-- Written by the ingest only.
+CREATE TABLE monitor_state (
+    monitor_id       bigint PRIMARY KEY REFERENCES monitors (id) ON DELETE CASCADE,
+    state            text NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'up', 'down', 'paused')),
+    misses           integer NOT NULL DEFAULT 0 CHECK (misses >= 0),
+    last_seen_at     timestamptz,
+    incident_open    boolean NOT NULL DEFAULT false,
+    state_changed_at timestamptz
+) WITH (fillfactor = 50);
 CREATE INDEX monitors_config_xid ON monitors (config_xid);
 
 CREATE TABLE monitor_deletions (
@@ -86,6 +92,16 @@ END $$;
 
 CREATE TRIGGER monitors_notify_insert AFTER INSERT ON monitors
     FOR EACH ROW EXECUTE FUNCTION monitors_notify();
+
+CREATE FUNCTION monitors_create_state() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO monitor_state (monitor_id) SELECT id FROM new_monitors;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER monitors_state_insert AFTER INSERT ON monitors
+    REFERENCING NEW TABLE AS new_monitors
+    FOR EACH STATEMENT EXECUTE FUNCTION monitors_create_state();
 CREATE TRIGGER monitors_notify_update
     AFTER UPDATE OF token_digest, interval_sec, grace_sec, alert_threshold, paused, type
     ON monitors FOR EACH ROW EXECUTE FUNCTION monitors_notify();

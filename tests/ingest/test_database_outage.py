@@ -45,7 +45,9 @@ async def _migrated(pg: EmbeddedPostgres) -> str:
 async def _last_seen_matches(ingest, dsn: str) -> bool:
     try:
         await ingest.flush_once()
-        rows = await fetch(dsn, "SELECT id, extract(epoch FROM last_seen_at)::float8 FROM monitors")
+        rows = await fetch(
+            dsn, "SELECT monitor_id, extract(epoch FROM last_seen_at)::float8 FROM monitor_state"
+        )
     except OSError:
         return False
     return all(

@@ -19,7 +19,7 @@ PING = f"POST /api/v1/heartbeats/{TOKEN} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
 
 async def start(nursery: trio.Nursery, responder: Responder, limits: Limits | None = None):
     listener = Listener(responder, limits or Limits(), Clock())
-    sock = await open_listen_socket("127.0.0.1", 0)
+    sock = open_listen_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     await nursery.start(listener.serve, sock)
     return listener, port

@@ -6,7 +6,7 @@ import trio
 
 from core.tokens import digest, new_token
 
-from .dbhelp import execute, fetch, notifications, ping, running, seed, wait_for
+from .dbhelp import execute, fetch, http, notifications, ping, running, seed, wait_for
 
 
 async def test_pings_are_answered_and_flushed_with_the_exact_receive_time(database_url):
@@ -19,7 +19,8 @@ async def test_pings_are_answered_and_flushed_with_the_exact_receive_time(databa
         assert await ingest.flush_once()
         rows = await fetch(
             database_url,
-            "SELECT id, state, extract(epoch FROM last_seen_at)::float8 AS seen FROM monitors",
+            "SELECT monitor_id AS id, state, extract(epoch FROM last_seen_at)::float8 AS seen"
+            " FROM monitor_state",
         )
         for row in rows:
             assert row["state"] == "up"
@@ -44,7 +45,7 @@ async def test_a_missed_deadline_lands_as_state_and_events_with_a_notify(databas
         async with notifications(database_url, "lastseen_events") as notified:
             await ingest.flush_once()
         assert notified == [True]
-        rows = await fetch(database_url, "SELECT state, misses, incident_open FROM monitors")
+        rows = await fetch(database_url, "SELECT state, misses, incident_open FROM monitor_state")
         assert tuple(rows[0]) == ("down", 1, True)
         kinds = await fetch(database_url, "SELECT kind FROM monitor_events ORDER BY id")
         assert [k[0] for k in kinds] == ["up", "down", "incident_opened"]
@@ -102,7 +103,7 @@ async def test_a_graceful_stop_flushes_the_last_pings(database_url):
         assert await ping(ingest.port, m.token) == 204
         expected = ingest.table.get(m.id)["last_seen"]
     [row] = await fetch(
-        database_url, "SELECT extract(epoch FROM last_seen_at)::float8 FROM monitors"
+        database_url, "SELECT extract(epoch FROM last_seen_at)::float8 FROM monitor_state"
     )
     assert abs(row[0] - expected) < 1e-5
 
@@ -111,7 +112,7 @@ async def test_after_a_restart_a_long_silent_monitor_gets_the_amnesty(database_u
     [m] = await seed(database_url, 1, interval_sec=30, grace_sec=0)
     await execute(
         database_url,
-        "UPDATE monitors SET state = 'up', last_seen_at = now() - interval '1 hour'",
+        "UPDATE monitor_state SET state = 'up', last_seen_at = now() - interval '1 hour'",
     )
     async with running(database_url) as ingest:
         row = ingest.table.get(m.id)
@@ -120,3 +121,24 @@ async def test_after_a_restart_a_long_silent_monitor_gets_the_amnesty(database_u
         await trio.sleep(0.3)
         await ingest.flush_once()
         assert await fetch(database_url, "SELECT * FROM monitor_events") == []
+
+
+async def test_metrics_and_health_report_what_happened(database_url):
+    [m] = await seed(database_url, 1)
+    async with running(database_url) as ingest:
+        assert await ping(ingest.port, m.token) == 204
+        assert await ping(ingest.port, new_token()) == 404
+        assert await ping(ingest.port, "nope") == 404
+        await ingest.flush_once()
+        metrics = await http(ingest.admin_port, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+        text = metrics.decode()
+        assert 'lastseen_pings_total{result="ok"} 1' in text
+        assert 'lastseen_pings_total{result="unknown"} 1' in text
+        assert 'lastseen_pings_total{result="malformed"} 1' in text
+        assert 'lastseen_http_responses_total{status="204"} 1' in text
+        assert "lastseen_monitors 1" in text
+        assert "lastseen_flush_rows_total 1" in text
+        assert "lastseen_database_up 1" in text
+        health = await http(ingest.admin_port, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert health.startswith(b"HTTP/1.1 200 ")
+        assert b'"database": "up"' in health
