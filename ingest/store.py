@@ -5,11 +5,12 @@ them through trio-asyncio. Every call carries a client-side timeout, so a hung s
 (SIGSTOP, a lost network) costs at most that long; the caller then drops the connection
 and reconnects.
 
-- ``load``: stream every monitor (configuration and observed state) into the table inside one REPEATABLE READ transaction and
-  return the snapshot's xmin, the starting point for ``changes_since``.
+- ``load``: stream every monitor (configuration and observed state) into the table in
+  one REPEATABLE READ transaction; return the snapshot's xmin, where ``changes_since``
+  starts.
 - ``flush``: one statement per batch (data-modifying CTEs): the dirty monitors' observed
-  state (``monitor_state``), the events in the order they happened, and a NOTIFY for the alert worker, all in
-  one transaction.
+  state (``monitor_state``), the events in the order they happened, and a NOTIFY for the
+  alert worker, all in one transaction.
 - ``changes_since``: monitors whose configuration changed, and monitors deleted, in
   transactions not older than a previous snapshot's xmin (see migration 0001).
 """
