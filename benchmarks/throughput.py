@@ -3,8 +3,9 @@
     python -m benchmarks.throughput [--monitors 100000] [--seconds 10] [--out FILE]
 
 The ingest with its embedded database, and nginx, each get core 0 in turn; wrk gets
-core 1. Two loads: keep-alive connections, and a new connection per request (Connection: close). wrk rotates
-through every monitor's token, after a warm-up run that gives every monitor its first ping.
+core 1. Two loads: keep-alive connections, and a new connection per request
+(Connection: close). wrk rotates through every monitor's token, after a warm-up run that
+gives every monitor its first ping.
 """
 
 from __future__ import annotations
