@@ -17,7 +17,7 @@ cdef enum MonitorFlag:
     FLAG_DIRTY = 2
     FLAG_INCIDENT = 4
     FLAG_SEEN = 8
-    FLAG_PAUSED = 16
+    FLAG_CHANGED = 16     # state, misses or incident changed, not only last_seen
 
 
 ctypedef struct Monitor:
@@ -72,7 +72,7 @@ cdef class DeadlineTable:
     cdef void _index_delete(self, int32_t* index, int32_t slot, bint by_digest)
     cdef int _grow_indexes(self) except -1
     cdef int32_t _alloc_slot(self) except -1
-    cdef void _mark_dirty(self, uint32_t slot)
+    cdef void _mark_dirty(self, uint32_t slot, bint changed)
     cdef bint _heap_less(self, uint32_t a, uint32_t b)
     cdef int _heap_push(self, double deadline, uint32_t slot) except -1
     cdef void _sift_down(self, uint32_t i)

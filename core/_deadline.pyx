@@ -210,9 +210,12 @@ cdef class DeadlineTable:
         self._mons_len += 1
         return slot
 
-    cdef void _mark_dirty(self, uint32_t slot):
+    cdef void _mark_dirty(self, uint32_t slot, bint changed):
+        # `changed`: more than last_seen changed, so the flush must write the whole state.
         cdef uint32_t* grown
         cdef uint32_t cap
+        if changed:
+            self._mons[slot].flags |= FLAG_CHANGED
         if self._mons[slot].flags & FLAG_DIRTY:
             return
         if self._dirty_len == self._dirty_cap:
@@ -335,9 +338,10 @@ cdef class DeadlineTable:
         self.pings_found += 1
         m = &self._mons[slot]
         m.last_seen = now
-        self._mark_dirty(slot)
+        self._mark_dirty(slot, False)
         if m.state == STATE_UP or m.state == STATE_PAUSED:
             return 1
+        m.flags |= FLAG_CHANGED
         if m.state == STATE_PENDING:
             m.state = STATE_UP
             self._emit(m, EVENT_UP, now)
@@ -360,7 +364,7 @@ cdef class DeadlineTable:
             self._emit(m, EVENT_DOWN, at)
         elif m.misses < _MAX_THRESHOLD:
             m.misses += 1
-        self._mark_dirty(slot)
+        self._mark_dirty(slot, True)
         if m.misses >= m.threshold:
             m.flags |= FLAG_INCIDENT
             self._emit(m, EVENT_INCIDENT_OPENED, at)
@@ -446,10 +450,10 @@ cdef class DeadlineTable:
                 m.flags &= ~FLAG_INCIDENT
                 self._emit(m, EVENT_INCIDENT_RESOLVED, now)
             self._schedule(slot, 0.0)
-            self._mark_dirty(slot)
+            self._mark_dirty(slot, True)
         elif was_paused and not paused:
             m.floor = now
-            self._mark_dirty(slot)
+            self._mark_dirty(slot, True)
             if m.last_seen == 0.0:
                 m.state = STATE_PENDING
             else:
@@ -464,7 +468,7 @@ cdef class DeadlineTable:
                 m.flags |= FLAG_INCIDENT
                 self._emit(m, EVENT_INCIDENT_OPENED, now)
                 self._schedule(slot, 0.0)
-                self._mark_dirty(slot)
+                self._mark_dirty(slot, True)
 
     cdef int _insert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
                      uint32_t threshold, bint paused, double now, str state, uint32_t misses,
@@ -492,35 +496,31 @@ cdef class DeadlineTable:
         self._count += 1
         if paused:
             m.state = STATE_PAUSED
-            if code != STATE_PAUSED:
-                self._mark_dirty(slot)
-            if incident_open:
-                # Paused while we were not looking: pausing resolves an open incident.
-                self._emit(m, EVENT_INCIDENT_RESOLVED, now)
-                self._mark_dirty(slot)
-            return 0
-        if code == STATE_PAUSED or code == STATE_PENDING or last_seen == 0.0:
+        elif code == STATE_PAUSED or code == STATE_PENDING or last_seen == 0.0:
             # Resumed while we were not looking, or never pinged: wait for a first ping.
             m.state = STATE_PENDING if last_seen == 0.0 else STATE_UP
-            if m.state != code:
-                self._mark_dirty(slot)
             if m.state == STATE_UP:
                 self._schedule(slot, self._up_deadline(m))
-            return 0
-        m.state = code
-        if code == STATE_UP:
+        elif code == STATE_UP:
+            m.state = STATE_UP
             self._schedule(slot, self._up_deadline(m))
-            return 0
-        # Down: keep counting misses from the amnesty floor, unless the incident is open.
-        m.misses = <uint16_t>min(max(misses, 1), _MAX_THRESHOLD)
-        if incident_open:
-            m.flags |= FLAG_INCIDENT
-        elif m.misses >= m.threshold:
-            m.flags |= FLAG_INCIDENT
-            self._emit(m, EVENT_INCIDENT_OPENED, now)
-            self._mark_dirty(slot)
         else:
-            self._schedule(slot, self._up_deadline(m))
+            # Down: keep counting misses from the amnesty floor, unless the incident is open.
+            m.state = STATE_DOWN
+            m.misses = <uint16_t>min(max(misses, 1), _MAX_THRESHOLD)
+            if incident_open:
+                m.flags |= FLAG_INCIDENT
+            elif m.misses >= m.threshold:
+                m.flags |= FLAG_INCIDENT
+                self._emit(m, EVENT_INCIDENT_OPENED, now)
+            else:
+                self._schedule(slot, self._up_deadline(m))
+        if incident_open and not (m.flags & FLAG_INCIDENT):
+            # Paused (or found inconsistent) while we were not looking: resolve it.
+            self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+        if (m.state != code or m.misses != misses
+                or bool(m.flags & FLAG_INCIDENT) != incident_open):
+            self._mark_dirty(slot, True)  # the stored row is stale: rewrite it
         return 0
 
     def remove(self, int64_t monitor_id):
@@ -611,10 +611,13 @@ cdef class DeadlineTable:
     def take_dirty(self):
         """Hand over every monitor changed since the last call, and mark it clean.
 
-        Returns five lists of equal length: ids, last_seen (0.0 = never), state names,
-        misses and incident_open.
+        Returns (seen_ids, seen_last_seen, ids, last_seen, states, misses, incidents): the
+        monitors whose only change is a later last_seen (the common case: a ping to an up
+        monitor), then those whose state changed too, with all of it. last_seen 0.0 means
+        never.
         """
-        cdef list ids = [], seen = [], states = [], misses = [], incidents = []
+        cdef list seen_ids = [], seen_times = []
+        cdef list ids = [], times = [], states = [], misses = [], incidents = []
         cdef uint32_t i, slot
         cdef Monitor* m
         for i in range(self._dirty_len):
@@ -622,24 +625,30 @@ cdef class DeadlineTable:
             m = &self._mons[slot]
             if not (m.flags & FLAG_DIRTY):
                 continue
-            m.flags &= ~FLAG_DIRTY
             if not (m.flags & FLAG_LIVE):
+                m.flags &= ~(FLAG_DIRTY | FLAG_CHANGED)
                 continue
-            ids.append(m.monitor_id)
-            seen.append(m.last_seen)
-            states.append(STATE_NAMES[m.state])
-            misses.append(m.misses)
-            incidents.append(bool(m.flags & FLAG_INCIDENT))
+            if m.flags & FLAG_CHANGED:
+                ids.append(m.monitor_id)
+                times.append(m.last_seen)
+                states.append(STATE_NAMES[m.state])
+                misses.append(m.misses)
+                incidents.append(bool(m.flags & FLAG_INCIDENT))
+            else:
+                seen_ids.append(m.monitor_id)
+                seen_times.append(m.last_seen)
+            m.flags &= ~(FLAG_DIRTY | FLAG_CHANGED)
         self._dirty_len = 0
-        return ids, seen, states, misses, incidents
+        return seen_ids, seen_times, ids, times, states, misses, incidents
 
     def mark_dirty(self, ids):
-        """Mark monitors dirty again, e.g. after a failed flush; unknown ids are skipped."""
+        """Mark monitors dirty again, whole state included (e.g. after a failed flush);
+        unknown ids are skipped."""
         cdef int32_t slot
         for monitor_id in ids:
             slot = self._find_id(monitor_id)
             if slot >= 0:
-                self._mark_dirty(slot)
+                self._mark_dirty(slot, True)
 
     @property
     def dirty_count(self):

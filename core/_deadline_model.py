@@ -36,6 +36,7 @@ class _Monitor:
     incident_open: bool
     next_miss: float | None  # only for a down monitor still counting misses
     dirty: bool = False
+    changed: bool = False  # more than last_seen changed since the last take_dirty()
     seen: bool = True
 
     def due(self) -> float | None:
@@ -66,7 +67,8 @@ class DeadlineModel:
     def _emit(self, m: _Monitor, kind: str, at: float) -> None:
         self._events.append((m.monitor_id, kind, at))
 
-    def _mark_dirty(self, m: _Monitor) -> None:
+    def _mark_dirty(self, m: _Monitor, changed: bool = True) -> None:
+        m.changed = m.changed or changed
         if not m.dirty:
             m.dirty = True
             self._dirty_order.append(m.monitor_id)
@@ -80,7 +82,7 @@ class DeadlineModel:
             return False
         self.pings_found += 1
         m.last_seen = now
-        self._mark_dirty(m)
+        self._mark_dirty(m, changed=m.state in ("pending", "down"))
         if m.state == "pending":
             m.state = "up"
             self._emit(m, EVENT_UP, now)
@@ -176,29 +178,24 @@ class DeadlineModel:
         self._by_digest[digest] = m
         if paused:
             m.state = "paused"
-            if state != "paused":
-                self._mark_dirty(m)
-            if incident_open:
-                self._emit(m, EVENT_INCIDENT_RESOLVED, now)
-                self._mark_dirty(m)
-            return
-        if state in ("paused", "pending") or last_seen == 0.0:
+        elif state in ("paused", "pending") or last_seen == 0.0:
             m.state = "pending" if last_seen == 0.0 else "up"
-            if m.state != state:
-                self._mark_dirty(m)
-            return
-        m.state = state
-        if state == "up":
-            return
-        m.misses = min(max(misses, 1), _MAX_MISSES)
-        if incident_open:
-            m.incident_open = True
-        elif m.misses >= m.threshold:
-            m.incident_open = True
-            self._emit(m, EVENT_INCIDENT_OPENED, now)
-            self._mark_dirty(m)
+        elif state == "up":
+            m.state = "up"
         else:
-            m.next_miss = max(m.last_seen, m.floor) + m.interval + m.grace
+            m.state = "down"
+            m.misses = min(max(misses, 1), _MAX_MISSES)
+            if incident_open:
+                m.incident_open = True
+            elif m.misses >= m.threshold:
+                m.incident_open = True
+                self._emit(m, EVENT_INCIDENT_OPENED, now)
+            else:
+                m.next_miss = max(m.last_seen, m.floor) + m.interval + m.grace
+        if incident_open and not m.incident_open:
+            self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+        if (m.state, m.misses, m.incident_open) != (state, misses, incident_open):
+            self._mark_dirty(m)
 
     def remove(self, monitor_id: int) -> bool:
         m = self._by_id.pop(monitor_id, None)
@@ -252,9 +249,13 @@ class DeadlineModel:
         events, self._events = self._events, []
         return events
 
-    def take_dirty(self) -> tuple[list[int], list[float], list[str], list[int], list[bool]]:
+    def take_dirty(
+        self,
+    ) -> tuple[list[int], list[float], list[int], list[float], list[str], list[int], list[bool]]:
+        seen_ids: list[int] = []
+        seen_times: list[float] = []
         ids: list[int] = []
-        seen: list[float] = []
+        times: list[float] = []
         states: list[str] = []
         misses: list[int] = []
         incidents: list[bool] = []
@@ -262,14 +263,18 @@ class DeadlineModel:
             m = self._by_id.get(monitor_id)
             if m is None or not m.dirty:
                 continue
-            m.dirty = False
-            ids.append(m.monitor_id)
-            seen.append(m.last_seen)
-            states.append(m.state)
-            misses.append(m.misses)
-            incidents.append(m.incident_open)
+            if m.changed:
+                ids.append(m.monitor_id)
+                times.append(m.last_seen)
+                states.append(m.state)
+                misses.append(m.misses)
+                incidents.append(m.incident_open)
+            else:
+                seen_ids.append(m.monitor_id)
+                seen_times.append(m.last_seen)
+            m.dirty = m.changed = False
         self._dirty_order = []
-        return ids, seen, states, misses, incidents
+        return seen_ids, seen_times, ids, times, states, misses, incidents
 
     def mark_dirty(self, ids: list[int]) -> None:
         for monitor_id in ids:

@@ -72,6 +72,24 @@ def _first_unsearchable(path: Path) -> Path | None:
     return None
 
 
+def _reachable_copy(bin_dir: Path, target: Path) -> Path:
+    """Copy a PostgreSQL installation where the postgres user can reach it.
+
+    For binaries somewhere private (a venv under /root, say), rather than loosen the
+    permissions there. The copy keeps the installation's place relative to its vendored
+    libraries (the pgserver wheel's binaries find ``pgserver.libs`` by a relative rpath).
+    """
+    install = bin_dir.parent  # .../pgserver/pginstall
+    package = install.parent  # .../pgserver
+    copied_install = target / package.name / install.name
+    if not (copied_install / "bin" / "pg_ctl").exists():
+        shutil.copytree(install, copied_install, symlinks=True, dirs_exist_ok=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, target / libs.name, symlinks=True, dirs_exist_ok=True)
+    return copied_install / "bin"
+
+
 def _ensure_system_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(SYSTEM_USER)
@@ -145,13 +163,7 @@ class EmbeddedPostgres:
             )
         os.chown(self.data_dir, self._run_as.pw_uid, self._run_as.pw_gid)
         if _first_unsearchable(self.bin_dir) is not None:
-            # The binaries sit somewhere private (a venv under /root, say): rather than
-            # loosen permissions there, keep a copy of the installation beside the data.
-            install = self.bin_dir.parent
-            copy = self.data_dir / "pginstall"
-            if not (copy / "bin" / "pg_ctl").exists():
-                shutil.copytree(install, copy, symlinks=True, dirs_exist_ok=True)
-            self.bin_dir = copy / "bin"
+            self.bin_dir = _reachable_copy(self.bin_dir, self.data_dir / "pgcopy")
 
     def running_port(self) -> int | None:
         """The port of a postmaster already running on this cluster, if any."""

@@ -314,8 +314,7 @@ class Ingest:
         """Write what changed since the last flush; False (and nothing lost) on failure."""
         async with self._flush_lock:
             self.pending_events.extend(self.table.take_events())
-            ids, seen, states, misses, incidents = self.table.take_dirty()
-            dirty = store.Dirty(ids, seen, states, misses, incidents, self.pending_events)
+            dirty = store.Dirty(*self.table.take_dirty(), self.pending_events)
             self.pending_events = []
             if not dirty:
                 return True
@@ -330,13 +329,13 @@ class Ingest:
             except DB_ERRORS as exc:
                 self.flush_failures += 1
                 self.db_up = False
-                self.table.mark_dirty(ids)
+                self.table.mark_dirty(dirty.all_ids)
                 self.pending_events[:0] = dirty.events
                 await self._drop(self._flush_conn)
                 self._flush_conn = None
                 log.warning(
                     "flush failed (%s): %d monitors and %d events kept for the next one",
-                    _why(exc), len(ids), len(self.pending_events),
+                    _why(exc), len(dirty.all_ids), len(self.pending_events),
                 )  # fmt: skip
                 return False
             self.flush_duration.observe(time.perf_counter() - started)

@@ -38,7 +38,12 @@ _XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
 _PRUNE_DELETIONS = "DELETE FROM monitor_deletions WHERE deleted_at < now() - interval '1 day'"
 
 _FLUSH = """
-WITH state AS (
+WITH seen AS (
+    UPDATE monitor_state AS s SET last_seen_at = to_timestamp(d.last_seen)
+    FROM unnest($1::bigint[], $2::float8[]) AS d(id, last_seen)
+    WHERE s.monitor_id = d.id
+    RETURNING 1
+), state AS (
     UPDATE monitor_state AS s SET
         last_seen_at = CASE WHEN d.last_seen > 0 THEN to_timestamp(d.last_seen)
                             ELSE s.last_seen_at END,
@@ -46,20 +51,21 @@ WITH state AS (
         state = d.state,
         misses = d.misses,
         incident_open = d.incident_open
-    FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::int[], $5::bool[])
+    FROM unnest($3::bigint[], $4::float8[], $5::text[], $6::int[], $7::bool[])
         AS d(id, last_seen, state, misses, incident_open)
     WHERE s.monitor_id = d.id
     RETURNING 1
 ), events AS (
     INSERT INTO monitor_events (monitor_id, kind, occurred_at)
     SELECT e.id, e.kind, to_timestamp(e.at)
-    FROM unnest($6::bigint[], $7::text[], $8::float8[]) WITH ORDINALITY AS e(id, kind, at, n)
+    FROM unnest($8::bigint[], $9::text[], $10::float8[]) WITH ORDINALITY AS e(id, kind, at, n)
     ORDER BY e.n
     ON CONFLICT (monitor_id, kind, occurred_at) DO NOTHING
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM state) AS rows, (SELECT count(*) FROM events) AS events,
-       CASE WHEN cardinality($6::bigint[]) > 0 THEN pg_notify('lastseen_events', '') END
+SELECT (SELECT count(*) FROM seen) + (SELECT count(*) FROM state) AS rows,
+       (SELECT count(*) FROM events) AS events,
+       CASE WHEN cardinality($8::bigint[]) > 0 THEN pg_notify('lastseen_events', '') END
 """
 
 BATCH_ROWS = 5_000  # rows per statement: the event loop runs pings between batches
@@ -70,8 +76,11 @@ ApplyRows = Callable[[Sequence[MonitorRow]], None]
 
 @dataclass(frozen=True)
 class Dirty:
-    """What a flush writes: the table's dirty rows and the events since the last flush."""
+    """What a flush writes: the table's dirty rows (DeadlineTable.take_dirty()) and the
+    events since the last flush."""
 
+    seen_ids: list[int]
+    seen_last_seen: list[float]
     ids: list[int]
     last_seen: list[float]
     states: list[str]
@@ -80,7 +89,11 @@ class Dirty:
     events: list[tuple[int, str, float]]
 
     def __bool__(self) -> bool:
-        return bool(self.ids or self.events)
+        return bool(self.seen_ids or self.ids or self.events)
+
+    @property
+    def all_ids(self) -> list[int]:
+        return self.seen_ids + self.ids
 
 
 async def connect(dsn: str, statement_seconds: float, application: str) -> asyncpg.Connection:
@@ -137,13 +150,15 @@ async def flush(
     """Write `dirty` in one transaction; returns (monitor rows, events) written."""
     rows = events = 0
     async with conn.transaction():
-        n = max(len(dirty.ids), 1)
+        n = max(len(dirty.seen_ids), len(dirty.ids), 1)
         for start in range(0, n, BATCH_ROWS):
             end = start + BATCH_ROWS
             # The events go with the first batch: one NOTIFY, in order.
             batch_events = dirty.events if start == 0 else []
             record: Any = await conn.fetchrow(
                 _FLUSH,
+                dirty.seen_ids[start:end],
+                dirty.seen_last_seen[start:end],
                 dirty.ids[start:end],
                 dirty.last_seen[start:end],
                 dirty.states[start:end],

@@ -89,11 +89,22 @@ class TableMatchesModel(RuleBasedStateMachine):
 
     @rule()
     def flush(self):
-        dirty_table = sorted(zip(*self.table.take_dirty(), strict=True))
-        dirty_model = sorted(zip(*self.model.take_dirty(), strict=True))
-        assert dirty_table == dirty_model
-        for monitor_id, last_seen, state, misses, incident in dirty_model:
+        table = self.table.take_dirty()
+        model = self.model.take_dirty()
+        assert sorted(zip(*table[:2], strict=True)) == sorted(zip(*model[:2], strict=True))
+        assert sorted(zip(*table[2:], strict=True)) == sorted(zip(*model[2:], strict=True))
+        # Apply them as the database does: a seen-only row changes last_seen alone.
+        default = ("pending", 0, 0.0, False)
+        for monitor_id, last_seen in zip(*model[:2], strict=True):
+            state, misses, _seen, incident = self.persisted.get(monitor_id, default)
             self.persisted[monitor_id] = (state, misses, last_seen, incident)
+        for monitor_id, last_seen, state, misses, incident in zip(*model[2:], strict=True):
+            self.persisted[monitor_id] = (state, misses, last_seen, incident)
+        # Nothing was lost: what is persisted is what the table holds.
+        for monitor_id in self.model.ids():
+            row = self.model.get(monitor_id)
+            actual = (row["state"], row["misses"], row["last_seen"], row["incident_open"])
+            assert self.persisted.get(monitor_id, default) == actual, monitor_id
 
     @rule(keep=st.sets(IDS))
     def resync(self, keep):
@@ -137,12 +148,15 @@ class TableMatchesModel(RuleBasedStateMachine):
     )
     def load_persisted(self, monitor_id, digest_index, state, misses, ago, incident, paused):
         last_seen = 0.0 if state == "pending" else self.now - ago
+        is_new = self.model.get(monitor_id) is None
         self.both(
             "upsert", monitor_id, DIGESTS[digest_index], 60, 5, 2, paused, self.now,
             state, misses, last_seen, incident,
         )  # fmt: skip
         if self.last_ok:
             self.config[monitor_id] = (DIGESTS[digest_index], 60, 5, 2, paused)
+            if is_new:  # what the database held, as loaded
+                self.persisted[monitor_id] = (state, misses, last_seen, incident)
 
     @invariant()
     def same_monitors_and_events(self):

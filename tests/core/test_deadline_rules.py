@@ -161,10 +161,14 @@ def test_dirty_rows_are_handed_over_once(table):
     table.upsert(1, A, 30, 0, 1, False, T0)
     for i in range(5):
         table.ping(A, T0 + i)
-    assert table.take_dirty() == ([1], [T0 + 4], ["up"], [0], [False])
-    assert table.take_dirty() == ([], [], [], [], [])
+    # The first ping changed the state: the whole row goes.
+    assert table.take_dirty() == ([], [], [1], [T0 + 4], ["up"], [0], [False])
+    assert table.take_dirty() == ([], [], [], [], [], [], [])
+    table.ping(A, T0 + 5)
+    # Later pings to an up monitor change last_seen alone.
+    assert table.take_dirty() == ([1], [T0 + 5], [], [], [], [], [])
     table.mark_dirty([1, 99])
-    assert table.take_dirty()[0] == [1]
+    assert table.take_dirty()[2] == [1]
 
 
 def test_the_heap_stays_bounded_under_interval_churn():
