@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck pytest bench-smoke
+test: lint typecheck bench-smoke pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -153,14 +153,15 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._run_as is None:
             return
-        # The postgres user must reach data_dir: refuse clearly rather than fail obscurely.
-        blocked = _first_unsearchable(self.data_dir)
-        if blocked is not None:
-            raise EmbeddedPostgresError(
-                f"{blocked} is not searchable by others, so the embedded PostgreSQL "
-                f"(user {SYSTEM_USER}) cannot reach {self.data_dir}: chmod o+x it, "
-                "choose another LASTSEEN_DATA_DIR, or set LASTSEEN_DATABASE_URL"
-            )
+        # The postgres user must reach data_dir. As pgserver itself does, let others pass
+        # through (search only, not list) the directories on the way, and say so.
+        while (blocked := _first_unsearchable(self.data_dir)) is not None:
+            log.warning(
+                "letting the embedded PostgreSQL's user %s through %s (chmod o+x) to reach %s; "
+                "set LASTSEEN_DATA_DIR elsewhere or LASTSEEN_DATABASE_URL to avoid it",
+                SYSTEM_USER, blocked, self.data_dir,
+            )  # fmt: skip
+            blocked.chmod(blocked.stat().st_mode | 0o001)
         os.chown(self.data_dir, self._run_as.pw_uid, self._run_as.pw_gid)
         if _first_unsearchable(self.bin_dir) is not None:
             self.bin_dir = _reachable_copy(self.bin_dir, self.data_dir / "pgcopy")
