@@ -317,6 +317,7 @@ class Ingest:
             dirty = store.Dirty(*self.table.take_dirty(), self.pending_events)
             self.pending_events = []
             if not dirty:
+                self.last_flush = self.clock.now()  # nothing to write: the database is current
                 return True
             started = time.perf_counter()
             try:
@@ -415,7 +416,8 @@ class Ingest:
         }
 
     def flush_lag(self) -> float:
-        """Seconds since the last successful flush (since load if none yet)."""
+        """Seconds the database may lag memory: since the last flush that left nothing
+        behind (since the load if none yet)."""
         since = self.last_flush or self.loaded_at
         return math.inf if since is None else self.clock.now() - since
 
