@@ -65,6 +65,9 @@ cdef class DeadlineTable:
     cdef readonly uint64_t pings_unknown
 
     cdef int ping_digest(self, const uint8_t* digest, double now) except -1
+    cpdef upsert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
+                 uint32_t threshold, bint paused, double now, str state=*, uint32_t misses=*,
+                 double last_seen=*, bint incident_open=*)
     cdef int32_t _find_digest(self, const uint8_t* digest)
     cdef int32_t _find_id(self, int64_t monitor_id)
     cdef uint64_t _home(self, int32_t slot, bint by_digest)

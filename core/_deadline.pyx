@@ -391,10 +391,10 @@ cdef class DeadlineTable:
             return False
         return self._find_digest(<const uint8_t*>PyBytes_AS_STRING(digest)) >= 0
 
-    def upsert(
+    cpdef upsert(
         self,
         int64_t monitor_id,
-        bytes digest not None,
+        bytes digest,
         uint32_t interval,
         uint32_t grace,
         uint32_t threshold,
@@ -418,7 +418,7 @@ cdef class DeadlineTable:
         cdef uint32_t old_threshold
         cdef bint was_paused
         cdef double due
-        if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
+        if digest is None or PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
             raise ValueError("a digest is 32 bytes")
         if interval == 0:
             raise ValueError("interval must be positive")

@@ -196,6 +196,13 @@ class Ingest:
                 log.error("monitor %s not loaded: %s", r[0], exc)
         self.changes_applied += len(rows)
 
+    async def _load(self, conn: asyncpg.Connection) -> None:
+        self._xmin, _rows, refused = await self._db(
+            store.load, conn, self.table, self.clock.now(), self.config.db_timeout, limit=LOAD_LIMIT
+        )
+        for monitor_id, why in refused:
+            log.error("monitor %s not loaded: %s", monitor_id, why)
+
     async def _initial_load(self) -> None:
         backoff = 0.5
         while True:
@@ -207,9 +214,7 @@ class Ingest:
                 self.fast = FastPath(self.table, self.config.limits.max_head_bytes)
                 self.responder = Responder(self.fast)
                 started = time.perf_counter()
-                self._xmin = await self._db(
-                    store.load, conn, self._apply, self.config.db_timeout, limit=LOAD_LIMIT
-                )
+                await self._load(conn)
                 self.loaded_at = self.clock.now()
                 self.db_up = True
                 log.info(
@@ -291,9 +296,7 @@ class Ingest:
 
     async def _resync(self, conn: asyncpg.Connection) -> None:
         self.table.begin_sync()
-        self._xmin = await self._db(
-            store.load, conn, self._apply, self.config.db_timeout, limit=LOAD_LIMIT
-        )
+        await self._load(conn)
         removed = self.table.end_sync()
         log.info("resynced %d monitors (%d removed)", len(self.table), len(removed))
         self._wake_deadlines()

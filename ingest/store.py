@@ -17,11 +17,14 @@ and reconnects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import asyncpg
+
+from core import DeadlineTable
+
+from ._copyload import CopyLoader
 
 _MONITORS = """
 SELECT m.id, m.token_digest, m.interval_sec, m.grace_sec, m.alert_threshold, m.paused,
@@ -30,7 +33,7 @@ SELECT m.id, m.token_digest, m.interval_sec, m.grace_sec, m.alert_threshold, m.p
        coalesce(s.incident_open, false)
 FROM monitors m LEFT JOIN monitor_state s ON s.monitor_id = m.id
 """
-_LOAD = _MONITORS
+_LOAD = _MONITORS  # streamed with binary COPY: the columns _copyload expects, in order
 _CHANGED = _MONITORS + " WHERE m.config_xid >= $1::text::xid8"
 _BY_ID = _MONITORS + " WHERE m.id = ANY($1::bigint[])"
 _DELETED = "SELECT DISTINCT monitor_id FROM monitor_deletions WHERE deleted_xid >= $1::text::xid8"
@@ -70,8 +73,7 @@ SELECT (SELECT count(*) FROM seen) + (SELECT count(*) FROM state) AS rows,
 
 BATCH_ROWS = 5_000  # rows per statement: the event loop runs pings between batches
 
-MonitorRow: TypeAlias = Any  # an asyncpg.Record of MONITOR_COLUMNS
-ApplyRows = Callable[[Sequence[MonitorRow]], None]
+MonitorRow: TypeAlias = Any  # an asyncpg.Record of _MONITORS' columns
 
 
 @dataclass(frozen=True)
@@ -109,14 +111,23 @@ async def connect(dsn: str, statement_seconds: float, application: str) -> async
     )
 
 
-async def load(conn: asyncpg.Connection, apply: ApplyRows, statement_seconds: float) -> str:
-    """Stream every monitor to `apply` in batches; returns the snapshot's xmin."""
+async def load(
+    conn: asyncpg.Connection, table: DeadlineTable, now: float, statement_seconds: float
+) -> tuple[str, int, list[tuple[int, str]]]:
+    """Stream every monitor into `table` (binary COPY, parsed as it arrives).
+
+    Returns the snapshot's xmin, the rows loaded, and the rows refused with why.
+    """
+    loader = CopyLoader(table, now)
+
+    async def sink(chunk: bytes) -> None:
+        loader.feed(chunk)
+
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         xmin: str = await conn.fetchval(_XMIN, timeout=statement_seconds)
-        cursor = await conn.cursor(_LOAD)
-        while rows := await cursor.fetch(BATCH_ROWS, timeout=statement_seconds):
-            apply(rows)
-    return xmin
+        await conn.copy_from_query(_LOAD, output=sink, format="binary")
+    loader.close()
+    return xmin, loader.rows, loader.errors
 
 
 async def count(conn: asyncpg.Connection, statement_seconds: float) -> int:
