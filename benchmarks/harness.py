@@ -112,6 +112,15 @@ class Server:
     process: subprocess.Popen[bytes]
     started_in: float
 
+    def wait_ready(self, token: str, started: float, *, within: float, log: str) -> None:
+        """Wait until a ping with `token` answers 204; record the time since `started`."""
+        deadline = time.monotonic() + within
+        while ping_status(self.port, token) != 204:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start; see {log}")
+            time.sleep(0.02)
+        self.started_in = time.perf_counter() - started
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -134,12 +143,7 @@ def ingest(dsn: str, probe_token: str, *, pin: list[str], log: Path) -> Iterator
         process = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=log_file)
     server = Server("lastseen ingest", port, process, 0.0)
     try:
-        deadline = time.monotonic() + 120
-        while ping_status(port, probe_token) != 204:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the ingest did not start; see {log}")
-            time.sleep(0.02)
-        server.started_in = time.perf_counter() - started
+        server.wait_ready(probe_token, started, within=120, log=str(log))
         yield server
     finally:
         server.stop()
@@ -188,12 +192,7 @@ def nginx(pin: list[str]) -> Iterator[Server | None]:
     )
     server = Server("nginx return 204", port, process, 0.0)
     try:
-        deadline = time.monotonic() + 10
-        while ping_status(port, "0" * 64) != 204:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nginx did not start; see {workdir}/error.log")
-            time.sleep(0.02)
-        server.started_in = time.perf_counter() - started
+        server.wait_ready("0" * 64, started, within=10, log=f"{workdir}/error.log")
         yield server
     finally:
         server.stop()
