@@ -68,8 +68,8 @@ async def test_postgres_stopped_then_started_loses_no_ping(own_postgres):
                 answered.append(await ping(ingest.port, m.token))
             await trio.sleep(0.3)
         assert answered == [204] * len(answered)
+        # (Not asserting on dirty_count here: a flush may hold the rows at this instant.)
         assert ingest.flush_failures > 0
-        assert ingest.table.dirty_count > 0
         await trio.to_thread.run_sync(own_postgres.start)
         await wait_for(lambda: _last_seen_matches(ingest, dsn), within=15)
         assert await fetch(dsn, "SELECT * FROM monitor_events WHERE kind <> 'up'") == []
