@@ -59,6 +59,42 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_control(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from control.app import create_app
+    from control.crypto import load_keyring
+    from ingest.service import _address
+
+    host, port = _address(args.listen or os.environ.get("LASTSEEN_CONTROL_LISTEN", ""), 8081)
+    host = host or "127.0.0.1"
+    data_dir = _data_dir(args)
+    keyring = load_keyring(os.environ, data_dir)
+    with database(data_dir) as dsn:
+        if not os.environ.get("LASTSEEN_DATABASE_URL"):
+            run_migrations(dsn)
+        uvicorn.run(create_app(dsn, keyring), host=host, port=port, log_level="warning")
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from control.bootstrap import BootstrapError, bootstrap
+    from control.crypto import load_keyring
+
+    data_dir = _data_dir(args)
+    keyring = load_keyring(os.environ, data_dir)
+    with database(data_dir) as dsn:
+        run_migrations(dsn)
+        try:
+            token = asyncio.run(bootstrap(dsn, keyring, args.org, args.email, args.role))
+        except BootstrapError as exc:
+            print(f"lastseen: {exc}", file=sys.stderr)
+            return 2
+    print(f"created a personal access token for {args.email} ({args.role}) in {args.org}:")
+    print(token)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .supervise import serve
 
@@ -85,6 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         "--admin-listen", help="HOST:PORT (LASTSEEN_ADMIN_LISTEN), default 127.0.0.1:9108"
     )
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("control", help="the control-plane API alone")
+    p.add_argument("--data-dir")
+    p.add_argument("--listen", help="HOST:PORT (LASTSEEN_CONTROL_LISTEN), default 127.0.0.1:8081")
+    p.set_defaults(func=cmd_control)
+
+    p = sub.add_parser("bootstrap", help="create an organisation and user; print a PAT")
+    p.add_argument("--org", required=True)
+    p.add_argument("--email", required=True)
+    p.add_argument("--role", required=True, choices=["owner", "admin", "member", "viewer"])
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_bootstrap)
 
     p = sub.add_parser("migrate", help="apply database migrations")
     p.add_argument("--data-dir")

@@ -78,6 +78,11 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture
 def database_url(postgres_url: str) -> Iterator[str]:
+    yield from fresh_database(postgres_url)
+
+
+def fresh_database(postgres_url: str) -> Iterator[str]:
+    """A new database cloned from the migrated template, dropped afterwards."""
     name = f"lastseen_test_{os.getpid()}_{next(_counter)}"
 
     async def create() -> None:

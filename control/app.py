@@ -1,0 +1,76 @@
+"""The control plane's ASGI app: FastAPI on asyncpg, mounted under /api/v1.
+
+Every route takes the caller from ``caller()`` (a PAT, see auth.py) and scopes each query
+to the caller's organisation, so another organisation's object reads exactly like a
+missing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, FastAPI, Header, Request
+
+from . import errors
+from .auth import Caller, FailureLimiter, authenticate
+from .crypto import Keyring
+
+
+@dataclass
+class State:
+    pool: asyncpg.Pool
+    keyring: Keyring
+    limiter: FailureLimiter
+
+
+def state(request: Request) -> State:
+    value: State = request.app.state.lastseen
+    return value
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def caller(
+    request: Request,
+    st: Annotated[State, Depends(state)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> Caller:
+    return await authenticate(
+        st.pool, st.keyring.pat_key, st.limiter, authorization, client_address(request)
+    )
+
+
+CallerDep = Annotated[Caller, Depends(caller)]
+StateDep = Annotated[State, Depends(state)]
+
+
+def create_app(dsn: str, keyring: Keyring) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10, command_timeout=10)
+        app.state.lastseen = State(pool, keyring, FailureLimiter())
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="lastseen",
+        version="1",
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    from . import api_me, api_monitors
+
+    app.include_router(api_me.router, prefix="/api/v1")
+    app.include_router(api_monitors.router, prefix="/api/v1")
+    return app

@@ -1,0 +1,76 @@
+"""A real `lastseen control` process on 127.0.0.1, on its own database, per module."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from control.crypto import Keyring
+from core.pg import free_port
+
+from ..conftest import fresh_database
+
+
+@dataclass
+class Control:
+    base: str  # e.g. http://127.0.0.1:PORT/api/v1
+    dsn: str
+    env: dict[str, str]
+
+    def bootstrap(self, org: str, email: str, role: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "lastseen", "bootstrap", "--org", org, "--email", email,
+             "--role", role],
+            env=self.env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return out.stdout.strip().splitlines()[-1]
+
+    def client(self, token: str | None) -> httpx.Client:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base, headers=headers, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def control(postgres_url: str) -> Iterator[Control]:
+    for dsn in fresh_database(postgres_url):
+        port = free_port()
+        env = {
+            **os.environ,
+            "LASTSEEN_DATABASE_URL": dsn,
+            "LASTSEEN_KEYRING": Keyring.generate().to_json(),
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lastseen", "control", "--listen", f"127.0.0.1:{port}"],
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=1)
+                    break
+                except httpx.TransportError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("lastseen control did not start") from None
+                    time.sleep(0.1)
+            yield Control(f"http://127.0.0.1:{port}/api/v1", dsn, env)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def body(response: httpx.Response) -> dict:
+    return json.loads(response.content)

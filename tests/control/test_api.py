@@ -1,0 +1,151 @@
+"""The control API over real HTTP: PATs, monitors, and the audited secrets read."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from core.tokens import digest
+
+from .conftest import Control, body
+
+
+def audit_rows(dsn: str) -> list[tuple]:
+    async def go() -> list[tuple]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch("SELECT action, outcome, target_id FROM audit_log ORDER BY id")
+            return [tuple(r) for r in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def owner(control: Control) -> str:
+    return control.bootstrap("acme", "owner@acme.test", "owner")
+
+
+def test_me_names_the_caller(control, owner):
+    with control.client(owner) as c:
+        me = body(c.get("/me"))
+    assert me["user"]["email"] == "owner@acme.test" and me["user"]["role"] == "owner"
+    assert me["org"] == {"id": me["org"]["id"], "name": "acme", "plan": "business"}
+    assert me["token"]["scopes"] == ["*"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer nope", "Bearer obs_" + "a" * 49, "Basic abc"],
+    ids=["missing", "malformed", "bad-checksum", "not-bearer"],
+)
+def test_missing_or_bad_tokens_get_401_in_the_error_shape(control, header):
+    with control.client(None) as c:
+        response = c.get("/me", headers={"authorization": header} if header else {})
+    assert response.status_code == 401
+    assert body(response)["error"]["code"] == "unauthenticated"
+
+
+def test_the_docs_flow_mint_a_scoped_token_create_a_monitor_read_its_secret(control, owner):
+    with control.client(owner) as c:
+        minted = c.post("/me/tokens", json={
+            "name": "aeoniti-heartbeat-bootstrap",
+            "scopes": ["monitors:write", "secrets:read"],
+        })  # fmt: skip
+    assert minted.status_code == 201
+    scoped = body(minted)["token"]
+    with control.client(scoped) as c:
+        created = c.post("/monitors", json={
+            "name": "Aeoniti nightly job",
+            "url": "https://aeoniti.example/heartbeat-source",
+            "type": "heartbeat",
+            "intervalSec": 300,
+            "timeoutMs": 10000,
+            "heartbeatGraceSec": 60,
+            "alertEmail": "[email protected]",
+        })  # fmt: skip
+        assert created.status_code == 201, created.text
+        monitor = body(created)
+        assert monitor["heartbeatToken"].startswith('{"v":2,"kid":"default",')
+        assert (monitor["state"], monitor["alertThreshold"]) == ("pending", 1)
+        secret = c.get(f"/monitors/{monitor['id']}/secrets")
+    assert secret.status_code == 200
+    token = body(secret)["heartbeatToken"]
+    assert len(token) == 64 and token not in monitor["heartbeatToken"]
+    assert body(secret)["heartbeatUrl"].endswith(f"/api/v1/heartbeats/{token}")
+
+    async def stored() -> bytes:
+        conn = await asyncpg.connect(control.dsn)
+        try:
+            return await conn.fetchval(
+                "SELECT token_digest FROM monitors WHERE id = $1", monitor["id"]
+            )
+        finally:
+            await conn.close()
+
+    assert asyncio.run(stored()) == digest(token)
+    assert ("READ_MONITOR_SECRETS", "allowed", monitor["id"]) in audit_rows(control.dsn)
+
+
+def test_a_member_is_refused_the_secret_and_the_refusal_is_audited(control, owner):
+    member = control.bootstrap("acme", "member@acme.test", "member")
+    with control.client(owner) as c:
+        monitor = body(c.post("/monitors", json={"name": "m", "url": "internal://m",
+                                                   "intervalSec": 60}))  # fmt: skip
+    before = audit_rows(control.dsn)
+    with control.client(member) as c:
+        refused = c.get(f"/monitors/{monitor['id']}/secrets")
+    assert refused.status_code == 403
+    assert "heartbeatToken" not in refused.text
+    assert audit_rows(control.dsn)[len(before) :] == [
+        ("READ_MONITOR_SECRETS", "denied", monitor["id"])
+    ]
+
+
+def test_another_organisations_monitor_reads_exactly_like_a_missing_one(control, owner):
+    other = control.bootstrap("globex", "owner@globex.test", "owner")
+    with control.client(owner) as c:
+        mine = body(c.post("/monitors", json={"name": "m", "url": "u", "intervalSec": 60}))
+    with control.client(other) as c:
+        theirs = c.get(f"/monitors/{mine['id']}")
+        missing = c.get("/monitors/999999999")
+        secret = c.get(f"/monitors/{mine['id']}/secrets")
+    assert theirs.status_code == missing.status_code == secret.status_code == 404
+    assert theirs.content == missing.content == secret.content
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"name": "m", "url": "u", "intervalSec": 45}, "intervalSec"),
+        ({"name": "m", "url": "u", "intervalSec": 60, "type": "http"}, "type"),
+        ({"name": "m", "url": "u", "intervalSec": 60, "alertThreshold": 0}, "alertThreshold"),
+        ({"name": "m", "url": "u", "intervalSec": 60, "colour": "red"}, "colour"),
+        ({"url": "u", "intervalSec": 60}, "name"),
+    ],
+    ids=["interval", "type", "threshold", "unknown-field", "missing-name"],
+)
+def test_invalid_monitors_get_422_naming_the_field(control, owner, payload, field):
+    with control.client(owner) as c:
+        response = c.post("/monitors", json=payload)
+    assert response.status_code == 422
+    assert body(response)["error"]["field"] == field
+
+
+def test_a_token_cannot_mint_more_than_it_has_and_revocation_is_immediate(control, owner):
+    with control.client(owner) as c:
+        narrow = body(c.post("/me/tokens", json={"name": "r", "scopes": ["monitors:read"]}))
+    with control.client(narrow["token"]) as c:
+        assert c.post("/me/tokens", json={"name": "x", "scopes": ["*"]}).status_code == 403
+        assert c.get("/monitors").status_code == 200
+        assert c.post("/monitors", json={"name": "m", "url": "u",
+                                         "intervalSec": 60}).status_code == 403  # fmt: skip
+    with control.client(owner) as c:
+        listed = body(c.get("/me/tokens"))["tokens"]
+        assert all("token" not in t for t in listed)
+        assert c.delete(f"/me/tokens/{narrow['id']}").status_code == 204
+    with control.client(narrow["token"]) as c:
+        assert c.get("/monitors").status_code == 401
