@@ -1,5 +1,10 @@
 """`lastseen serve`: the embedded database, migrations, and the processes, supervised.
 
+The ingest answers heartbeats on the public address; the control plane serves the API on
+its own address for now (one public origin, with the ingest forwarding to it, is next).
+On the first run (no organisation yet) it creates 'default' with an owner, prints the
+owner's PAT once and writes it to <data-dir>/owner-token (mode 0600).
+
 Each child runs `python -m lastseen <role>` with LASTSEEN_DATABASE_URL pointing at the
 database. A child that exits unexpectedly is logged and restarted (backoff from 1 s to
 30 s, reset once it has run for a minute). SIGINT or SIGTERM stops them all with SIGTERM,
@@ -9,6 +14,7 @@ embedded database.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -19,6 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import asyncpg
+
+from control.bootstrap import bootstrap
+from control.crypto import Keyring, load_keyring
 from core.pg import database
 
 log = logging.getLogger(__name__)
@@ -55,17 +65,29 @@ def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> in
     signal.signal(signal.SIGTERM, on_signal)
     listen = listen or os.environ.get("LASTSEEN_LISTEN", "127.0.0.1:8080")
     admin_listen = admin_listen or os.environ.get("LASTSEEN_ADMIN_LISTEN", "127.0.0.1:9108")
+    control_listen = os.environ.get("LASTSEEN_CONTROL_LISTEN", "127.0.0.1:8081")
+    keyring = load_keyring(os.environ, data_dir)
     with database(data_dir) as dsn:
         run_migrations(dsn)
-        env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn}
+        owner_token = _first_run(dsn, keyring, data_dir)
+        env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn, "LASTSEEN_DATA_DIR": str(data_dir)}
         me = [sys.executable, "-m", "lastseen"]
         children = [
             Child("ingest", [*me, "ingest", "--listen", listen, "--admin-listen", admin_listen]),
+            Child("control", [*me, "control", "--listen", control_listen]),
         ]
         for child in children:
             child.start(env)
+        if owner_token:
+            print(
+                "First run: created the organisation 'default' and its owner. The owner's "
+                f"personal access token (also in {data_dir / 'owner-token'}, mode 0600):\n"
+                f"{owner_token}",
+                flush=True,
+            )
         print(
             f"lastseen is running: heartbeats at http://{listen}/api/v1/heartbeats/<token>, "
+            f"the API at http://{control_listen}/api/v1, "
             f"metrics at http://{admin_listen}/metrics. Ctrl-C stops it.",
             flush=True,
         )
@@ -90,6 +112,26 @@ def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> in
                 child.process.kill()
                 child.process.wait()
     return 0
+
+
+def _first_run(dsn: str, keyring: Keyring, data_dir: Path) -> str | None:
+    """On an empty database: the 'default' organisation, its owner, and an owner PAT."""
+
+    async def empty() -> bool:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM orgs)")
+        finally:
+            await conn.close()
+
+    if not asyncio.run(empty()):
+        return None
+    token = asyncio.run(bootstrap(dsn, keyring, "default", "owner@localhost", "owner"))
+    path = data_dir / "owner-token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
 
 
 def _keep_alive(child: Child, env: dict[str, str]) -> None:

@@ -1,0 +1,69 @@
+"""`lastseen serve` end to end: first-run owner token, provision like the docs, ping, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from core.pg import free_port
+
+
+def wait_until(predicate, within: float) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1)
+        return True
+    except httpx.TransportError:
+        return False
+
+
+def test_serve_provisions_and_pings_like_the_docs(database_url, tmp_path: Path):
+    ingest, admin, control = free_port(), free_port(), free_port()
+    env = {**os.environ, "LASTSEEN_DATABASE_URL": database_url,
+           "LASTSEEN_CONTROL_LISTEN": f"127.0.0.1:{control}"}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lastseen", "serve", "--data-dir", str(tmp_path),
+         "--listen", f"127.0.0.1:{ingest}", "--admin-listen", f"127.0.0.1:{admin}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        api = f"http://127.0.0.1:{control}/api/v1"
+        wait_until(lambda: answers(f"{api}/openapi.json"), 30)
+        token_file = tmp_path / "owner-token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        pat = token_file.read_text().strip()
+        headers = {"authorization": f"Bearer {pat}", "content-type": "application/json"}
+        # The docs' Python snippet, with its two URLs on their two listeners.
+        create = httpx.post(f"{api}/monitors", headers=headers, json={
+            "name": "nightly", "url": "internal://nightly", "type": "heartbeat",
+            "intervalSec": 60, "timeoutMs": 10000, "heartbeatGraceSec": 60,
+            "alertEmail": "ops@example.test",
+        })  # fmt: skip
+        create.raise_for_status()
+        sec = httpx.get(f"{api}/monitors/{create.json()['id']}/secrets",
+                        headers={"authorization": f"Bearer {pat}"})  # fmt: skip
+        sec.raise_for_status()
+        token = sec.json()["heartbeatToken"]
+        ping_url = f"http://127.0.0.1:{ingest}/api/v1/heartbeats/{token}"
+        wait_until(lambda: httpx.post(ping_url, timeout=10).status_code == 204, 10)
+        assert httpx.head(ping_url).status_code == 204
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert pat in output  # printed once, on the first run
+    assert output.count(pat) == 1
+    assert token not in output  # no heartbeat token in any log line
