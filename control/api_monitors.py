@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from core.tokens import digest, new_token
 
-from .app import CallerDep, StateDep, client_address
+from .app import CallerDep, StateDep, audit
 from .auth import Caller
 from .crypto import EnvelopeError, open_envelope, seal
 from .errors import ApiError
-from .models import INTERVALS, PLAN_FLOORS, MonitorCreate
+from .models import INTERVALS, PLAN_FLOORS, MonitorCreate, MonitorUpdate
 
 router = APIRouter()
 TOKEN_PURPOSE = "heartbeat-token"
@@ -61,7 +61,9 @@ def _check_interval(caller: Caller, interval: int) -> None:
 
 
 @router.post("/monitors", status_code=201)
-async def create_monitor(body: MonitorCreate, caller: CallerDep, st: StateDep) -> dict[str, Any]:
+async def create_monitor(
+    body: MonitorCreate, request: Request, caller: CallerDep, st: StateDep
+) -> dict[str, Any]:
     caller.require("monitors:write")
     _check_interval(caller, body.interval_sec)
     token = new_token()
@@ -79,6 +81,7 @@ async def create_monitor(body: MonitorCreate, caller: CallerDep, st: StateDep) -
             body.timeout_ms, body.heartbeat_grace_sec, body.alert_threshold, body.alert_email,
             digest(token), envelope,
         )  # fmt: skip
+        await audit(conn, caller, request, "CREATE_MONITOR", "monitor", monitor_id)
         row = await conn.fetchrow(_SELECT + " WHERE m.id = $1", monitor_id)
     return monitor_json(row)
 
@@ -134,14 +137,9 @@ async def read_secrets(
         )
         if row is None:
             raise NOT_FOUND
-        await conn.execute(
-            "INSERT INTO audit_log (org_id, action, outcome, actor_user_id, actor_token_id,"
-            " target_type, target_id, ip, user_agent)"
-            " VALUES ($1, 'READ_MONITOR_SECRETS', $2, $3, $4, 'monitor', $5, $6::inet, $7)",
-            caller.org_id, "allowed" if allowed else "denied", caller.user_id, caller.token_id,
-            monitor_id, client_address(request) if client_address(request) != "unknown" else None,
-            request.headers.get("user-agent"),
-        )  # fmt: skip
+        await audit(
+            conn, caller, request, "READ_MONITOR_SECRETS", "monitor", monitor_id, allowed=allowed
+        )
         if allowed:
             try:
                 token = open_envelope(
@@ -160,3 +158,102 @@ async def read_secrets(
         "heartbeatToken": token,
         "heartbeatUrl": f"{base}/api/v1/heartbeats/{token}",
     }
+
+
+_COLUMNS = {
+    "name": "name",
+    "url": "url",
+    "type": "type",
+    "interval_sec": "interval_sec",
+    "timeout_ms": "timeout_ms",
+    "heartbeat_grace_sec": "grace_sec",
+    "alert_threshold": "alert_threshold",
+    "alert_email": "alert_email",
+}
+
+
+async def _change(
+    caller: Caller,
+    st: Any,
+    request: Request,
+    monitor_id: int,
+    action: str,
+    assignments: dict[str, Any],
+) -> dict[str, Any]:
+    """UPDATE the caller's monitor (404 if not theirs), audit it, return the new row."""
+    caller.require("monitors:write")
+    columns = list(assignments)
+    sets = ", ".join(f"{column} = ${i + 3}" for i, column in enumerate(columns))
+    async with st.pool.acquire() as conn, conn.transaction():
+        done = await conn.execute(
+            f"UPDATE monitors SET {sets} WHERE id = $1 AND org_id = $2",
+            monitor_id,
+            caller.org_id,
+            *assignments.values(),
+        )
+        if done != "UPDATE 1":
+            raise NOT_FOUND
+        await audit(conn, caller, request, action, "monitor", monitor_id)
+        row = await conn.fetchrow(_SELECT + " WHERE m.id = $1", monitor_id)
+    return monitor_json(row)
+
+
+@router.patch("/monitors/{monitor_id}")
+async def update_monitor(
+    monitor_id: int, body: MonitorUpdate, request: Request, caller: CallerDep, st: StateDep
+) -> dict[str, Any]:
+    given = body.model_dump(exclude_unset=True)
+    for field, value in given.items():
+        if value is None and field != "alert_email":
+            raise ApiError(422, "invalid", f"{field} cannot be null", field)
+    if given.get("interval_sec") is not None:
+        _check_interval(caller, given["interval_sec"])
+    if not given:
+        raise ApiError(422, "invalid", "nothing to change", None)
+    assignments = {_COLUMNS[k]: v for k, v in given.items()}
+    return await _change(caller, st, request, monitor_id, "UPDATE_MONITOR", assignments)
+
+
+@router.post("/monitors/{monitor_id}/pause")
+async def pause_monitor(
+    monitor_id: int, request: Request, caller: CallerDep, st: StateDep
+) -> dict[str, Any]:
+    return await _change(caller, st, request, monitor_id, "PAUSE_MONITOR", {"paused": True})
+
+
+@router.post("/monitors/{monitor_id}/resume")
+async def resume_monitor(
+    monitor_id: int, request: Request, caller: CallerDep, st: StateDep
+) -> dict[str, Any]:
+    return await _change(caller, st, request, monitor_id, "RESUME_MONITOR", {"paused": False})
+
+
+@router.post("/monitors/{monitor_id}/rotate-token")
+async def rotate_token(
+    monitor_id: int, request: Request, caller: CallerDep, st: StateDep
+) -> dict[str, Any]:
+    """A new token at once; the old one answers 404 from the next second on."""
+    token = new_token()
+    envelope = seal(
+        st.keyring, token.encode(), purpose=TOKEN_PURPOSE,
+        org_id=caller.org_id, object_id=monitor_id,
+    )  # fmt: skip
+    return await _change(
+        caller, st, request, monitor_id, "ROTATE_MONITOR_TOKEN",
+        {"token_digest": digest(token), "token_envelope": envelope},
+    )  # fmt: skip
+
+
+@router.delete("/monitors/{monitor_id}", status_code=204)
+async def delete_monitor(
+    monitor_id: int, request: Request, caller: CallerDep, st: StateDep
+) -> Response:
+    caller.require("monitors:write")
+    async with st.pool.acquire() as conn, conn.transaction():
+        done = await conn.execute(
+            "DELETE FROM monitors WHERE id = $1 AND org_id = $2", monitor_id, caller.org_id
+        )
+        if done != "DELETE 1":
+            raise NOT_FOUND
+        await audit(conn, caller, request, "DELETE_MONITOR", "monitor", monitor_id)
+    return Response(status_code=204)

@@ -46,6 +46,28 @@ async def caller(
     )
 
 
+async def audit(
+    conn: asyncpg.Connection,
+    caller: Caller,
+    request: Request,
+    action: str,
+    target_type: str,
+    target_id: int | None,
+    *,
+    allowed: bool = True,
+) -> None:
+    """Append one audit entry (in the caller's transaction)."""
+    address = client_address(request)
+    await conn.execute(
+        "INSERT INTO audit_log (org_id, action, outcome, actor_user_id, actor_token_id,"
+        " target_type, target_id, ip, user_agent)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::inet, $9)",
+        caller.org_id, action, "allowed" if allowed else "denied", caller.user_id,
+        caller.token_id, target_type, target_id, None if address == "unknown" else address,
+        request.headers.get("user-agent"),
+    )  # fmt: skip
+
+
 CallerDep = Annotated[Caller, Depends(caller)]
 StateDep = Annotated[State, Depends(state)]
 
@@ -69,8 +91,9 @@ def create_app(dsn: str, keyring: Keyring) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    from . import api_me, api_monitors
+    from . import api_audit, api_me, api_monitors
 
     app.include_router(api_me.router, prefix="/api/v1")
     app.include_router(api_monitors.router, prefix="/api/v1")
+    app.include_router(api_audit.router, prefix="/api/v1")
     return app

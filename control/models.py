@@ -31,3 +31,14 @@ class MonitorCreate(Body):
     heartbeat_grace_sec: int = Field(default=60, ge=0, le=86_400)
     alert_threshold: int = Field(default=1, ge=1, le=100)
     alert_email: str | None = Field(default=None, max_length=320)
+
+
+class MonitorUpdate(Body):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    type: Literal["heartbeat"] | None = None
+    interval_sec: int | None = None
+    timeout_ms: int | None = Field(default=None, ge=1, le=60_000)
+    heartbeat_grace_sec: int | None = Field(default=None, ge=0, le=86_400)
+    alert_threshold: int | None = Field(default=None, ge=1, le=100)
+    alert_email: str | None = Field(default=None, max_length=320)

@@ -149,3 +149,63 @@ def test_a_token_cannot_mint_more_than_it_has_and_revocation_is_immediate(contro
         assert c.delete(f"/me/tokens/{narrow['id']}").status_code == 204
     with control.client(narrow["token"]) as c:
         assert c.get("/monitors").status_code == 401
+
+
+def new_monitor(control: Control, token: str, **extra) -> dict:
+    with control.client(token) as c:
+        response = c.post("/monitors", json={"name": "m", "url": "u", "intervalSec": 60, **extra})
+    assert response.status_code == 201, response.text
+    return body(response)
+
+
+def test_patch_pause_resume_rotate_and_delete(control, owner):
+    monitor = new_monitor(control, owner)
+    path = f"/monitors/{monitor['id']}"
+    with control.client(owner) as c:
+        patched = body(c.patch(path, json={"heartbeatGraceSec": 5, "alertThreshold": 3}))
+        assert (patched["heartbeatGraceSec"], patched["alertThreshold"]) == (5, 3)
+        assert c.patch(path, json={"intervalSec": 7}).status_code == 422
+        assert c.patch(path, json={"name": None}).status_code == 422
+        assert body(c.post(f"{path}/pause"))["paused"] is True
+        assert body(c.post(f"{path}/resume"))["paused"] is False
+        before = body(c.get(f"{path}/secrets"))["heartbeatToken"]
+        rotated = body(c.post(f"{path}/rotate-token"))
+        assert rotated["heartbeatToken"] != monitor["heartbeatToken"]
+        after = body(c.get(f"{path}/secrets"))["heartbeatToken"]
+        assert after != before and len(after) == 64
+        assert c.delete(path).status_code == 204
+        assert c.get(path).status_code == 404
+        assert c.delete(path).status_code == 404
+        actions = [e["action"] for e in body(c.get("/audit-log"))["entries"]]
+    assert actions[:7] == [
+        "DELETE_MONITOR", "READ_MONITOR_SECRETS", "ROTATE_MONITOR_TOKEN", "READ_MONITOR_SECRETS",
+        "RESUME_MONITOR", "PAUSE_MONITOR", "UPDATE_MONITOR",
+    ]  # fmt: skip
+
+
+def test_changes_to_another_organisations_monitor_read_like_missing_and_change_nothing(
+    control, owner
+):
+    mine = new_monitor(control, owner)
+    other = control.bootstrap("initech", "owner@initech.test", "owner")
+    with control.client(other) as c:
+        missing = c.patch("/monitors/999999999", json={"name": "x"})
+        for response in [
+            c.patch(f"/monitors/{mine['id']}", json={"name": "x"}),
+            c.post(f"/monitors/{mine['id']}/pause"),
+            c.post(f"/monitors/{mine['id']}/rotate-token"),
+            c.delete(f"/monitors/{mine['id']}"),
+        ]:
+            assert response.status_code == 404
+            assert response.content == missing.content
+    with control.client(owner) as c:
+        assert body(c.get(f"/monitors/{mine['id']}")) == mine
+
+
+def test_the_audit_log_is_for_owners_and_admins(control, owner):
+    viewer = control.bootstrap("acme", "viewer@acme.test", "viewer")
+    with control.client(viewer) as c:
+        assert c.get("/audit-log").status_code == 403
+        assert c.get("/monitors").status_code == 200
+        assert c.post("/monitors", json={"name": "m", "url": "u",
+                                         "intervalSec": 60}).status_code == 403  # fmt: skip
