@@ -209,3 +209,33 @@ def test_the_audit_log_is_for_owners_and_admins(control, owner):
         assert c.get("/monitors").status_code == 200
         assert c.post("/monitors", json={"name": "m", "url": "u",
                                          "intervalSec": 60}).status_code == 403  # fmt: skip
+
+
+def test_a_pg_dump_holds_no_heartbeat_token_and_no_pat(control, owner):
+    import subprocess
+    from urllib.parse import urlsplit
+
+    from core.pg import find_bin_dir
+
+    monitor = new_monitor(control, owner)
+    with control.client(owner) as c:
+        token = body(c.get(f"/monitors/{monitor['id']}/secrets"))["heartbeatToken"]
+        minted = body(c.post("/me/tokens", json={"name": "d", "scopes": ["monitors:read"]}))
+    url = urlsplit(control.dsn)
+    dump = subprocess.run(
+        [str(find_bin_dir() / "pg_dump"), "-h", url.hostname, "-p", str(url.port),
+         "-U", url.username, url.path.lstrip("/")],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert "READ_MONITOR_SECRETS" in dump  # the dump is real and has the data
+    for secret in (token, owner, minted["token"]):
+        assert secret not in dump
+
+
+def test_twenty_failed_authentications_from_one_address_get_429(control, owner):
+    # Runs last in this module: this client address stays limited for an hour.
+    with control.client("obs_" + "x" * 49) as c:
+        statuses = [c.get("/me").status_code for _ in range(25)]
+    assert statuses.count(401) <= 20 and statuses[-1] == 429
+    with control.client(owner) as c:
+        assert c.get("/me").status_code == 429  # even a good token, from that address
