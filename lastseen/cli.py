@@ -95,6 +95,32 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from control.crypto import load_keyring
+    from control.keys import rewrap, rotate_keyring
+
+    data_dir = _data_dir(args)
+    if os.environ.get("LASTSEEN_KEYRING"):
+        print("lastseen: the keyring comes from LASTSEEN_KEYRING: add a key there and make it "
+              "current, then run this again to re-wrap", file=sys.stderr)  # fmt: skip
+        keyring = load_keyring(os.environ, data_dir)
+    else:
+        keyring = rotate_keyring(data_dir / "keyring.json", load_keyring(os.environ, data_dir))
+
+    async def go(dsn: str) -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await rewrap(conn, keyring)
+        finally:
+            await conn.close()
+
+    with database(data_dir) as dsn:
+        run_migrations(dsn)
+        count = asyncio.run(go(dsn))
+    print(f"current key {keyring.current!r}; re-wrapped {count} envelope(s)")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .supervise import serve
 
@@ -133,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--role", required=True, choices=["owner", "admin", "member", "viewer"])
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_bootstrap)
+
+    p = sub.add_parser("keys", help="envelope keys")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    p = keys.add_parser("rotate", help="add a key, make it current, re-wrap every envelope")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_keys_rotate)
 
     p = sub.add_parser("migrate", help="apply database migrations")
     p.add_argument("--data-dir")
