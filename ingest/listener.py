@@ -34,6 +34,7 @@ import trio
 from trio.lowlevel import wait_readable, wait_writable
 
 from .clock import Clock
+from .forward import Upstream
 from .protocol import Limits, Responder, Session
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class Listener:
     responder: Responder
     limits: Limits
     clock: Clock
+    upstream: Upstream | None = None  # where requests that are not heartbeats go
     accepted: int = 0
     rejected: int = 0
     timeouts: int = 0
@@ -152,7 +154,7 @@ class Listener:
         """Accept every connection waiting in the backlog."""
         while True:
             try:
-                sock, _address = listen_sock.accept()
+                sock, address = listen_sock.accept()
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -168,11 +170,12 @@ class Listener:
             self.accepted += 1
             sock.setblocking(False)
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
-            session = Session(self.responder, self.limits, self.clock.now())
+            forwarding = self.upstream is not None
+            session = Session(self.responder, self.limits, self.clock.now(), forwarding=forwarding)
             conn = _Connection(trio.CancelScope(), session)
             self._connections.add(conn)
             reaper.add(conn)
-            nursery.start_soon(self._serve_connection, sock, conn, reaper)
+            nursery.start_soon(self._serve_connection, sock, conn, reaper, str(address[0]))
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let requests in progress finish within `grace` seconds."""
@@ -189,7 +192,7 @@ class Listener:
             conn.scope.cancel()
 
     async def _serve_connection(
-        self, sock: stdlib_socket.socket, conn: _Connection, reaper: _Reaper
+        self, sock: stdlib_socket.socket, conn: _Connection, reaper: _Reaper, client: str
     ) -> None:
         # Wait, then read: a keep-alive client sends its next ping only after our answer,
         # so reading first would mostly fail with EAGAIN, a syscall and an exception each.
@@ -211,15 +214,23 @@ class Listener:
                         out = session.receive(data, now)
                         if session.deadline() < conn.registered and not session.closed:
                             reaper.add(conn)  # e.g. from the head timeout to keep-alive
-                        if out:
-                            try:
-                                sent = sock.send(out)
-                            except BlockingIOError:
-                                sent = 0
-                            if sent < len(out):  # the peer is slow to read: bound the wait
-                                conn.send_deadline = now + send_timeout
-                                await _send_all(sock, memoryview(out)[sent:])
-                                conn.send_deadline = 0.0
+                        while True:
+                            if out:
+                                try:
+                                    sent = sock.send(out)
+                                except BlockingIOError:
+                                    sent = 0
+                                if sent < len(out):  # a slow reader: bound the wait
+                                    conn.send_deadline = now + send_timeout
+                                    await _send_all(sock, memoryview(out)[sent:])
+                                    conn.send_deadline = 0.0
+                            if session.pending is None or self.upstream is None:
+                                break
+                            if session.deadline() < conn.registered:
+                                reaper.add(conn)
+                            answer = await self.upstream.forward(session.pending, client)
+                            now = clock.now()
+                            out = session.forwarded(answer, now)
                         if session.closed or (self._draining and not session.busy):
                             break
                 if conn.expired and not conn.send_deadline and not self._draining:

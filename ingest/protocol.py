@@ -26,6 +26,7 @@ import h11
 
 from . import responses
 from ._fastpath import CLOSE, NEED_MORE, PING_PREFIX, FastPath
+from .forward import Answer, Forward
 from .responses import Reply
 
 KIB = 1024
@@ -51,12 +52,15 @@ class Limits:
     max_requests_per_connection: int = 1000
     max_connections: int = 10_000
     send_timeout: float = 10 * SECONDS
+    max_forward_body_bytes: int = 1024 * KIB  # requests forwarded to the control process
+    forward_timeout: float = 35 * SECONDS
 
 
 class Phase(enum.Enum):
     IDLE = "idle"  # between requests: nothing of the next one has arrived
     HEAD = "head"  # part of a request head has arrived
     BODY = "body"  # the head is in, the body is not
+    FORWARD = "forward"  # a request is with the control process (see `pending`)
     CLOSED = "closed"
 
 
@@ -97,8 +101,14 @@ def check_head(head: bytes) -> str | None:
 class Session:
     """The state of one connection. Feed it with receive(); send what it returns."""
 
-    def __init__(self, responder: Responder, limits: Limits, now: float) -> None:
+    def __init__(
+        self, responder: Responder, limits: Limits, now: float, *, forwarding: bool = False
+    ) -> None:
         self._responder = responder
+        # Requests that are not heartbeats go to the control process (else: 404).
+        self._forwarding = forwarding
+        self._forward_body: bytearray | None = None
+        self.pending: Forward | None = None
         self._fast = responder.fast
         self._limits = limits
         self._buf = bytearray()
@@ -124,6 +134,8 @@ class Session:
             timeout = limits.head_timeout
         elif self.phase is Phase.BODY:
             timeout = limits.body_timeout
+        elif self.phase is Phase.FORWARD:
+            timeout = limits.forward_timeout
         else:
             return self.phase_since
         return self.phase_since + timeout
@@ -133,6 +145,8 @@ class Session:
         if self.phase is Phase.IDLE or self.phase is Phase.CLOSED:
             self._close()
             return b""
+        if self.phase is Phase.FORWARD:
+            return self._refuse(responses.UPSTREAM_TIMEOUT)
         return self._refuse(responses.REQUEST_TIMEOUT)
 
     @property
@@ -142,7 +156,7 @@ class Session:
     @property
     def busy(self) -> bool:
         """True while a request is partly received (a graceful stop waits for it)."""
-        return self.phase in (Phase.HEAD, Phase.BODY)
+        return self.phase in (Phase.HEAD, Phase.BODY, Phase.FORWARD)
 
     def _enter(self, phase: Phase, now: float) -> None:
         if phase is not self.phase:
@@ -170,8 +184,13 @@ class Session:
             self._h11.receive_data(data)
         else:
             self._buf += data
+        if self.pending is not None:
+            return b""  # pipelined behind a forwarded request: it waits its turn
+        return self._run(now)
+
+    def _run(self, now: float) -> bytes:
         out: list[bytes] = []
-        while not self.closed:
+        while not self.closed and self.pending is None:
             if self._h11 is None:
                 if not self._fast_step(now, out):
                     break
@@ -243,12 +262,23 @@ class Session:
             return self._on_request(conn, event, now, out)
         if isinstance(event, h11.Data):
             self._body_bytes += len(event.data)
-            if self._body_bytes > self._limits.max_body_bytes:
+            if self._body_bytes > self._body_limit():
                 out.append(self._refuse(responses.PAYLOAD_TOO_LARGE))
                 return False
+            if self._forward_body is not None:
+                self._forward_body += event.data
             return True
         if isinstance(event, h11.EndOfMessage):
-            self._respond(conn, now, out)
+            request = self._request
+            assert request is not None
+            if self._forward_body is not None:
+                self.pending = Forward(
+                    request.method, request.target, list(request.headers), bytes(self._forward_body)
+                )
+                self._forward_body = None
+                self._enter(Phase.FORWARD, now)
+                return False
+            self._reply(conn, self._route(request, now), now, out)
             return True
         # ConnectionClosed, or PAUSED after a request h11 cannot continue from.
         self._close()
@@ -265,18 +295,45 @@ class Session:
         if not request.target.startswith(b"/"):
             out.append(self._refuse(responses.bad_request("the request target must be a path")))
             return False
+        if self._forwarding and not _is_ping(request.target):
+            self._forward_body = bytearray()
         length = _content_length(request)
-        if length is not None and length > self._limits.max_body_bytes:
+        if length is not None and length > self._body_limit():
             out.append(self._refuse(responses.PAYLOAD_TOO_LARGE))
             return False
         if conn.they_are_waiting_for_100_continue:
             out.append(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
         return True
 
+    def _body_limit(self) -> int:
+        if self._forward_body is not None:
+            return self._limits.max_forward_body_bytes
+        return self._limits.max_body_bytes
+
+    def forwarded(self, answer: Answer, now: float) -> bytes:
+        """The control process answered the pending request: send it on, carry on."""
+        conn = self._h11
+        assert conn is not None and self.pending is not None
+        self.pending = None
+        out: list[bytes] = []
+        headers = [*answer.headers, (b"content-length", str(len(answer.body)).encode())]
+        if self.answered + 1 >= self._limits.max_requests_per_connection:
+            headers.append((b"connection", b"close"))
+        events: list[h11.Response | h11.Data] = [
+            h11.Response(status_code=answer.status, headers=headers)
+        ]
+        if answer.body and self._request is not None and self._request.method != b"HEAD":
+            events.append(h11.Data(data=answer.body))
+        try:
+            self._send(conn, events, answer.status, now, out)
+        except h11.LocalProtocolError:
+            out.append(self._refuse(responses.UPSTREAM_INVALID))
+            return b"".join(out)
+        return b"".join(out) + (self._run(now) if not self.closed else b"")
+
     def _route(self, request: h11.Request, now: float) -> Reply:
         target = request.target
-        path = target.split(b"?", 1)[0]
-        if path.startswith(PING_PREFIX) and b"/" not in path[len(PING_PREFIX) :]:
+        if _is_ping(target):
             if request.method not in (b"POST", b"HEAD"):
                 return responses.METHOD_NOT_ALLOWED
             if self._fast.ping_target(target, now) == 1:
@@ -284,18 +341,28 @@ class Session:
             return responses.NOT_FOUND
         return responses.NO_ROUTE
 
-    def _respond(self, conn: h11.Connection, now: float, out: list[bytes]) -> None:
+    def _reply(self, conn: h11.Connection, reply: Reply, now: float, out: list[bytes]) -> None:
         request = self._request
         assert request is not None
-        reply = self._route(request, now)
+        close = self.answered + 1 >= self._limits.max_requests_per_connection
+        head = request.method == b"HEAD"
+        self._send(conn, reply.events(self._responder.date, close=close, head=head),
+                   reply.status, now, out)  # fmt: skip
+
+    def _send(
+        self,
+        conn: h11.Connection,
+        events: list[h11.Response | h11.Data],
+        status: int,
+        now: float,
+        out: list[bytes],
+    ) -> None:
         self.answered += 1
         self._fresh = False
-        close = self.answered >= self._limits.max_requests_per_connection
-        head = request.method == b"HEAD"
-        for event in reply.events(self._responder.date, close=close, head=head):
+        for event in events:
             out.append(conn.send(event) or b"")
         out.append(conn.send(h11.EndOfMessage()) or b"")
-        self._responder.count(reply.status)
+        self._responder.count(status)
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             data, _closed = conn.trailing_data
             self._h11 = None
@@ -315,6 +382,11 @@ class Session:
         self._close()
         self.linger = True
         return data
+
+
+def _is_ping(target: bytes) -> bool:
+    path = target.split(b"?", 1)[0]
+    return path.startswith(PING_PREFIX) and b"/" not in path[len(PING_PREFIX) :]
 
 
 def _content_length(request: h11.Request) -> int | None:

@@ -69,6 +69,12 @@ HEAD_TOO_LARGE = _error(
     "the request head is larger than the limit",
 )
 REQUEST_TIMEOUT = _error(408, b"Request Timeout", "request_timeout", "the request took too long")
+UPSTREAM_TIMEOUT = _error(
+    504, b"Gateway Timeout", "upstream_timeout", "the control process did not answer"
+)
+UPSTREAM_INVALID = _error(
+    502, b"Bad Gateway", "upstream_invalid", "the control process answered something invalid"
+)
 
 
 def bad_request(message: str) -> Reply:

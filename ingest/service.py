@@ -39,6 +39,7 @@ from core import DeadlineTable
 from . import store
 from ._fastpath import FastPath
 from .clock import Clock
+from .forward import Upstream
 from .listener import Listener, open_listen_socket
 from .metrics import FLUSH_BUCKETS, LAG_BUCKETS, Histogram, Metric, render, sample, serve_admin
 from .protocol import SECONDS, Limits, Responder
@@ -77,6 +78,8 @@ class IngestConfig:
     db_timeout: float = 5 * SECONDS
     shutdown_grace: float = 2 * SECONDS
     limits: Limits = field(default_factory=Limits)
+    # The control process, for everything that is not a heartbeat (None: 404 instead).
+    upstream: tuple[str, int] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> IngestConfig:
@@ -86,6 +89,8 @@ class IngestConfig:
             values["database_url"] = env["LASTSEEN_DATABASE_URL"]
         if "LASTSEEN_INGEST_LISTEN" in env:
             values["host"], values["port"] = _address(env["LASTSEEN_INGEST_LISTEN"], 8080)
+        if env.get("LASTSEEN_CONTROL_UPSTREAM"):
+            values["upstream"] = _address(env["LASTSEEN_CONTROL_UPSTREAM"], 8081)
         if "LASTSEEN_ADMIN_LISTEN" in env:
             values["admin_host"], values["admin_port"] = _address(
                 env["LASTSEEN_ADMIN_LISTEN"], 9108
@@ -375,7 +380,8 @@ class Ingest:
             if handle_signals:
                 outer.start_soon(self._stop_on_signal)
             await self._initial_load()
-            self.listener = Listener(self.responder, self.config.limits, self.clock)
+            upstream = Upstream(*self.config.upstream) if self.config.upstream else None
+            self.listener = Listener(self.responder, self.config.limits, self.clock, upstream)
             sock = open_listen_socket(self.config.host, self.config.port)
             self.port = sock.getsockname()[1]
             async with trio.open_nursery() as workers:

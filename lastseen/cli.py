@@ -73,7 +73,12 @@ def cmd_control(args: argparse.Namespace) -> int:
     with database(data_dir) as dsn:
         if not os.environ.get("LASTSEEN_DATABASE_URL"):
             run_migrations(dsn)
-        uvicorn.run(create_app(dsn, keyring), host=host, port=port, log_level="warning")
+        # Behind the ingest: trust its X-Forwarded-* (the client's address, for the failure
+        # limit and the audit log; the public host, for heartbeat URLs).
+        uvicorn.run(
+            create_app(dsn, keyring), host=host, port=port, log_level="warning",
+            proxy_headers=True, forwarded_allow_ips="127.0.0.1",
+        )  # fmt: skip
     return 0
 
 

@@ -1,7 +1,7 @@
 """`lastseen serve`: the embedded database, migrations, and the processes, supervised.
 
-The ingest answers heartbeats on the public address; the control plane serves the API on
-its own address for now (one public origin, with the ingest forwarding to it, is next).
+The ingest answers heartbeats on the public address and forwards every other request to
+the control process (LASTSEEN_CONTROL_LISTEN, default 127.0.0.1:8081): one origin.
 On the first run (no organisation yet) it creates 'default' with an owner, prints the
 owner's PAT once and writes it to <data-dir>/owner-token (mode 0600).
 
@@ -70,7 +70,12 @@ def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> in
     with database(data_dir) as dsn:
         run_migrations(dsn)
         owner_token = _first_run(dsn, keyring, data_dir)
-        env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn, "LASTSEEN_DATA_DIR": str(data_dir)}
+        env = {
+            **os.environ,
+            "LASTSEEN_DATABASE_URL": dsn,
+            "LASTSEEN_DATA_DIR": str(data_dir),
+            "LASTSEEN_CONTROL_UPSTREAM": control_listen,
+        }
         me = [sys.executable, "-m", "lastseen"]
         children = [
             Child("ingest", [*me, "ingest", "--listen", listen, "--admin-listen", admin_listen]),
@@ -86,9 +91,8 @@ def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> in
                 flush=True,
             )
         print(
-            f"lastseen is running: heartbeats at http://{listen}/api/v1/heartbeats/<token>, "
-            f"the API at http://{control_listen}/api/v1, "
-            f"metrics at http://{admin_listen}/metrics. Ctrl-C stops it.",
+            f"lastseen is running at http://{listen}/api/v1 (heartbeats and the API, "
+            f"one origin), metrics at http://{admin_listen}/metrics. Ctrl-C stops it.",
             flush=True,
         )
         while True:

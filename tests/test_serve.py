@@ -24,8 +24,7 @@ def wait_until(predicate, within: float) -> None:
 
 def answers(url: str) -> bool:
     try:
-        httpx.get(url, timeout=1)
-        return True
+        return httpx.get(url, timeout=1).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -40,13 +39,14 @@ def test_serve_provisions_and_pings_like_the_docs(database_url, tmp_path: Path):
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        api = f"http://127.0.0.1:{control}/api/v1"
+        # One origin: the API through the ingest, as BASE in the docs.
+        api = f"http://127.0.0.1:{ingest}/api/v1"
         wait_until(lambda: answers(f"{api}/openapi.json"), 30)
         token_file = tmp_path / "owner-token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         pat = token_file.read_text().strip()
         headers = {"authorization": f"Bearer {pat}", "content-type": "application/json"}
-        # The docs' Python snippet, with its two URLs on their two listeners.
+        # The docs' Python snippet (provision_heartbeat, then ping), BASE = lastseen.
         create = httpx.post(f"{api}/monitors", headers=headers, json={
             "name": "nightly", "url": "internal://nightly", "type": "heartbeat",
             "intervalSec": 60, "timeoutMs": 10000, "heartbeatGraceSec": 60,
@@ -57,7 +57,8 @@ def test_serve_provisions_and_pings_like_the_docs(database_url, tmp_path: Path):
                         headers={"authorization": f"Bearer {pat}"})  # fmt: skip
         sec.raise_for_status()
         token = sec.json()["heartbeatToken"]
-        ping_url = f"http://127.0.0.1:{ingest}/api/v1/heartbeats/{token}"
+        ping_url = f"{api}/heartbeats/{token}"
+        assert sec.json()["heartbeatUrl"] == ping_url
         wait_until(lambda: httpx.post(ping_url, timeout=10).status_code == 204, 10)
         assert httpx.head(ping_url).status_code == 204
     finally:

@@ -1,0 +1,131 @@
+"""Forwarding what is not a heartbeat to the control process: one public origin.
+
+A small HTTP/1.1 client (h11 over trio streams) keeps idle upstream connections for reuse.
+Each forwarded request carries X-Forwarded-For/-Proto/-Host; hop-by-hop headers go
+neither way. When the control process is down or too slow, the client gets a JSON 502 or
+504, never a hang.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import h11
+import trio
+
+HOP_BY_HOP = {
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+    b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"expect",
+}  # fmt: skip
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+UPSTREAM_SECONDS = 30.0
+IDLE_KEPT = 32
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A complete request for the control process."""
+
+    method: bytes
+    target: bytes
+    headers: Headers
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: Headers
+    body: bytes
+
+
+def _error(status: int, code: str, message: str) -> Answer:
+    body = json.dumps({"error": {"code": code, "message": message, "field": None}}).encode()
+    return Answer(status, [(b"content-type", b"application/json")], body)
+
+
+class UpstreamError(Exception):
+    pass
+
+
+@dataclass
+class Upstream:
+    host: str
+    port: int
+    _idle: list[tuple[trio.SocketStream, h11.Connection]] = field(default_factory=list)
+
+    async def forward(self, request: Forward, client: str) -> Answer:
+        """Send `request` upstream; a JSON 502/504 if the control process fails us."""
+        headers = [(k, v) for k, v in request.headers if k.lower() not in HOP_BY_HOP]
+        host = next((v for k, v in request.headers if k.lower() == b"host"), b"")
+        prior = [v for k, v in headers if k.lower() == b"x-forwarded-for"]
+        headers = [(k, v) for k, v in headers if not k.lower().startswith(b"x-forwarded-")]
+        forwarded_for = b", ".join([*prior, client.encode()])
+        headers += [
+            (b"x-forwarded-for", forwarded_for),
+            (b"x-forwarded-proto", b"http"),
+            (b"x-forwarded-host", host),
+            (b"content-length", str(len(request.body)).encode()),
+        ]
+        for attempt in range(2):
+            reused = bool(self._idle)
+            try:
+                with trio.fail_after(UPSTREAM_SECONDS):
+                    return await self._exchange(request, headers)
+            except trio.TooSlowError:
+                return _error(504, "upstream_timeout", "the control process did not answer")
+            except (OSError, trio.BrokenResourceError, h11.ProtocolError, UpstreamError):
+                if reused and attempt == 0:
+                    continue  # a kept connection the upstream had closed: one fresh try
+                return _error(502, "upstream_unavailable", "the control process is unavailable")
+        return _error(502, "upstream_unavailable", "the control process is unavailable")
+
+    async def _exchange(self, request: Forward, headers: Headers) -> Answer:
+        if self._idle:
+            stream, conn = self._idle.pop()
+        else:
+            stream = await trio.open_tcp_stream(self.host, self.port)
+            conn = h11.Connection(h11.CLIENT)
+        keep = False
+        try:
+            data = conn.send(
+                h11.Request(method=request.method, target=request.target, headers=headers)
+            )
+            data = (data or b"") + (conn.send(h11.Data(data=request.body)) or b"")
+            data += conn.send(h11.EndOfMessage()) or b""
+            await stream.send_all(data)
+            status = 0
+            response_headers: Headers = []
+            body = bytearray()
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk and conn.their_state is h11.SEND_RESPONSE:
+                        raise UpstreamError("closed before answering")
+                    conn.receive_data(chunk)
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                    response_headers = [
+                        (k, v) for k, v in event.headers if k.lower() not in HOP_BY_HOP
+                    ]
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise UpstreamError("response too large")
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise UpstreamError("closed mid-response")
+            if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                conn.start_next_cycle()
+                keep = len(self._idle) < IDLE_KEPT
+            return Answer(status, response_headers, bytes(body))
+        finally:
+            if keep:
+                self._idle.append((stream, conn))
+            else:
+                await stream.aclose()
