@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from .app import CallerDep, StateDep
+from .app import CallerDep, StateDep, page
 
 router = APIRouter()
 
@@ -26,8 +26,7 @@ async def audit_log(
         before,
         limit + 1,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_before = page(rows, limit)
     return {
         "entries": [
             {
@@ -42,5 +41,5 @@ async def audit_log(
             }
             for r in rows
         ],
-        "nextBefore": rows[-1]["id"] if more else None,
+        "nextBefore": next_before,
     }

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from core.tokens import digest, new_token
 
-from .app import CallerDep, StateDep, audit
+from .app import CallerDep, StateDep, audit, page
 from .auth import Caller
 from .crypto import EnvelopeError, open_envelope, seal
 from .errors import ApiError
@@ -100,12 +100,8 @@ async def list_monitors(
         after,
         limit + 1,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "monitors": [monitor_json(r) for r in rows],
-        "nextAfter": rows[-1]["id"] if more else None,
-    }
+    rows, next_after = page(rows, limit)
+    return {"monitors": [monitor_json(r) for r in rows], "nextAfter": next_after}
 
 
 @router.get("/monitors/{monitor_id}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Header, Request
@@ -66,6 +66,13 @@ async def audit(
         caller.token_id, target_type, target_id, None if address == "unknown" else address,
         request.headers.get("user-agent"),
     )  # fmt: skip
+
+
+def page(rows: list[Any], limit: int) -> tuple[list[Any], int | None]:
+    """Rows fetched with LIMIT limit + 1: the page, and the id to continue from (or None)."""
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1]["id"]
+    return rows, None
 
 
 CallerDep = Annotated[Caller, Depends(caller)]

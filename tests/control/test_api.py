@@ -211,6 +211,29 @@ def test_the_audit_log_is_for_owners_and_admins(control, owner):
                                          "intervalSec": 60}).status_code == 403  # fmt: skip
 
 
+def test_monitors_and_the_audit_log_page_without_gaps_or_repeats(control):
+    token = control.bootstrap("paging", "owner@paging.test", "owner")
+    created = [new_monitor(control, token)["id"] for _ in range(5)]
+    seen: list[int] = []
+    after = 0
+    with control.client(token) as c:
+        while after is not None:
+            page = body(c.get("/monitors", params={"limit": 2, "after": after}))
+            seen += [m["id"] for m in page["monitors"]]
+            after = page["nextAfter"]
+        entries: list[int] = []
+        before = None
+        while True:
+            params = {"limit": 2, **({"before": before} if before else {})}
+            log = body(c.get("/audit-log", params=params))
+            entries += [e["id"] for e in log["entries"]]
+            before = log["nextBefore"]
+            if before is None:
+                break
+    assert seen == created
+    assert len(entries) == len(set(entries)) == 5 and entries == sorted(entries, reverse=True)
+
+
 def test_a_pg_dump_holds_no_heartbeat_token_and_no_pat(control, owner):
     import subprocess
     from urllib.parse import urlsplit
