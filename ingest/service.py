@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
 import time
 from collections import Counter
@@ -57,7 +56,7 @@ DB_ERRORS = (
 LOAD_LIMIT = 120 * SECONDS  # a full load; each batch within it still has db_timeout
 
 
-def _address(value: str, default_port: int) -> tuple[str, int]:
+def parse_address(value: str, default_port: int) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host:
         return value, default_port
@@ -88,11 +87,11 @@ class IngestConfig:
         if "LASTSEEN_DATABASE_URL" in env:
             values["database_url"] = env["LASTSEEN_DATABASE_URL"]
         if "LASTSEEN_INGEST_LISTEN" in env:
-            values["host"], values["port"] = _address(env["LASTSEEN_INGEST_LISTEN"], 8080)
+            values["host"], values["port"] = parse_address(env["LASTSEEN_INGEST_LISTEN"], 8080)
         if env.get("LASTSEEN_CONTROL_UPSTREAM"):
-            values["upstream"] = _address(env["LASTSEEN_CONTROL_UPSTREAM"], 8081)
+            values["upstream"] = parse_address(env["LASTSEEN_CONTROL_UPSTREAM"], 8081)
         if "LASTSEEN_ADMIN_LISTEN" in env:
-            values["admin_host"], values["admin_port"] = _address(
+            values["admin_host"], values["admin_port"] = parse_address(
                 env["LASTSEEN_ADMIN_LISTEN"], 9108
             )
         for name, var in [
@@ -162,7 +161,6 @@ class Ingest:
         self._loop: Any = None  # the trio-asyncio loop: database calls may come from any task
         self._flush_lock = trio.Lock()
         self._stop = trio.Event()
-        self.changes_applied = 0
         self.deadlines: Deadlines | None = None
 
     @property
@@ -199,7 +197,6 @@ class Ingest:
                 upsert(r[0], r[1], r[2], r[3], r[4], r[5], now, r[6], r[7], r[8], r[9])
             except ValueError as exc:
                 log.error("monitor %s not loaded: %s", r[0], exc)
-        self.changes_applied += len(rows)
 
     async def _load(self, conn: asyncpg.Connection) -> None:
         self._xmin, _rows, refused = await self._db(
@@ -500,12 +497,3 @@ def _why(exc: BaseException) -> str:
     # Exception text from asyncpg can quote SQL parameters; the type and SQLSTATE suffice.
     code = getattr(exc, "sqlstate", None)
     return f"{type(exc).__name__}{f' {code}' if code else ''}"
-
-
-async def run_ingest(config: IngestConfig) -> None:
-    """The `lastseen ingest` entry point."""
-    await Ingest(config).run(handle_signals=True)
-
-
-def config_from_environment(**overrides: Any) -> IngestConfig:
-    return IngestConfig.from_env(os.environ, **overrides)

@@ -44,13 +44,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     import trio
 
-    from ingest.service import Ingest, IngestConfig, _address
+    from ingest.service import Ingest, IngestConfig, parse_address
 
     overrides: dict[str, object] = {}
     if args.listen:
-        overrides["host"], overrides["port"] = _address(args.listen, 8080)
+        overrides["host"], overrides["port"] = parse_address(args.listen, 8080)
     if args.admin_listen:
-        overrides["admin_host"], overrides["admin_port"] = _address(args.admin_listen, 9108)
+        overrides["admin_host"], overrides["admin_port"] = parse_address(args.admin_listen, 9108)
     with database(_data_dir(args)) as dsn:
         if not os.environ.get("LASTSEEN_DATABASE_URL"):
             run_migrations(dsn)
@@ -64,9 +64,9 @@ def cmd_control(args: argparse.Namespace) -> int:
 
     from control.app import create_app
     from control.crypto import load_keyring
-    from ingest.service import _address
+    from ingest.service import parse_address
 
-    host, port = _address(args.listen or os.environ.get("LASTSEEN_CONTROL_LISTEN", ""), 8081)
+    host, port = parse_address(args.listen or os.environ.get("LASTSEEN_CONTROL_LISTEN", ""), 8081)
     host = host or "127.0.0.1"
     data_dir = _data_dir(args)
     keyring = load_keyring(os.environ, data_dir)
