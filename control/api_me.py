@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -41,6 +42,10 @@ async def create_token(body: TokenCreate, caller: CallerDep, st: StateDep) -> di
     unknown = access.unknown_scopes(body.scopes)
     if unknown:
         raise ApiError(422, "invalid", f"unknown scopes: {', '.join(unknown)}", "scopes")
+    if body.expires_at is not None and (
+        body.expires_at.tzinfo is None or body.expires_at <= datetime.now(UTC)
+    ):
+        raise ApiError(422, "invalid", "expiresAt must be a future time with a zone", "expiresAt")
     if not access.can_mint(caller.role, caller.scopes, body.scopes):
         raise ApiError(403, "forbidden", "a token cannot grant scopes its creator lacks", "scopes")
     token = pat.new_token()

@@ -234,6 +234,32 @@ def test_monitors_and_the_audit_log_page_without_gaps_or_repeats(control):
     assert len(entries) == len(set(entries)) == 5 and entries == sorted(entries, reverse=True)
 
 
+def test_an_expired_token_is_refused_like_an_unknown_one(control, owner):
+    with control.client(owner) as c:
+        past = c.post("/me/tokens", json={"name": "p", "scopes": ["monitors:read"],
+                                          "expiresAt": "2020-01-01T00:00:00Z"})  # fmt: skip
+        assert past.status_code == 422 and body(past)["error"]["field"] == "expiresAt"
+        minted = body(c.post("/me/tokens", json={"name": "e", "scopes": ["monitors:read"],
+                                                 "expiresAt": "2999-01-01T00:00:00Z"}))  # fmt: skip
+    with control.client(minted["token"]) as c:
+        assert c.get("/monitors").status_code == 200
+
+    async def expire() -> None:
+        conn = await asyncpg.connect(control.dsn)
+        try:
+            await conn.execute(
+                "UPDATE access_tokens SET expires_at = now() - interval '1 second' WHERE id = $1",
+                minted["id"],
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(expire())
+    with control.client(minted["token"]) as c:
+        refused = c.get("/monitors")
+    assert refused.status_code == 401
+
+
 def test_a_pg_dump_holds_no_heartbeat_token_and_no_pat(control, owner):
     import subprocess
     from urllib.parse import urlsplit
