@@ -21,6 +21,7 @@ HOP_BY_HOP = {
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 UPSTREAM_SECONDS = 30.0
 IDLE_KEPT = 32
+TRUSTED_PROXIES = {"127.0.0.1", "::1"}
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -60,14 +61,20 @@ class Upstream:
     async def forward(self, request: Forward, client: str) -> Answer:
         """Send `request` upstream; a JSON 502/504 if the control process fails us."""
         headers = [(k, v) for k, v in request.headers if k.lower() not in HOP_BY_HOP]
+        given = {k.lower(): v for k, v in headers if k.lower().startswith(b"x-forwarded-")}
         host = next((v for k, v in request.headers if k.lower() == b"host"), b"")
-        prior = [v for k, v in headers if k.lower() == b"x-forwarded-for"]
         headers = [(k, v) for k, v in headers if not k.lower().startswith(b"x-forwarded-")]
-        forwarded_for = b", ".join([*prior, client.encode()])
+        prior = [given[b"x-forwarded-for"]] if b"x-forwarded-for" in given else []
+        # A TLS proxy on this machine says what the public scheme and host are; from
+        # anyone else, those claims are ignored (the address chain is only appended to).
+        trusted = client in TRUSTED_PROXIES
         headers += [
-            (b"x-forwarded-for", forwarded_for),
-            (b"x-forwarded-proto", b"http"),
-            (b"x-forwarded-host", host),
+            (b"x-forwarded-for", b", ".join([*prior, client.encode()])),
+            (
+                b"x-forwarded-proto",
+                given.get(b"x-forwarded-proto", b"http") if trusted else b"http",
+            ),
+            (b"x-forwarded-host", given.get(b"x-forwarded-host", host) if trusted else host),
             (b"content-length", str(len(request.body)).encode()),
         ]
         for attempt in range(2):

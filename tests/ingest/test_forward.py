@@ -82,14 +82,21 @@ async def test_the_client_address_and_host_travel_upstream_and_connections_are_r
         listeners = await nursery.start(partial(trio.serve_tcp, server, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
         upstream = Upstream("127.0.0.1", port)
-        headers = [(b"host", b"public.example"), (b"x-forwarded-for", b"10.9.9.9")]
+        headers = [
+            (b"host", b"public.example"),
+            (b"x-forwarded-for", b"10.9.9.9"),
+            (b"x-forwarded-proto", b"https"),
+        ]
         request = Forward(b"GET", b"/api/v1/me", headers, b"")
         for _ in range(3):
             answer = await upstream.forward(request, "192.0.2.7")
             assert (answer.status, answer.body) == (200, b"ok")
+        await upstream.forward(request, "127.0.0.1")  # a TLS proxy on this machine
         nursery.cancel_scope.cancel()
-    assert len(seen) == 3
+    assert len(seen) == 4
     head = seen[0].lower()
     assert b"x-forwarded-for: 10.9.9.9, 192.0.2.7" in head
     assert b"x-forwarded-host: public.example" in head
     assert b"host: public.example" in head
+    assert b"x-forwarded-proto: http\r\n" in head + b"\r\n"  # a stranger's claim is ignored
+    assert b"x-forwarded-proto: https" in seen[3].lower()  # the local proxy's is kept
