@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncpg
 
-from core.migrate import migrate
+from core.migrate import migrate_database
 from core.pg import EmbeddedPostgres, free_port
 from core.seed import seed_monitors
 
@@ -57,15 +57,7 @@ def database(pin: list[str] | None = None) -> Iterator[str]:
                 subprocess.run([pin[0], "-a", "-p", "-c", pin[-1], str(pid)],
                                check=False, capture_output=True)  # fmt: skip
     try:
-
-        async def go() -> None:
-            conn = await asyncpg.connect(url)
-            try:
-                await migrate(conn)
-            finally:
-                await conn.close()
-
-        asyncio.run(go())
+        migrate_database(url)
         yield url
     finally:
         if pg is not None:

@@ -6,6 +6,7 @@ Each file runs in its own transaction under an advisory lock, so concurrent star
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -67,3 +68,16 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
             applied.append(migration.name)
             log.info("applied migration %s", migration.name)
     return applied
+
+
+def migrate_database(dsn: str) -> list[str]:
+    """Connect to `dsn`, apply what is missing, disconnect (blocking; not in an event loop)."""
+
+    async def go() -> list[str]:
+        conn = await asyncpg.connect(dsn, timeout=30)
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
-from core.migrate import migrate
+from core.migrate import migrate_database
 from core.pg import EmbeddedPostgresError, database
 
 log = logging.getLogger("lastseen")
@@ -22,14 +22,7 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def run_migrations(dsn: str) -> list[str]:
-    async def go() -> list[str]:
-        conn = await asyncpg.connect(dsn, timeout=30)
-        try:
-            return await migrate(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
+    return migrate_database(dsn)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from core.migrate import migrate
+from core.migrate import migrate_database
 from core.pg import EmbeddedPostgres
 
 TEMPLATE = "lastseen_test_template"
@@ -60,13 +60,9 @@ def postgres_url() -> Iterator[str]:
             await conn.execute(f"CREATE DATABASE {TEMPLATE}")
         finally:
             await conn.close()
-        conn = await asyncpg.connect(_with_db(url, TEMPLATE))
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
 
     _admin(make_template)
+    migrate_database(_with_db(url, TEMPLATE))
     try:
         yield url
     finally:
