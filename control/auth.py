@@ -56,7 +56,10 @@ class FailureLimiter:
         return times
 
     def check(self, address: str) -> None:
-        if len(self._recent(address, time.monotonic())) >= self.limit:
+        recent = self._recent(address, time.monotonic())
+        if not recent:
+            del self._failures[address]  # forget addresses with nothing recent
+        elif len(recent) >= self.limit:
             raise ApiError(429, "too_many_failures", "too many failed authentications; wait")
 
     def fail(self, address: str) -> None:
