@@ -17,6 +17,7 @@ import logging
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -242,12 +243,20 @@ class EmbeddedPostgres:
         ).stdout.split()
         return [master, *map(int, children)]
 
-    def stop(self) -> None:
-        """Stop the cluster if this object started it."""
-        if self._started_here:
-            with contextlib.suppress(EmbeddedPostgresError, subprocess.TimeoutExpired):
-                self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", timeout=60)
+    def stop(self, *, force: bool = False) -> None:
+        """Stop the cluster if this object started it (with `force`: whoever did)."""
+        if not (self._started_here or force) or self.running_port() is None:
             self._started_here = False
+            return
+        try:
+            self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", timeout=30)
+        except (EmbeddedPostgresError, subprocess.TimeoutExpired):
+            # A postmaster that will not stop (say, SIGSTOPped by a test): end it.
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                pid = int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGQUIT)
+        self._started_here = False
 
 
 @contextlib.contextmanager

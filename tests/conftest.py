@@ -67,7 +67,7 @@ def postgres_url() -> Iterator[str]:
         yield url
     finally:
         if pg is not None:
-            pg.stop()
+            pg.stop(force=True)
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 

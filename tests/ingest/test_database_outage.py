@@ -29,7 +29,8 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
     try:
         yield pg
     finally:
-        pg.stop()
+        # force: the test may have restarted it from a worker thread, or stopped it
+        pg.stop(force=True)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
