@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from . import access, pat
-from .app import CallerDep, StateDep
+from .app import CallerDep, StateDep, TokenWriter
 from .errors import ApiError
 from .models import TokenCreate
 
@@ -37,8 +37,7 @@ def _token_row(row: Any) -> dict[str, Any]:
 
 
 @router.post("/me/tokens", status_code=201)
-async def create_token(body: TokenCreate, caller: CallerDep, st: StateDep) -> dict[str, Any]:
-    caller.require("tokens:write")
+async def create_token(body: TokenCreate, caller: TokenWriter, st: StateDep) -> dict[str, Any]:
     unknown = access.unknown_scopes(body.scopes)
     if unknown:
         raise ApiError(422, "invalid", f"unknown scopes: {', '.join(unknown)}", "scopes")

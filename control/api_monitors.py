@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from core.tokens import digest, new_token
 
-from .app import CallerDep, StateDep, audit, page
+from .app import CallerDep, MonitorWriter, StateDep, audit, page
 from .auth import Caller
 from .crypto import EnvelopeError, open_envelope, seal
 from .errors import ApiError
@@ -62,9 +62,8 @@ def _check_interval(caller: Caller, interval: int) -> None:
 
 @router.post("/monitors", status_code=201)
 async def create_monitor(
-    body: MonitorCreate, request: Request, caller: CallerDep, st: StateDep
+    body: MonitorCreate, request: Request, caller: MonitorWriter, st: StateDep
 ) -> dict[str, Any]:
-    caller.require("monitors:write")
     _check_interval(caller, body.interval_sec)
     token = new_token()
     async with st.pool.acquire() as conn, conn.transaction():
@@ -196,7 +195,7 @@ async def _change(
 
 @router.patch("/monitors/{monitor_id}")
 async def update_monitor(
-    monitor_id: int, body: MonitorUpdate, request: Request, caller: CallerDep, st: StateDep
+    monitor_id: int, body: MonitorUpdate, request: Request, caller: MonitorWriter, st: StateDep
 ) -> dict[str, Any]:
     given = body.model_dump(exclude_unset=True)
     for field, value in given.items():

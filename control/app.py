@@ -16,7 +16,7 @@ import asyncpg
 from fastapi import Depends, FastAPI, Header, Request
 
 from . import errors
-from .auth import Caller, FailureLimiter, authenticate
+from .auth import MAX_FAILURES, Caller, FailureLimiter, authenticate
 from .crypto import Keyring
 
 
@@ -76,14 +76,29 @@ def page(rows: list[Any], limit: int) -> tuple[list[Any], int | None]:
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
+
+
+def needing(scope: str) -> Any:
+    """A caller dependency that also requires `scope`: refused (403) before the body is
+    validated, so a caller without the right learns nothing about the schema."""
+
+    async def dependency(caller: CallerDep) -> Caller:
+        caller.require(scope)
+        return caller
+
+    return Depends(dependency)
+
+
+MonitorWriter = Annotated[Caller, needing("monitors:write")]
+TokenWriter = Annotated[Caller, needing("tokens:write")]
 StateDep = Annotated[State, Depends(state)]
 
 
-def create_app(dsn: str, keyring: Keyring) -> FastAPI:
+def create_app(dsn: str, keyring: Keyring, *, failure_limit: int = MAX_FAILURES) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10, command_timeout=10)
-        app.state.lastseen = State(pool, keyring, FailureLimiter())
+        app.state.lastseen = State(pool, keyring, FailureLimiter(failure_limit))
         try:
             yield
         finally:

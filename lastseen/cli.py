@@ -69,7 +69,9 @@ def cmd_control(args: argparse.Namespace) -> int:
         # Behind the ingest: trust its X-Forwarded-* (the client's address, for the failure
         # limit and the audit log; the public host, for heartbeat URLs).
         uvicorn.run(
-            create_app(dsn, keyring), host=host, port=port, log_level="warning",
+            create_app(dsn, keyring, failure_limit=int(
+                os.environ.get("LASTSEEN_AUTH_FAILURES_PER_HOUR", "20"))),
+            host=host, port=port, log_level="warning",
             proxy_headers=True, forwarded_allow_ips="127.0.0.1",
         )  # fmt: skip
     return 0

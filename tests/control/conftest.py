@@ -40,13 +40,20 @@ class Control:
 
 
 @pytest.fixture(scope="module")
-def control(postgres_url: str) -> Iterator[Control]:
+def control_env() -> dict[str, str]:
+    """Extra environment for the module's control process."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def control(postgres_url: str, control_env: dict[str, str]) -> Iterator[Control]:
     for dsn in fresh_database(postgres_url):
         port = free_port()
         env = {
             **os.environ,
             "LASTSEEN_DATABASE_URL": dsn,
             "LASTSEEN_KEYRING": Keyring.generate().to_json(),
+            **control_env,
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "lastseen", "control", "--listen", f"127.0.0.1:{port}"],
