@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import asyncpg
 import httpx
 import pytest
 
@@ -33,6 +35,24 @@ class Control:
             env=self.env, capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         return out.stdout.strip().splitlines()[-1]
+
+    def sql(self, query: str, *args: object) -> str:
+        """Run one statement on the module's database (to set up what the API cannot)."""
+
+        async def go() -> str:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                return await conn.execute(query, *args)
+            finally:
+                await conn.close()
+
+        return asyncio.run(go())
+
+    def expire_token(self, token_id: int) -> None:
+        self.sql(
+            "UPDATE access_tokens SET expires_at = now() - interval '1 second' WHERE id = $1",
+            token_id,
+        )
 
     def client(self, token: str | None) -> httpx.Client:
         headers = {"authorization": f"Bearer {token}"} if token else {}

@@ -243,18 +243,7 @@ def test_an_expired_token_is_refused_like_an_unknown_one(control, owner):
                                                  "expiresAt": "2999-01-01T00:00:00Z"}))  # fmt: skip
     with control.client(minted["token"]) as c:
         assert c.get("/monitors").status_code == 200
-
-    async def expire() -> None:
-        conn = await asyncpg.connect(control.dsn)
-        try:
-            await conn.execute(
-                "UPDATE access_tokens SET expires_at = now() - interval '1 second' WHERE id = $1",
-                minted["id"],
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(expire())
+    control.expire_token(minted["id"])
     with control.client(minted["token"]) as c:
         refused = c.get("/monitors")
     assert refused.status_code == 401

@@ -8,10 +8,8 @@ a viewer is refused every write; and the object is unchanged afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import re
 
-import asyncpg
 import pytest
 
 from .conftest import Control, body
@@ -39,18 +37,7 @@ def world(control: Control) -> dict:
         assert c.delete(f"/me/tokens/{revoked['id']}").status_code == 204
         spare = body(c.post("/me/tokens", json={"name": "s", "scopes": ["monitors:read"]}))
         routes = body(c.get("/openapi.json"))["paths"]
-
-    async def expire() -> None:
-        conn = await asyncpg.connect(control.dsn)
-        try:
-            await conn.execute(
-                "UPDATE access_tokens SET expires_at = now() - interval '1 s' WHERE id = $1",
-                expiring["id"],
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(expire())
+    control.expire_token(expiring["id"])
     return {
         "owner": owner, "viewer": viewer, "stranger": stranger, "monitor": monitor,
         "revoked": revoked["token"], "expired": expiring["token"], "spare": spare,
