@@ -385,12 +385,6 @@ cdef class DeadlineTable:
             raise ValueError("a digest is 32 bytes")
         return self.ping_digest(<const uint8_t*>PyBytes_AS_STRING(digest), now) == 1
 
-    def contains(self, bytes digest not None):
-        """True if `digest` belongs to a loaded monitor."""
-        if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
-            return False
-        return self._find_digest(<const uint8_t*>PyBytes_AS_STRING(digest)) >= 0
-
     cpdef upsert(
         self,
         int64_t monitor_id,

@@ -96,9 +96,6 @@ class DeadlineModel:
                 self._emit(m, EVENT_INCIDENT_RESOLVED, now)
         return True
 
-    def contains(self, digest: bytes) -> bool:
-        return digest in self._by_digest
-
     def upsert(
         self,
         monitor_id: int,

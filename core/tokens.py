@@ -6,13 +6,11 @@ token itself is stored nowhere but in its encrypted envelope (control plane).
 
 from __future__ import annotations
 
-import re
 import secrets
 
 from blake3 import blake3
 
 TOKEN_BYTES = 32
-TOKEN_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def new_token() -> str:
@@ -24,7 +22,3 @@ def digest(token: str | bytes) -> bytes:
     """The 32-byte BLAKE3 digest the ingest looks tokens up by."""
     raw = token.encode("ascii") if isinstance(token, str) else token
     return blake3(raw).digest()
-
-
-def is_token(value: str) -> bool:
-    return TOKEN_RE.fullmatch(value) is not None

@@ -77,7 +77,7 @@ class Upstream:
             (b"x-forwarded-host", given.get(b"x-forwarded-host", host) if trusted else host),
             (b"content-length", str(len(request.body)).encode()),
         ]
-        for attempt in range(2):
+        while True:
             reused = bool(self._idle)
             try:
                 with trio.fail_after(UPSTREAM_SECONDS):
@@ -85,10 +85,17 @@ class Upstream:
             except trio.TooSlowError:
                 return _error(504, "upstream_timeout", "the control process did not answer")
             except (OSError, trio.BrokenResourceError, h11.ProtocolError, UpstreamError):
-                if reused and attempt == 0:
-                    continue  # a kept connection the upstream had closed: one fresh try
+                if reused:
+                    # A kept connection the upstream had closed: drop the idle ones, retry
+                    # on a fresh connection (which ends the loop either way).
+                    await self._close_idle()
+                    continue
                 return _error(502, "upstream_unavailable", "the control process is unavailable")
-        return _error(502, "upstream_unavailable", "the control process is unavailable")
+
+    async def _close_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for stream, _conn in idle:
+            await stream.aclose()
 
     async def _exchange(self, request: Forward, headers: Headers) -> Answer:
         if self._idle:
