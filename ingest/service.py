@@ -54,6 +54,7 @@ DB_ERRORS = (
     trio.TooSlowError,
 )
 LOAD_LIMIT = 120 * SECONDS  # a full load; each batch within it still has db_timeout
+PRUNE_INTERVAL = 3600 * SECONDS  # how often the deletion log is trimmed
 
 
 def parse_address(value: str, default_port: int) -> tuple[str, int]:
@@ -263,8 +264,12 @@ class Ingest:
         if resync:
             # NOTIFYs sent while we were away are gone: compare everything once.
             await self._resync(conn)
-        next_poll = trio.current_time()
+        next_poll = next_prune = trio.current_time()
         while True:
+            if trio.current_time() >= next_prune:
+                # The deletion log only bridges missed NOTIFYs; a day of it is plenty.
+                await self._db(store.prune_deletions, conn, self.config.db_timeout)
+                next_prune = trio.current_time() + PRUNE_INTERVAL
             if trio.current_time() >= next_poll:
                 await self._poll(conn)
                 next_poll = trio.current_time() + self.config.poll_interval

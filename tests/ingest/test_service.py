@@ -144,3 +144,20 @@ async def test_metrics_and_health_report_what_happened(database_url):
         health = await http(ingest.admin_port, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
         assert health.startswith(b"HTTP/1.1 200 ")
         assert b'"database": "up"' in health
+
+
+async def test_the_deletion_log_is_pruned_after_a_day(database_url):
+    [old, recent] = await seed(database_url, 2)
+    await execute(database_url, "DELETE FROM monitors")
+    await execute(
+        database_url,
+        "UPDATE monitor_deletions SET deleted_at = now() - interval '2 days' WHERE monitor_id = $1",
+        old.id,
+    )
+    async with running(database_url):
+
+        async def pruned() -> bool:
+            rows = await fetch(database_url, "SELECT monitor_id FROM monitor_deletions")
+            return [r[0] for r in rows] == [recent.id]
+
+        await wait_for(pruned, within=10)
