@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
 from core.tokens import digest, new_token
+from notifier.base import Notice
 
-from .app import CallerDep, MonitorWriter, StateDep, audit, page
+from .alerting import Target, attempt
+from .api_incidents import incident_json, recent_incidents
+from .app import CallerDep, MonitorWriter, StateDep, audit, iso, page
 from .auth import Caller
 from .crypto import EnvelopeError, open_envelope, seal
 from .errors import ApiError
@@ -18,14 +24,13 @@ router = APIRouter()
 TOKEN_PURPOSE = "heartbeat-token"
 
 _SELECT = """
-SELECT m.*, s.state, s.misses, s.last_seen_at
+SELECT m.*, s.state, s.misses, s.last_seen_at,
+       ARRAY(SELECT channel_id FROM monitor_channels c WHERE c.monitor_id = m.id
+             ORDER BY channel_id) AS channel_ids
 FROM monitors m LEFT JOIN monitor_state s ON s.monitor_id = m.id
 """
 NOT_FOUND = ApiError(404, "not_found", "no such monitor")
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+RECENT_INCIDENTS = 20
 
 
 def monitor_json(row: Any) -> dict[str, Any]:
@@ -42,8 +47,9 @@ def monitor_json(row: Any) -> dict[str, Any]:
         "paused": row["paused"],
         "state": row["state"] or "pending",
         "misses": row["misses"] or 0,
-        "lastSeenAt": _iso(row["last_seen_at"]),
-        "createdAt": _iso(row["created_at"]),
+        "lastSeenAt": iso(row["last_seen_at"]),
+        "createdAt": iso(row["created_at"]),
+        "channelIds": list(row["channel_ids"]),
         "heartbeatToken": row["token_envelope"],
     }
 
@@ -80,9 +86,32 @@ async def create_monitor(
             body.timeout_ms, body.heartbeat_grace_sec, body.alert_threshold, body.alert_email,
             digest(token), envelope,
         )  # fmt: skip
+        await _set_channels(conn, caller, monitor_id, body.channel_ids)
         await audit(conn, caller, request, "CREATE_MONITOR", "monitor", monitor_id)
         row = await conn.fetchrow(_SELECT + " WHERE m.id = $1", monitor_id)
     return monitor_json(row)
+
+
+async def _set_channels(
+    conn: Any, caller: Caller, monitor_id: int, channel_ids: list[int] | None
+) -> None:
+    """Replace the monitor's channels; every id must be one of the caller's channels."""
+    if channel_ids is None:
+        return
+    wanted = sorted(set(channel_ids))
+    found = await conn.fetch(
+        "SELECT id FROM channels WHERE org_id = $1 AND id = ANY($2::bigint[])",
+        caller.org_id,
+        wanted,
+    )
+    missing = sorted(set(wanted) - {r["id"] for r in found})
+    if missing:
+        raise ApiError(422, "invalid", f"no such channel: {missing[0]}", "channelIds")
+    await conn.execute("DELETE FROM monitor_channels WHERE monitor_id = $1", monitor_id)
+    await conn.execute(
+        "INSERT INTO monitor_channels (monitor_id, channel_id) SELECT $1, unnest($2::bigint[])",
+        monitor_id, wanted,
+    )  # fmt: skip
 
 
 @router.get("/monitors")
@@ -106,12 +135,14 @@ async def list_monitors(
 @router.get("/monitors/{monitor_id}")
 async def get_monitor(monitor_id: int, caller: CallerDep, st: StateDep) -> dict[str, Any]:
     caller.require("monitors:read")
-    row = await st.pool.fetchrow(
-        _SELECT + " WHERE m.id = $1 AND m.org_id = $2", monitor_id, caller.org_id
-    )
-    if row is None:
-        raise NOT_FOUND
-    return monitor_json(row)
+    async with st.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            _SELECT + " WHERE m.id = $1 AND m.org_id = $2", monitor_id, caller.org_id
+        )
+        if row is None:
+            raise NOT_FOUND
+        incidents = await recent_incidents(conn, caller.org_id, monitor_id, RECENT_INCIDENTS)
+    return {**monitor_json(row), "incidents": [incident_json(i) for i in incidents]}
 
 
 @router.get("/monitors/{monitor_id}/secrets")
@@ -174,20 +205,22 @@ async def _change(
     monitor_id: int,
     action: str,
     assignments: dict[str, Any],
+    channel_ids: list[int] | None = None,
 ) -> dict[str, Any]:
     """UPDATE the caller's monitor (404 if not theirs), audit it, return the new row."""
     caller.require("monitors:write")
-    columns = list(assignments)
-    sets = ", ".join(f"{column} = ${i + 3}" for i, column in enumerate(columns))
+    sets = ", ".join(f"{column} = ${i + 3}" for i, column in enumerate(["id", *assignments]))
     async with st.pool.acquire() as conn, conn.transaction():
         done = await conn.execute(
             f"UPDATE monitors SET {sets} WHERE id = $1 AND org_id = $2",
             monitor_id,
             caller.org_id,
+            monitor_id,
             *assignments.values(),
         )
         if done != "UPDATE 1":
             raise NOT_FOUND
+        await _set_channels(conn, caller, monitor_id, channel_ids)
         await audit(conn, caller, request, action, "monitor", monitor_id)
         row = await conn.fetchrow(_SELECT + " WHERE m.id = $1", monitor_id)
     return monitor_json(row)
@@ -205,8 +238,11 @@ async def update_monitor(
         _check_interval(caller, given["interval_sec"])
     if not given:
         raise ApiError(422, "invalid", "nothing to change", None)
+    channel_ids = given.pop("channel_ids", None)
     assignments = {_COLUMNS[k]: v for k, v in given.items()}
-    return await _change(caller, st, request, monitor_id, "UPDATE_MONITOR", assignments)
+    return await _change(
+        caller, st, request, monitor_id, "UPDATE_MONITOR", assignments, channel_ids
+    )
 
 
 @router.post("/monitors/{monitor_id}/pause")
@@ -252,3 +288,66 @@ async def delete_monitor(
             raise NOT_FOUND
         await audit(conn, caller, request, "DELETE_MONITOR", "monitor", monitor_id)
     return Response(status_code=204)
+
+
+_TARGETS = """
+SELECT c.org_id, c.id AS channel_id, c.type AS channel_type, c.config, c.secret_envelope,
+       NULL::text AS address, 'channel:' || c.id AS channel_ref
+FROM monitor_channels mc JOIN channels c ON c.id = mc.channel_id
+WHERE mc.monitor_id = $1
+UNION ALL
+SELECT m.org_id, NULL::bigint, 'email', NULL::jsonb, NULL::text, m.alert_email,
+       'email:' || m.alert_email
+FROM monitors m WHERE m.id = $1 AND m.alert_email IS NOT NULL AND m.alert_email <> ''
+ORDER BY channel_id NULLS LAST
+"""
+
+
+@router.post("/monitors/{monitor_id}/test-alert")
+async def test_alert(
+    monitor_id: int, request: Request, caller: MonitorWriter, st: StateDep
+) -> dict[str, Any]:
+    """Send a test notification through every channel of the monitor now (no incident),
+    and say per channel whether it landed, with the exact error when it did not."""
+    async with st.pool.acquire() as conn:
+        monitor = await conn.fetchrow(
+            "SELECT id, name FROM monitors WHERE id = $1 AND org_id = $2", monitor_id, caller.org_id
+        )
+        if monitor is None:
+            raise NOT_FOUND
+        targets = await conn.fetch(_TARGETS, monitor_id)
+    now = datetime.now(UTC)
+    keys = [uuid.uuid4() for _ in targets]
+    outcomes = await asyncio.gather(*(
+        attempt(st.transport, st.keyring, Target.of(t), Notice(
+            kind="test", monitor_id=monitor_id, monitor_name=monitor["name"], incident_id=None,
+            opened_at=None, resolved_at=None, sent_at=now, idempotency_key=str(key),
+        ))
+        for t, key in zip(targets, keys, strict=True)
+    ))  # fmt: skip
+    done = datetime.now(UTC)
+    async with st.pool.acquire() as conn, conn.transaction():
+        await conn.executemany(
+            "INSERT INTO notifications (org_id, monitor_id, channel_id, channel_type, address,"
+            " channel_ref, kind, idempotency_key, status, attempts, next_attempt_at, last_error,"
+            " created_at, delivered_at, finished_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, 'test', $7, $8, 1, $9, $10, $9, $11, $12)",
+            [
+                (caller.org_id, monitor_id, t["channel_id"], t["channel_type"], t["address"],
+                 t["channel_ref"], key, "delivered" if err is None else "failed", now,
+                 err.message if err else None, done if err is None else None, done)
+                for t, key, err in zip(targets, keys, outcomes, strict=True)
+            ],
+        )  # fmt: skip
+        await audit(conn, caller, request, "SEND_TEST_ALERT", "monitor", monitor_id)
+    return {
+        "results": [
+            {
+                "channelId": t["channel_id"],
+                "type": t["channel_type"],
+                "ok": err is None,
+                "error": err.message if err else None,
+            }
+            for t, err in zip(targets, outcomes, strict=True)
+        ]
+    }

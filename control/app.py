@@ -15,6 +15,8 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import Depends, FastAPI, Header, Request
 
+from notifier.base import Settings, Transport
+
 from . import errors
 from .auth import MAX_FAILURES, Caller, FailureLimiter, authenticate
 from .crypto import Keyring
@@ -25,6 +27,7 @@ class State:
     pool: asyncpg.Pool
     keyring: Keyring
     limiter: FailureLimiter
+    transport: Transport  # test alerts go out from the control process
 
 
 def state(request: Request) -> State:
@@ -68,6 +71,10 @@ async def audit(
     )  # fmt: skip
 
 
+def iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
 def page(rows: list[Any], limit: int) -> tuple[list[Any], int | None]:
     """Rows fetched with LIMIT limit + 1: the page, and the id to continue from (or None)."""
     if len(rows) > limit:
@@ -91,17 +98,26 @@ def needing(scope: str) -> Any:
 
 MonitorWriter = Annotated[Caller, needing("monitors:write")]
 TokenWriter = Annotated[Caller, needing("tokens:write")]
+ChannelWriter = Annotated[Caller, needing("channels:write")]
 StateDep = Annotated[State, Depends(state)]
 
 
-def create_app(dsn: str, keyring: Keyring, *, failure_limit: int = MAX_FAILURES) -> FastAPI:
+def create_app(
+    dsn: str,
+    keyring: Keyring,
+    *,
+    failure_limit: int = MAX_FAILURES,
+    settings: Settings | None = None,
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10, command_timeout=10)
-        app.state.lastseen = State(pool, keyring, FailureLimiter(failure_limit))
+        transport = Transport(settings or Settings.from_env())
+        app.state.lastseen = State(pool, keyring, FailureLimiter(failure_limit), transport)
         try:
             yield
         finally:
+            await transport.aclose()
             await pool.close()
 
     app = FastAPI(
@@ -113,9 +129,8 @@ def create_app(dsn: str, keyring: Keyring, *, failure_limit: int = MAX_FAILURES)
         lifespan=lifespan,
     )
     errors.install(app)
-    from . import api_audit, api_me, api_monitors
+    from . import api_audit, api_channels, api_incidents, api_me, api_monitors
 
-    app.include_router(api_me.router, prefix="/api/v1")
-    app.include_router(api_monitors.router, prefix="/api/v1")
-    app.include_router(api_audit.router, prefix="/api/v1")
+    for module in (api_me, api_monitors, api_channels, api_incidents, api_audit):
+        app.include_router(module.router, prefix="/api/v1")
     return app

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
+from .alerting import CHANNEL_PURPOSE
 from .api_monitors import TOKEN_PURPOSE
 from .crypto import Keyring, KeyringError, envelope_kid, open_envelope, seal, write_keyring
 
@@ -25,39 +26,44 @@ def rotate_keyring(path: Path, keyring: Keyring, kid: str | None = None) -> Keyr
     return rotated
 
 
+# Every envelope column: (table, column, purpose of its associated data).
+ENVELOPES = (
+    ("monitors", "token_envelope", TOKEN_PURPOSE),
+    ("channels", "secret_envelope", CHANNEL_PURPOSE),
+)
+
+
 async def rewrap(conn: asyncpg.Connection, keyring: Keyring, *, limit: int | None = None) -> int:
     """Re-seal envelopes not under the current key; returns how many (at most `limit`)."""
     done = 0
-    after = 0
-    while limit is None or done < limit:
-        rows = await conn.fetch(
-            "SELECT id, org_id, token_envelope FROM monitors WHERE id > $1 ORDER BY id LIMIT $2",
-            after,
-            BATCH,
-        )
-        if not rows:
-            break
-        after = rows[-1]["id"]
-        async with conn.transaction():
-            for row in rows:
-                if limit is not None and done >= limit:
-                    break
-                if envelope_kid(row["token_envelope"]) == keyring.current:
-                    continue
-                if envelope_kid(row["token_envelope"]) not in keyring.keys:
-                    raise KeyringError(f"monitor {row['id']}: its key is not in the keyring")
-                plain = open_envelope(
-                    keyring, row["token_envelope"], purpose=TOKEN_PURPOSE,
-                    org_id=row["org_id"], object_id=row["id"],
-                )  # fmt: skip
-                fresh = seal(
-                    keyring, plain, purpose=TOKEN_PURPOSE, org_id=row["org_id"], object_id=row["id"]
-                )
-                changed = await conn.execute(
-                    "UPDATE monitors SET token_envelope = $1 WHERE id = $2 AND token_envelope = $3",
-                    fresh,
-                    row["id"],
-                    row["token_envelope"],
-                )
-                done += changed == "UPDATE 1"
+    for table, column, purpose in ENVELOPES:
+        after = 0
+        while limit is None or done < limit:
+            rows = await conn.fetch(
+                f"SELECT id, org_id, {column} AS envelope FROM {table}"
+                f" WHERE id > $1 AND {column} IS NOT NULL ORDER BY id LIMIT $2",
+                after,
+                BATCH,
+            )
+            if not rows:
+                break
+            after = rows[-1]["id"]
+            async with conn.transaction():
+                for row in rows:
+                    if limit is not None and done >= limit:
+                        break
+                    kid = envelope_kid(row["envelope"])
+                    if kid == keyring.current:
+                        continue
+                    if kid not in keyring.keys:
+                        raise KeyringError(f"{table} {row['id']}: its key is not in the keyring")
+                    ids = {"purpose": purpose, "org_id": row["org_id"], "object_id": row["id"]}
+                    plain = open_envelope(keyring, row["envelope"], **ids)
+                    changed = await conn.execute(
+                        f"UPDATE {table} SET {column} = $1 WHERE id = $2 AND {column} = $3",
+                        seal(keyring, plain, **ids),
+                        row["id"],
+                        row["envelope"],
+                    )
+                    done += changed == "UPDATE 1"
     return done

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -31,6 +31,7 @@ class MonitorCreate(Body):
     heartbeat_grace_sec: int = Field(default=60, ge=0, le=86_400)
     alert_threshold: int = Field(default=1, ge=1, le=100)
     alert_email: str | None = Field(default=None, max_length=320)
+    channel_ids: list[int] = Field(default_factory=list, max_length=50)
 
 
 class MonitorUpdate(Body):
@@ -42,3 +43,15 @@ class MonitorUpdate(Body):
     heartbeat_grace_sec: int | None = Field(default=None, ge=0, le=86_400)
     alert_threshold: int | None = Field(default=None, ge=1, le=100)
     alert_email: str | None = Field(default=None, max_length=320)
+    channel_ids: list[int] | None = Field(default=None, max_length=50)
+
+
+class ChannelCreate(Body):
+    type: str
+    name: str = Field(min_length=1, max_length=200)
+    config: dict[str, Any]
+
+
+class ChannelUpdate(Body):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    config: dict[str, Any] | None = None

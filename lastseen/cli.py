@@ -1,4 +1,4 @@
-"""The `lastseen` command: serve, ingest, migrate."""
+"""The `lastseen` command: serve, ingest, control, worker, bootstrap, org, keys, migrate."""
 
 from __future__ import annotations
 
@@ -74,6 +74,42 @@ def cmd_control(args: argparse.Namespace) -> int:
             host=host, port=port, log_level="warning",
             proxy_headers=True, forwarded_allow_ips="127.0.0.1",
         )  # fmt: skip
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from control.alerting import main as worker_main
+    from control.crypto import load_keyring
+    from notifier.base import Settings
+
+    data_dir = _data_dir(args)
+    keyring = load_keyring(os.environ, data_dir)
+    with database(data_dir) as dsn:
+        if not os.environ.get("LASTSEEN_DATABASE_URL"):
+            run_migrations(dsn)
+        asyncio.run(worker_main(dsn, keyring, Settings.from_env(os.environ)))
+    return 0
+
+
+def cmd_org_set_plan(args: argparse.Namespace) -> int:
+    from control.models import PLAN_FLOORS
+
+    async def go(dsn: str) -> str:
+        conn = await asyncpg.connect(dsn)
+        try:
+            done: str = await conn.execute(
+                "UPDATE orgs SET plan = $2 WHERE name = $1", args.org, args.plan
+            )
+            return done
+        finally:
+            await conn.close()
+
+    with database(_data_dir(args)) as dsn:
+        run_migrations(dsn)
+        if asyncio.run(go(dsn)) != "UPDATE 1":
+            print(f"lastseen: no organisation named {args.org!r}", file=sys.stderr)
+            return 2
+    print(f"{args.org}: plan {args.plan} (shortest interval {PLAN_FLOORS[args.plan]} s)")
     return 0
 
 
@@ -153,6 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", help="HOST:PORT (LASTSEEN_CONTROL_LISTEN), default 127.0.0.1:8081")
     p.set_defaults(func=cmd_control)
 
+    p = sub.add_parser("worker", help="the alert worker alone (several may run)")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("org", help="organisations")
+    org = p.add_subparsers(dest="org_command", required=True)
+    p = org.add_parser("set-plan", help="set an organisation's plan (its shortest interval)")
+    p.add_argument("org")
+    p.add_argument("plan", choices=["free", "pro", "business"])
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_org_set_plan)
+
     p = sub.add_parser("bootstrap", help="create an organisation and user; print a PAT")
     p.add_argument("--org", required=True)
     p.add_argument("--email", required=True)
@@ -176,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request URL at INFO; alert URLs hold secrets (webhook paths, bot
+    # tokens), so they must never reach a log.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except EmbeddedPostgresError as exc:

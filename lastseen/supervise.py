@@ -1,7 +1,8 @@
 """`lastseen serve`: the embedded database, migrations, and the processes, supervised.
 
 The ingest answers heartbeats on the public address and forwards every other request to
-the control process (LASTSEEN_CONTROL_LISTEN, default 127.0.0.1:8081): one origin.
+the control process (LASTSEEN_CONTROL_LISTEN, default 127.0.0.1:8081): one origin. The
+alert worker turns the ingest's events into incidents and notifications.
 On the first run (no organisation yet) it creates 'default' with an owner, prints the
 owner's PAT once and writes it to <data-dir>/owner-token (mode 0600).
 
@@ -80,6 +81,7 @@ def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> in
         children = [
             Child("ingest", [*me, "ingest", "--listen", listen, "--admin-listen", admin_listen]),
             Child("control", [*me, "control", "--listen", control_listen]),
+            Child("worker", [*me, "worker"]),
         ]
         for child in children:
             child.start(env)

@@ -95,7 +95,7 @@ async def wait_for(predicate: Any, within: float = 5.0, step: float = 0.02) -> f
     """Poll an async predicate until true; returns the seconds it took."""
     start = trio.current_time()
     with trio.fail_after(within):
-        while not await predicate():  # noqa: ASYNC110 - polling the database or the table
+        while not await predicate():
             await trio.sleep(step)
     return trio.current_time() - start
 

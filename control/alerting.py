@@ -1,0 +1,430 @@
+"""The alert worker (`lastseen worker`): events -> incidents -> a durable outbox -> channels.
+
+How this works
+--------------
+The ingest writes what it observed to ``monitor_events``. The worker reads them in order
+(one worker at a time, under an advisory lock, so an incident's opening is always handled
+before its resolution) and in the same transaction opens or resolves the incident and
+queues one ``notifications`` row per channel of the monitor (and its ``alertEmail``). A
+unique partial index keeps one open incident per monitor, and one row per (incident,
+channel, kind), so handling an event twice changes nothing.
+
+Deliveries are claimed with ``FOR UPDATE SKIP LOCKED`` under a lease (``claimed_until``):
+several workers can run, and the rows of a worker killed mid-delivery return to the queue
+when the lease ends (within LEASE). Each claim carries a fresh id; an outcome is recorded
+only by ``UPDATE ... WHERE claim = $mine``, so a worker that outlived its lease cannot
+overwrite a later attempt. At least once: timeouts, connection errors, 408, 429 and 5xx
+are tried again after 5 s, doubling to at most 5 min with jitter, or after what the
+receiver asked (``Retry-After``, Discord's and Telegram's ``retry_after``, at most an
+hour); other 4xx are permanent and recorded with the exact error; after 48 h the row
+expires and says so. The Idempotency-Key is the row's, the same on every attempt.
+
+Rate limits: a receiver of a rate-limited type (Slack, Discord, Teams, Telegram) gets at
+most one message per its spacing; ``delivery_pacing`` holds when it may next be sent to
+(pushed further by a Retry-After), and rows of a receiver that must wait are not even
+claimed, so a storm never loops on 429s. Every delivery runs in its own task with a
+timeout, so one hanging receiver holds one slot and delays no other channel.
+
+NOTIFY is only a wake-up: the worker also polls every second. All time decisions use the
+injected clock, so tests can run hours of backoff in an instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import signal
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from notifier import channels
+from notifier.base import Notice, Settings, Transport, TransportError
+
+from .crypto import EnvelopeError, Keyring, open_envelope, seal
+
+log = logging.getLogger(__name__)
+
+CHANNEL_PURPOSE = "channel-secret"
+LEASE = timedelta(seconds=45)
+GIVE_UP_AFTER = timedelta(hours=48)
+FIRST_RETRY_SECONDS = 5.0
+MAX_RETRY_SECONDS = 300.0
+POLL_SECONDS = 1.0
+DELIVERY_SECONDS = 30.0  # a whole attempt, SMTP dialogue included; well within LEASE
+EVENT_BATCH = 1000
+EVENTS_LOCK = 0x6C617375  # one event reader at a time
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def backoff(attempts: int, rng: random.Random) -> float:
+    """Seconds before the next try after `attempts` failed ones: 5 s doubling, capped at
+    5 min, less up to 20% of jitter (so retries of a storm spread out)."""
+    base = min(FIRST_RETRY_SECONDS * 2.0 ** max(0, attempts - 1), MAX_RETRY_SECONDS)
+    return float(base * (1.0 - 0.2 * rng.random()))
+
+
+def seal_secret(keyring: Keyring, secret: Mapping[str, Any], org_id: int, channel_id: int) -> str:
+    return seal(
+        keyring, json.dumps(dict(secret)).encode(), purpose=CHANNEL_PURPOSE,
+        org_id=org_id, object_id=channel_id,
+    )  # fmt: skip
+
+
+def open_secret(keyring: Keyring, envelope: str | None, org_id: int, channel_id: int) -> Any:
+    if envelope is None:
+        return {}
+    plain = open_envelope(
+        keyring, envelope, purpose=CHANNEL_PURPOSE, org_id=org_id, object_id=channel_id
+    )
+    return json.loads(plain)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one notification goes: a channel, or a monitor's own alertEmail."""
+
+    org_id: int
+    channel_type: str
+    channel_id: int | None
+    config: Mapping[str, Any]
+    secret_envelope: str | None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Target:
+        if row["channel_id"] is None:  # the implicit email channel
+            return cls(row["org_id"], "email", None, {"to": row["address"]}, None)
+        config = row["config"]
+        if isinstance(config, str):
+            config = json.loads(config)
+        return cls(
+            row["org_id"], row["channel_type"], row["channel_id"], config, row["secret_envelope"]
+        )
+
+
+async def attempt(
+    transport: Transport, keyring: Keyring, target: Target, notice: Notice
+) -> TransportError | None:
+    """Try one delivery; None when it landed, else the reason (never raises for a
+    receiver's failure: an unexpected exception is recorded as a retryable error)."""
+    try:
+        secret = (
+            open_secret(keyring, target.secret_envelope, target.org_id, target.channel_id)
+            if target.channel_id is not None
+            else {}
+        )
+    except (EnvelopeError, ValueError):
+        return TransportError("the channel's secret cannot be opened with this keyring")
+    try:
+        async with asyncio.timeout(DELIVERY_SECONDS):
+            await channels.send(target.channel_type, notice, target.config, secret, transport)
+    except TransportError as exc:
+        return exc
+    except TimeoutError:
+        return TransportError(f"no answer within {DELIVERY_SECONDS:g} s")
+    except Exception as exc:  # a bug in a channel must not lose the notification
+        log.exception("delivery through %s failed unexpectedly", target.channel_type)
+        return TransportError(f"internal error ({type(exc).__name__})")
+    return None
+
+
+_OPEN = """
+INSERT INTO incidents (org_id, monitor_id, opened_at)
+SELECT org_id, id, $2 FROM monitors WHERE id = $1
+ON CONFLICT (monitor_id) WHERE resolved_at IS NULL DO NOTHING
+RETURNING id
+"""
+_RESOLVE = """
+UPDATE incidents SET resolved_at = greatest($2, opened_at)
+WHERE monitor_id = $1 AND resolved_at IS NULL
+RETURNING id
+"""
+# One row per channel of the monitor, and one for its alertEmail; a repeat does nothing.
+_ENQUEUE = """
+INSERT INTO notifications (org_id, monitor_id, incident_id, channel_id, channel_type, address,
+                           channel_ref, kind, next_attempt_at, created_at)
+SELECT c.org_id, mc.monitor_id, $1::bigint, c.id, c.type, NULL, 'channel:' || c.id, $3::text,
+       $4::timestamptz, $4::timestamptz
+FROM monitor_channels mc JOIN channels c ON c.id = mc.channel_id
+WHERE mc.monitor_id = $2
+UNION ALL
+SELECT m.org_id, m.id, $1::bigint, NULL, 'email', m.alert_email, 'email:' || m.alert_email,
+       $3::text, $4::timestamptz, $4::timestamptz
+FROM monitors m WHERE m.id = $2 AND m.alert_email IS NOT NULL AND m.alert_email <> ''
+ON CONFLICT (incident_id, channel_ref, kind) WHERE incident_id IS NOT NULL DO NOTHING
+"""
+_CANDIDATES = """
+SELECT n.id, n.channel_ref, n.channel_type FROM notifications n
+WHERE ((n.status = 'pending' AND n.next_attempt_at <= $1)
+       OR (n.status = 'delivering' AND n.claimed_until <= $1))
+  AND NOT EXISTS (SELECT 1 FROM delivery_pacing p
+                  WHERE p.channel_ref = n.channel_ref AND p.next_at > $1)
+ORDER BY n.next_attempt_at, n.id
+LIMIT $2
+FOR UPDATE OF n SKIP LOCKED
+"""
+_CLAIMED = """
+UPDATE notifications n SET status = 'delivering', claim = $2, claimed_until = $3,
+       attempts = attempts + 1
+WHERE n.id = ANY($1::bigint[])
+RETURNING n.id, n.org_id, n.monitor_id, n.incident_id, n.channel_id, n.channel_type,
+          n.address, n.channel_ref, n.kind, n.idempotency_key, n.attempts, n.created_at,
+          n.claim,
+          (SELECT c.config FROM channels c WHERE c.id = n.channel_id) AS config,
+          (SELECT c.secret_envelope FROM channels c WHERE c.id = n.channel_id) AS secret_envelope,
+          (SELECT m.name FROM monitors m WHERE m.id = n.monitor_id) AS monitor_name,
+          (SELECT i.opened_at FROM incidents i WHERE i.id = n.incident_id) AS opened_at,
+          (SELECT i.resolved_at FROM incidents i WHERE i.id = n.incident_id) AS resolved_at
+"""
+_PACE = """
+INSERT INTO delivery_pacing (channel_ref, next_at)
+SELECT * FROM unnest($1::text[], $2::timestamptz[])
+ON CONFLICT (channel_ref)
+DO UPDATE SET next_at = greatest(delivery_pacing.next_at, EXCLUDED.next_at)
+"""
+
+
+class Worker:
+    """Turns events into incidents and delivers the outbox. Several may run at once."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        keyring: Keyring,
+        transport: Transport,
+        *,
+        clock: Clock = utcnow,
+        rng: random.Random | None = None,
+        concurrency: int = 32,
+    ) -> None:
+        self.pool = pool
+        self.keyring = keyring
+        self.transport = transport
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.concurrency = concurrency
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    # -- events -> incidents ---------------------------------------------------------
+
+    async def process_events(self) -> int:
+        """Handle unprocessed events in order; returns how many were handled."""
+        now = self.clock()
+        queued = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", EVENTS_LOCK):
+                return 0  # another worker is on it
+            events = await conn.fetch(
+                "SELECT id, monitor_id, kind, occurred_at FROM monitor_events"
+                " WHERE processed_at IS NULL ORDER BY id LIMIT $1",
+                EVENT_BATCH,
+            )
+            for event in events:
+                if event["kind"] == "incident_opened":
+                    sql, kind = _OPEN, "alert"
+                elif event["kind"] == "incident_resolved":
+                    sql, kind = _RESOLVE, "recovery"
+                else:
+                    continue
+                incident = await conn.fetchval(sql, event["monitor_id"], event["occurred_at"])
+                if incident is not None:
+                    done = await conn.execute(_ENQUEUE, incident, event["monitor_id"], kind, now)
+                    queued += int(done.split()[-1])
+            if events:
+                await conn.execute(
+                    "UPDATE monitor_events SET processed_at = $2 WHERE id = ANY($1::bigint[])",
+                    [e["id"] for e in events],
+                    now,
+                )
+        if queued:
+            self._wake.set()
+        return len(events)
+
+    # -- the outbox ------------------------------------------------------------------
+
+    async def claim(self, limit: int) -> list[asyncpg.Record]:
+        """Claim up to `limit` due notifications, at most one per paced receiver."""
+        now = self.clock()
+        token = uuid.uuid4()
+        async with self.pool.acquire() as conn, conn.transaction():
+            candidates = await conn.fetch(_CANDIDATES, now, limit * 4)
+            take: list[int] = []
+            paced: dict[str, datetime] = {}
+            for row in candidates:
+                spacing = channels.spacing(row["channel_type"])
+                if spacing > 0:
+                    if row["channel_ref"] in paced:
+                        continue
+                    paced[row["channel_ref"]] = now + timedelta(seconds=spacing)
+                take.append(row["id"])
+                if len(take) >= limit:
+                    break
+            if not take:
+                return []
+            claimed: list[asyncpg.Record] = await conn.fetch(_CLAIMED, take, token, now + LEASE)
+            if paced:
+                await conn.execute(_PACE, list(paced), list(paced.values()))
+        return claimed
+
+    async def deliver(self, row: Mapping[str, Any]) -> None:
+        """One attempt at a claimed notification, and its outcome recorded."""
+        notice = Notice(
+            kind=row["kind"],
+            monitor_id=row["monitor_id"],
+            monitor_name=row["monitor_name"] or f"monitor {row['monitor_id']}",
+            incident_id=row["incident_id"],
+            opened_at=row["opened_at"],
+            resolved_at=row["resolved_at"],
+            sent_at=self.clock(),
+            idempotency_key=str(row["idempotency_key"]),
+        )
+        error = await attempt(self.transport, self.keyring, Target.of(row), notice)
+        await self.record(row, error)
+
+    async def record(self, row: Mapping[str, Any], error: TransportError | None) -> None:
+        now = self.clock()
+        args: list[Any]
+        if error is None:
+            sql = ("UPDATE notifications SET status = 'delivered', delivered_at = $3,"
+                   " finished_at = $3, last_error = NULL")  # fmt: skip
+            args = [now]
+        elif error.permanent:
+            sql = "UPDATE notifications SET status = 'failed', finished_at = $3, last_error = $4"
+            args = [now, error.message]
+        else:
+            wait = error.retry_after
+            if wait is None:
+                wait = backoff(row["attempts"], self.rng)
+            when = now + timedelta(seconds=wait)
+            if when - row["created_at"] > GIVE_UP_AFTER:
+                sql = ("UPDATE notifications SET status = 'expired', finished_at = $3,"
+                       " last_error = $4")  # fmt: skip
+                args = [now, f"gave up after 48 h; last error: {error.message}"]
+            else:
+                sql = ("UPDATE notifications SET status = 'pending', next_attempt_at = $3,"
+                       " last_error = $4")  # fmt: skip
+                args = [when, error.message]
+        sql += ", claim = NULL, claimed_until = NULL WHERE id = $1 AND claim = $2"
+        async with self.pool.acquire() as conn, conn.transaction():
+            done = await conn.execute(sql, row["id"], row["claim"], *args)
+            if error is not None and error.retry_after is not None:
+                until = now + timedelta(seconds=error.retry_after)
+                await conn.execute(_PACE, [row["channel_ref"]], [until])
+        if done != "UPDATE 1":
+            log.warning(
+                "notification %d: claim lost (lease ran out); outcome not recorded", row["id"]
+            )
+
+    async def run_once(self) -> int:
+        """Events, then every due delivery, awaited (for tests and `--once`)."""
+        await self.process_events()
+        delivered = 0
+        while rows := await self.claim(self.concurrency):
+            await asyncio.gather(*(self.deliver(row) for row in rows))
+            delivered += len(rows)
+        return delivered
+
+    # -- the long-running loop ---------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, dsn: str) -> None:
+        """Until `stop`: LISTEN for wake-ups, handle events, keep deliveries flowing.
+
+        On stop, no new claims; deliveries in flight get a few seconds, then are
+        cancelled and released back to the queue.
+        """
+        listener: asyncpg.Connection | None = None
+        try:
+            while not stop.is_set():
+                if listener is None or listener.is_closed():
+                    listener = await self._listen(dsn)
+                try:
+                    await self.process_events()
+                    free = self.concurrency - len(self._inflight)
+                    if free > 0:
+                        for row in await self.claim(free):
+                            task = asyncio.create_task(self._guarded(row))
+                            self._inflight.add(task)
+                            task.add_done_callback(self._done)
+                except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                    log.warning("database unavailable (%s); retrying", type(exc).__name__)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL_SECONDS):
+                        waits = [asyncio.ensure_future(self._wake.wait()),
+                                 asyncio.ensure_future(stop.wait())]  # fmt: skip
+                        try:
+                            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            for w in waits:
+                                w.cancel()
+        finally:
+            await self._drain()
+            if listener is not None and not listener.is_closed():
+                await listener.close()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()  # a slot is free
+
+    async def _guarded(self, row: Mapping[str, Any]) -> None:
+        try:
+            await self.deliver(row)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(row))
+            raise
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            # The outcome could not be written: the lease returns the row to the queue.
+            log.warning("notification %d: outcome not recorded (%s)", row["id"], type(exc).__name__)
+
+    async def _release(self, row: Mapping[str, Any]) -> None:
+        with contextlib.suppress(Exception):
+            await self.pool.execute(
+                "UPDATE notifications SET status = 'pending', claim = NULL, claimed_until = NULL,"
+                " next_attempt_at = $3 WHERE id = $1 AND claim = $2",
+                row["id"], row["claim"], self.clock(),
+            )  # fmt: skip
+
+    async def _drain(self, grace: float = 5.0) -> None:
+        if not self._inflight:
+            return
+        _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _listen(self, dsn: str) -> asyncpg.Connection | None:
+        try:
+            conn = await asyncpg.connect(dsn)
+            for channel in ("lastseen_events", "lastseen_notifications"):
+                await conn.add_listener(channel, lambda *_: self._wake.set())
+            return conn
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            return None  # polling still runs; try again next round
+
+
+async def main(dsn: str, keyring: Keyring, settings: Settings) -> None:
+    """`lastseen worker`: run until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8, command_timeout=10)
+    try:
+        async with Transport(settings) as transport:
+            await Worker(pool, keyring, transport).run(stop, dsn)
+    finally:
+        await pool.close()

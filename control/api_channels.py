@@ -1,0 +1,148 @@
+"""Alert channels: email, webhook, Slack, Discord, Teams, Telegram.
+
+A channel's configuration is split by its type's module (notifier/): what may be shown
+(an address, a chat id) is stored as JSON; its secrets (webhook URLs, bot tokens, signing
+secrets) are sealed in an envelope bound to the organisation and channel, and shown only
+masked. A webhook's signing secret, when we generate it, is returned once, on creation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from notifier import channels
+from notifier.schema import ConfigError
+
+from .alerting import open_secret, seal_secret
+from .app import CallerDep, ChannelWriter, StateDep, audit, iso, page
+from .errors import ApiError
+from .models import ChannelCreate, ChannelUpdate
+
+router = APIRouter()
+NOT_FOUND = ApiError(404, "not_found", "no such channel")
+
+
+def channel_json(row: Any, public: dict[str, Any], secret: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "name": row["name"],
+        "config": channels.view(row["type"], public, secret),
+        "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["updated_at"]),
+    }
+
+
+def _validate(kind: str, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        return channels.validate(kind, config)
+    except ConfigError as exc:
+        field = "type" if exc.field == "config.type" else exc.field.rstrip(".")
+        raise ApiError(422, "invalid", exc.message, field) from None
+
+
+def _config(row: Any) -> dict[str, Any]:
+    value = row["config"]
+    return dict(json.loads(value) if isinstance(value, str) else value)
+
+
+@router.post("/channels", status_code=201)
+async def create_channel(
+    body: ChannelCreate, request: Request, caller: ChannelWriter, st: StateDep
+) -> dict[str, Any]:
+    public, secret = _validate(body.type, body.config)
+    async with st.pool.acquire() as conn, conn.transaction():
+        channel_id = await conn.fetchval("SELECT nextval('channels_id_seq')")
+        envelope = seal_secret(st.keyring, secret, caller.org_id, channel_id) if secret else None
+        row = await conn.fetchrow(
+            "INSERT INTO channels (id, org_id, type, name, config, secret_envelope)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING *",
+            channel_id, caller.org_id, body.type, body.name, json.dumps(public), envelope,
+        )  # fmt: skip
+        await audit(conn, caller, request, "CREATE_CHANNEL", "channel", channel_id)
+    shown = channel_json(row, public, secret)
+    if "signingSecret" in secret and "signingSecret" not in body.config:
+        shown["signingSecret"] = secret["signingSecret"]  # generated: shown this once
+    return shown
+
+
+async def _fetch(
+    st: Any, caller: Any, channel_id: int
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    row = await st.pool.fetchrow(
+        "SELECT * FROM channels WHERE id = $1 AND org_id = $2", channel_id, caller.org_id
+    )
+    if row is None:
+        raise NOT_FOUND
+    return row, _config(row), _secret(st, row)
+
+
+def _secret(st: Any, row: Any) -> dict[str, Any]:
+    try:
+        return dict(open_secret(st.keyring, row["secret_envelope"], row["org_id"], row["id"]))
+    except Exception as exc:  # EnvelopeError, or JSON that is not ours
+        raise ApiError(500, "envelope", "the channel's secret cannot be opened") from exc
+
+
+@router.get("/channels")
+async def list_channels(
+    caller: CallerDep,
+    st: StateDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    after: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    caller.require("channels:read")
+    rows = await st.pool.fetch(
+        "SELECT * FROM channels WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        caller.org_id, after, limit + 1,
+    )  # fmt: skip
+    rows, next_after = page(rows, limit)
+    return {
+        "channels": [channel_json(r, _config(r), _secret(st, r)) for r in rows],
+        "nextAfter": next_after,
+    }
+
+
+@router.get("/channels/{channel_id}")
+async def get_channel(channel_id: int, caller: CallerDep, st: StateDep) -> dict[str, Any]:
+    caller.require("channels:read")
+    return channel_json(*await _fetch(st, caller, channel_id))
+
+
+@router.patch("/channels/{channel_id}")
+async def update_channel(
+    channel_id: int, body: ChannelUpdate, request: Request, caller: ChannelWriter, st: StateDep
+) -> dict[str, Any]:
+    """`config` is merged over the current one: omitted secrets are kept."""
+    row, public, secret = await _fetch(st, caller, channel_id)
+    name = body.name if body.name is not None else row["name"]
+    if body.config is not None:
+        public, secret = _validate(row["type"], {**public, **secret, **body.config})
+    async with st.pool.acquire() as conn, conn.transaction():
+        envelope = seal_secret(st.keyring, secret, caller.org_id, channel_id) if secret else None
+        row = await conn.fetchrow(
+            "UPDATE channels SET name = $3, config = $4::jsonb, secret_envelope = $5,"
+            " updated_at = now() WHERE id = $1 AND org_id = $2 RETURNING *",
+            channel_id, caller.org_id, name, json.dumps(public), envelope,
+        )  # fmt: skip
+        if row is None:
+            raise NOT_FOUND
+        await audit(conn, caller, request, "UPDATE_CHANNEL", "channel", channel_id)
+    return channel_json(row, public, secret)
+
+
+@router.delete("/channels/{channel_id}", status_code=204)
+async def delete_channel(
+    channel_id: int, request: Request, caller: ChannelWriter, st: StateDep
+) -> Response:
+    async with st.pool.acquire() as conn, conn.transaction():
+        done = await conn.execute(
+            "DELETE FROM channels WHERE id = $1 AND org_id = $2", channel_id, caller.org_id
+        )
+        if done != "DELETE 1":
+            raise NOT_FOUND
+        await audit(conn, caller, request, "DELETE_CHANNEL", "channel", channel_id)
+    return Response(status_code=204)

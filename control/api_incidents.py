@@ -1,0 +1,88 @@
+"""Incidents as the alert worker recorded them, with their notifications."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from .app import CallerDep, StateDep, iso, page
+from .errors import ApiError
+
+router = APIRouter()
+NOT_FOUND = ApiError(404, "not_found", "no such incident")
+
+INCIDENTS = """
+SELECT i.id, i.monitor_id, m.name AS monitor_name, i.opened_at, i.resolved_at
+FROM incidents i JOIN monitors m ON m.id = i.monitor_id
+"""
+
+
+def incident_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "monitorId": row["monitor_id"],
+        "monitorName": row["monitor_name"],
+        "state": "open" if row["resolved_at"] is None else "resolved",
+        "openedAt": iso(row["opened_at"]),
+        "resolvedAt": iso(row["resolved_at"]),
+    }
+
+
+def notification_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "channelId": row["channel_id"],
+        "type": row["channel_type"],
+        "kind": row["kind"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "lastError": row["last_error"],
+        "nextAttemptAt": iso(row["next_attempt_at"]) if row["status"] == "pending" else None,
+        "deliveredAt": iso(row["delivered_at"]),
+        "createdAt": iso(row["created_at"]),
+    }
+
+
+async def recent_incidents(conn: Any, org_id: int, monitor_id: int, limit: int) -> list[Any]:
+    rows: list[Any] = await conn.fetch(
+        INCIDENTS + " WHERE i.org_id = $1 AND i.monitor_id = $2 ORDER BY i.id DESC LIMIT $3",
+        org_id, monitor_id, limit,
+    )  # fmt: skip
+    return rows
+
+
+@router.get("/incidents")
+async def list_incidents(
+    caller: CallerDep,
+    st: StateDep,
+    monitor_id: Annotated[int | None, Query(alias="monitorId", ge=1)] = None,
+    state: Literal["open", "resolved"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """Newest first; continue with ?before=<nextBefore>."""
+    caller.require("incidents:read")
+    rows = await st.pool.fetch(
+        INCIDENTS + " WHERE i.org_id = $1 AND ($2::bigint IS NULL OR i.monitor_id = $2)"
+        " AND ($3::text IS NULL OR ($3 = 'open') = (i.resolved_at IS NULL))"
+        " AND ($4::bigint IS NULL OR i.id < $4) ORDER BY i.id DESC LIMIT $5",
+        caller.org_id, monitor_id, state, before, limit + 1,
+    )  # fmt: skip
+    rows, next_before = page(rows, limit)
+    return {"incidents": [incident_json(r) for r in rows], "nextBefore": next_before}
+
+
+@router.get("/incidents/{incident_id}")
+async def get_incident(incident_id: int, caller: CallerDep, st: StateDep) -> dict[str, Any]:
+    caller.require("incidents:read")
+    async with st.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            INCIDENTS + " WHERE i.id = $1 AND i.org_id = $2", incident_id, caller.org_id
+        )
+        if row is None:
+            raise NOT_FOUND
+        notifications = await conn.fetch(
+            "SELECT * FROM notifications WHERE incident_id = $1 ORDER BY id", incident_id
+        )
+    return {**incident_json(row), "notifications": [notification_json(n) for n in notifications]}

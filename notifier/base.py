@@ -1,0 +1,238 @@
+"""What every channel shares: the notice, the settings, and one HTTP transport.
+
+A channel only builds its payload and says how to read its service's errors; the
+transport here sends it (10 s timeout, no redirects, the SSRF guard) and turns every
+failure into a TransportError whose message is the exact, secret-free reason, and which
+says whether trying again can help (timeouts, connection errors, 408, 429, 5xx) and how
+long the receiver asked us to wait.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from .guard import Blocked, GuardedTransport
+
+TIMEOUT_SECONDS = 10.0
+MAX_RETRY_AFTER_SECONDS = 3600.0
+EVENTS = {"alert": "incident.opened", "recovery": "incident.resolved", "test": "test"}
+
+
+class TransportError(Exception):
+    """A delivery failed. `permanent`: trying again cannot help. `retry_after`: seconds
+    the receiver asked us to wait (already clamped to an hour)."""
+
+    def __init__(
+        self, message: str, *, permanent: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One thing to tell one channel: an incident opened or resolved, or a test."""
+
+    kind: str  # alert | recovery | test
+    monitor_id: int
+    monitor_name: str
+    incident_id: int | None
+    opened_at: datetime | None
+    resolved_at: datetime | None
+    sent_at: datetime
+    idempotency_key: str
+
+    @property
+    def event(self) -> str:
+        return EVENTS[self.kind]
+
+    @property
+    def title(self) -> str:
+        verb = {"alert": "DOWN", "recovery": "RECOVERED", "test": "Test alert"}[self.kind]
+        return f"{verb}: {self.monitor_name}"
+
+    @property
+    def text(self) -> str:
+        """One plain sentence or two for chat channels and the email body."""
+        name = self.monitor_name
+        if self.kind == "alert":
+            since = _when(self.opened_at)
+            return f"Heartbeat monitor “{name}” stopped pinging: no ping since {since}."
+        if self.kind == "recovery":
+            return (
+                f"Heartbeat monitor “{name}” is pinging again (down from "
+                f"{_when(self.opened_at)} to {_when(self.resolved_at)})."
+            )
+        return f"Test alert for heartbeat monitor “{name}”: this channel works."
+
+    def as_json(self) -> dict[str, Any]:
+        """The webhook payload, and what the other channels' text is made from."""
+        incident = None
+        if self.incident_id is not None:
+            incident = {
+                "id": self.incident_id,
+                "openedAt": _iso(self.opened_at),
+                "resolvedAt": _iso(self.resolved_at),
+            }
+        return {
+            "event": self.event,
+            "monitor": {"id": self.monitor_id, "name": self.monitor_name},
+            "incident": incident,
+            "sentAt": _iso(self.sent_at),
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "unknown"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where alerts go out from: SMTP, the Telegram Bot API, and the guard."""
+
+    allow_private: bool = False
+    smtp_url: str | None = None
+    smtp_from: str = "lastseen@localhost"
+    telegram_api: str = "https://api.telegram.org"
+    timeout: float = TIMEOUT_SECONDS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        return cls(
+            allow_private=env.get("LASTSEEN_ALLOW_PRIVATE_TARGETS", "") in ("1", "true", "yes"),
+            smtp_url=env.get("LASTSEEN_SMTP_URL") or None,
+            smtp_from=env.get("LASTSEEN_SMTP_FROM") or "lastseen@localhost",
+            telegram_api=(env.get("LASTSEEN_TELEGRAM_API") or cls.telegram_api).rstrip("/"),
+        )
+
+
+def clamp_retry_after(seconds: float | None) -> float | None:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return None
+    return min(float(seconds), MAX_RETRY_AFTER_SECONDS)
+
+
+def retry_after_header(response: httpx.Response, now: datetime | None = None) -> float | None:
+    """`Retry-After` in seconds (delta-seconds or an HTTP date), or None."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return clamp_retry_after(float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = now or datetime.now(when.tzinfo)
+    return clamp_retry_after(max(0.0, (when - now).total_seconds()))
+
+
+def excerpt(text: str, limit: int = 200) -> str:
+    """A response body as one short line for an error message."""
+    line = re.sub(r"\s+", " ", text).strip()
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def json_body(response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        return None
+
+
+# A channel's reading of an error response: (detail for the message, retry-after seconds).
+Describe = Callable[[httpx.Response], tuple[str, float | None]]
+
+
+def describe_plain(response: httpx.Response) -> tuple[str, float | None]:
+    return excerpt(response.text), None
+
+
+class Transport:
+    """The one HTTP client every channel posts through. Use as an async context manager."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client = httpx.AsyncClient(
+            transport=GuardedTransport(allow_private=settings.allow_private),
+            timeout=settings.timeout,
+            follow_redirects=False,
+            headers={"user-agent": "lastseen-notifier/1"},
+        )
+
+    async def __aenter__(self) -> Transport:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def post(
+        self,
+        url: str,
+        *,
+        content: bytes,
+        headers: Mapping[str, str] | None = None,
+        describe: Describe = describe_plain,
+    ) -> httpx.Response:
+        """POST `content` to `url`; returns a 2xx response or raises TransportError.
+
+        The message never contains the URL's path or query (they hold webhook secrets
+        and bot tokens): only its host.
+        """
+        host = httpx.URL(url).host or "the receiver"
+        merged = {"content-type": "application/json", **(headers or {})}
+        try:
+            response = await self._client.post(url, content=content, headers=merged)
+        except Blocked as exc:
+            raise TransportError(str(exc), permanent=True) from None
+        except httpx.TimeoutException:
+            raise TransportError(f"timeout after {self.settings.timeout:g} s from {host}") from None
+        except httpx.ConnectError as exc:
+            raise TransportError(_connect_error(exc, host)) from None
+        except httpx.TransportError as exc:
+            raise TransportError(f"{type(exc).__name__} from {host}") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return response
+        if 300 <= status < 400:
+            raise TransportError(
+                f"HTTP {status} from {host}: redirects are not followed", permanent=True
+            )
+        detail, retry_after = describe(response)
+        message = f"HTTP {status} from {host}" + (f": {detail}" if detail else "")
+        if status in (408, 429) or status >= 500:
+            retry_after = retry_after if retry_after is not None else retry_after_header(response)
+            raise TransportError(message, retry_after=retry_after)
+        raise TransportError(message, permanent=True)
+
+
+def _connect_error(exc: httpx.ConnectError, host: str) -> str:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return f"connection refused by {host}"
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc)
+    if "resolve" in text.lower() or "name or service" in text.lower():
+        return f"cannot resolve {host}"
+    return f"cannot connect to {host}: {excerpt(text, 120)}"

@@ -1,0 +1,55 @@
+"""Discord webhook: content plus an embed. A 429 carries ``retry_after`` (seconds) in
+its JSON body; errors carry ``message``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from . import schema
+from .base import Notice, Transport, clamp_retry_after, excerpt, json_body
+
+TYPE = "discord"
+SECRET_FIELDS = ("url",)
+SPACING_SECONDS = 1.0  # 5 requests per 5 s per webhook
+
+COLOURS = {"alert": 0xD93025, "recovery": 0x188038, "test": 0x5F6368}
+
+
+def validate(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    schema.only(config, {"url"})
+    return {}, {"url": schema.url(config)}
+
+
+def view(public: Mapping[str, Any], secret: Mapping[str, Any]) -> dict[str, Any]:
+    return {"url": schema.mask_url(secret["url"])}
+
+
+def payload(notice: Notice) -> dict[str, Any]:
+    return {
+        "content": notice.title,
+        "embeds": [
+            {"title": notice.title, "description": notice.text, "color": COLOURS[notice.kind]}
+        ],
+        "allowed_mentions": {"parse": []},
+    }
+
+
+def describe(response: httpx.Response) -> tuple[str, float | None]:
+    data = json_body(response)
+    if isinstance(data, dict):
+        retry = data.get("retry_after")
+        retry_after = clamp_retry_after(float(retry)) if isinstance(retry, int | float) else None
+        return excerpt(str(data.get("message") or response.text)), retry_after
+    return excerpt(response.text), None
+
+
+async def send(
+    notice: Notice, public: Mapping[str, Any], secret: Mapping[str, Any], transport: Transport
+) -> None:
+    await transport.post(
+        secret["url"], content=json.dumps(payload(notice)).encode(), describe=describe
+    )

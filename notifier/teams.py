@@ -1,0 +1,53 @@
+"""Microsoft Teams (Workflows or incoming webhook): an Adaptive Card in a message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from . import schema
+from .base import Notice, Transport
+
+TYPE = "teams"
+SECRET_FIELDS = ("url",)
+SPACING_SECONDS = 0.25  # Teams connectors throttle at about four messages a second
+
+
+def validate(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    schema.only(config, {"url"})
+    return {}, {"url": schema.url(config)}
+
+
+def view(public: Mapping[str, Any], secret: Mapping[str, Any]) -> dict[str, Any]:
+    return {"url": schema.mask_url(secret["url"])}
+
+
+def payload(notice: Notice) -> dict[str, Any]:
+    colour = {"alert": "Attention", "recovery": "Good", "test": "Default"}[notice.kind]
+    card = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": [
+            {"type": "TextBlock", "text": notice.title, "weight": "Bolder", "size": "Medium",
+             "color": colour, "wrap": True},
+            {"type": "TextBlock", "text": notice.text, "wrap": True},
+        ],
+    }  # fmt: skip
+    return {
+        "type": "message",
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": card,
+            }
+        ],
+    }
+
+
+async def send(
+    notice: Notice, public: Mapping[str, Any], secret: Mapping[str, Any], transport: Transport
+) -> None:
+    await transport.post(secret["url"], content=json.dumps(payload(notice)).encode())

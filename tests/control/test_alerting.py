@@ -1,0 +1,356 @@
+"""The alert worker on a real database and real receivers, on an injected clock: incidents
+from events, at-least-once delivery, backoff, Retry-After, pacing, leases."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from control.alerting import LEASE, Worker
+
+from ..receivers import http_receiver, smtp_server, stall, status
+from .alerthelp import (
+    KEYRING,
+    T0,
+    FakeClock,
+    channel,
+    event,
+    monitor,
+    notifications,
+    org,
+    run,
+    worker,
+)
+
+
+def test_an_incident_opens_once_and_every_channel_hears_of_it_and_of_the_recovery(database_url):
+    async def scenario(receiver, box):
+        clock = FakeClock()
+        conn = await asyncpg.connect(database_url)
+        async with worker(database_url, clock, smtp_url=box.url) as w:
+            org_id = await org(conn)
+            m = await monitor(conn, org_id, alert_email="ops@example.test")
+            hook = await channel(
+                conn,
+                org_id,
+                "webhook",
+                {},
+                {"url": f"{receiver.url}/hook", "signingSecret": "s" * 20},
+                m,
+            )
+            await channel(conn, org_id, "slack", {}, {"url": f"{receiver.url}/slack"}, m)
+            await event(conn, m, "down", T0)
+            await event(conn, m, "incident_opened", T0)
+            await event(conn, m, "incident_opened", T0 + timedelta(seconds=30))  # a repeat
+            assert await w.run_once() == 3
+            incidents = await conn.fetch("SELECT * FROM incidents")
+            assert [(i["monitor_id"], i["opened_at"], i["resolved_at"]) for i in incidents] == [
+                (m, T0, None)
+            ]
+            rows = await notifications(conn)
+            assert sorted(
+                (r["channel_type"], r["kind"], r["status"], r["attempts"]) for r in rows
+            ) == [
+                ("email", "alert", "delivered", 1),
+                ("slack", "alert", "delivered", 1),
+                ("webhook", "alert", "delivered", 1),
+            ]
+            # Handling the same events again changes nothing.
+            await conn.execute("UPDATE monitor_events SET processed_at = NULL")
+            assert await w.run_once() == 0
+            assert len(await notifications(conn)) == 3
+
+            clock.advance(90)
+            await event(conn, m, "incident_resolved", T0 + timedelta(seconds=75))
+            assert await w.run_once() == 3
+            (incident,) = await conn.fetch("SELECT * FROM incidents")
+            assert incident["resolved_at"] == T0 + timedelta(seconds=75)
+            webhook = [r.json() for r in receiver.on("/hook")]
+            assert [p["event"] for p in webhook] == ["incident.opened", "incident.resolved"]
+            assert webhook[1]["incident"]["resolvedAt"] == (T0 + timedelta(seconds=75)).isoformat()
+            keys = {r.headers["idempotency-key"] for r in receiver.on("/hook")}
+            assert len(keys) == 2  # one per (incident, channel, event)
+            assert hook
+        await conn.close()
+        subjects = [m["Subject"] for m in box.messages]
+        assert subjects == ["[lastseen] DOWN: nightly", "[lastseen] RECOVERED: nightly"]
+
+    with http_receiver() as receiver, smtp_server() as box:
+        run(scenario(receiver, box))
+
+
+async def _one_webhook(conn, receiver) -> int:
+    org_id = await org(conn)
+    m = await monitor(conn, org_id)
+    await channel(
+        conn, org_id, "webhook", {}, {"url": f"{receiver.url}/hook", "signingSecret": "s" * 20}, m
+    )
+    await event(conn, m, "incident_opened", T0)
+    return m
+
+
+async def _drive(w: Worker, conn, clock: FakeClock, *, until: datetime) -> None:
+    """Run the worker at each moment something is due, up to `until`."""
+    while True:
+        await w.run_once()
+        due = await conn.fetchval(
+            "SELECT min(next_attempt_at) FROM notifications WHERE status = 'pending'"
+        )
+        if due is None or due > until:
+            return
+        clock.to(due)
+
+
+def test_a_receiver_failing_for_ten_minutes_gets_exactly_one_successful_delivery(database_url):
+    clock = FakeClock()
+    answered: list[tuple[datetime, int]] = []
+
+    def rule(request):
+        code = 500 if clock.now < T0 + timedelta(minutes=10) else 200
+        answered.append((clock.now, code))
+        return code, {}, b"down for maintenance" if code == 500 else b"ok"
+
+    async def scenario(receiver):
+        conn = await asyncpg.connect(database_url)
+        async with worker(database_url, clock) as w:
+            await _one_webhook(conn, receiver)
+            await _drive(w, conn, clock, until=T0 + timedelta(hours=1))
+            (row,) = await notifications(conn)
+        await conn.close()
+        return row
+
+    with http_receiver() as receiver:
+        receiver.rule = rule
+        row = run(scenario(receiver))
+        requests = receiver.requests
+    assert [code for _, code in answered].count(200) == 1 and answered[-1][1] == 200
+    assert {r.headers["idempotency-key"] for r in requests} == {str(row["idempotency_key"])}
+    assert (row["status"], row["attempts"]) == ("delivered", len(requests))
+    gaps = [(b[0] - a[0]).total_seconds() for a, b in itertools.pairwise(answered)]
+    for n, gap in enumerate(gaps, start=1):
+        base = min(5 * 2 ** (n - 1), 300)
+        assert 0.8 * base <= gap <= base, (n, gap, gaps)
+    print(f"\nattempts {len(requests)}, gaps {[round(g) for g in gaps]}")
+
+
+def test_retry_after_is_honoured_and_holds_the_whole_receiver(database_url):
+    clock = FakeClock()
+
+    async def scenario(receiver):
+        conn = await asyncpg.connect(database_url)
+        async with worker(database_url, clock) as w:
+            await _one_webhook(conn, receiver)
+            receiver.rule = status(429, b"slow down", retry_after="120")
+            await w.run_once()
+            assert len(receiver.requests) == 1
+            receiver.rule = status(200)
+            clock.advance(119)
+            await w.run_once()
+            assert len(receiver.requests) == 1  # not one second early
+            (row,) = await notifications(conn)
+            assert (row["status"], row["last_error"]) == (
+                "pending",
+                "HTTP 429 from 127.0.0.1: slow down",
+            )
+            assert row["next_attempt_at"] == T0 + timedelta(seconds=120)
+            clock.advance(1)
+            await w.run_once()
+            (row,) = await notifications(conn)
+        await conn.close()
+        return row
+
+    with http_receiver() as receiver:
+        row = run(scenario(receiver))
+        assert len(receiver.requests) == 2
+    assert row["status"] == "delivered" and row["last_error"] is None
+
+
+def test_a_permanent_error_is_recorded_exactly_and_never_retried(database_url):
+    clock = FakeClock()
+
+    async def scenario(receiver):
+        conn = await asyncpg.connect(database_url)
+        async with worker(database_url, clock) as w:
+            await _one_webhook(conn, receiver)
+            await w.run_once()
+            clock.advance(3600)
+            await w.run_once()
+            (row,) = await notifications(conn)
+        await conn.close()
+        return row
+
+    with http_receiver() as receiver:
+        receiver.rule = status(404, b"no_service")
+        row = run(scenario(receiver))
+        assert len(receiver.requests) == 1
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    assert row["last_error"] == "HTTP 404 from 127.0.0.1: no_service"
+
+
+def test_it_gives_up_after_48_hours_and_says_so(database_url):
+    clock = FakeClock()
+
+    async def scenario(receiver):
+        conn = await asyncpg.connect(database_url)
+        async with worker(database_url, clock) as w:
+            await _one_webhook(conn, receiver)
+            await _drive(w, conn, clock, until=T0 + timedelta(days=3))
+            (row,) = await notifications(conn)
+        await conn.close()
+        return row
+
+    with http_receiver() as receiver:
+        receiver.rule = status(503, b"", retry_after="3600")
+        row = run(scenario(receiver))
+        attempts = len(receiver.requests)
+    assert row["status"] == "expired"
+    assert row["last_error"] == "gave up after 48 h; last error: HTTP 503 from 127.0.0.1"
+    assert attempts == row["attempts"] == 49  # at 0 h, 1 h, ... 48 h, as the receiver asked
+
+
+def test_rate_limited_receivers_are_paced_and_hold_up_no_one_else(database_url):
+    clock = FakeClock()
+
+    async def scenario(receiver):
+        conn = await asyncpg.connect(database_url)
+        async with worker(database_url, clock) as w:
+            org_id = await org(conn)
+            ms = [await monitor(conn, org_id, f"m{i}") for i in range(5)]
+            await channel(conn, org_id, "slack", {}, {"url": f"{receiver.url}/slack"}, *ms)
+            await channel(
+                conn,
+                org_id,
+                "webhook",
+                {},
+                {"url": f"{receiver.url}/hook", "signingSecret": "s" * 20},
+                *ms,
+            )
+            for m in ms:
+                await event(conn, m, "incident_opened", T0)
+            await w.run_once()
+            assert (len(receiver.on("/slack")), len(receiver.on("/hook"))) == (1, 5)
+            for second in range(1, 5):
+                await w.run_once()  # nothing more within the same second
+                assert len(receiver.on("/slack")) == second
+                clock.advance(1)
+                await w.run_once()
+                assert len(receiver.on("/slack")) == second + 1
+        await conn.close()
+
+    with http_receiver() as receiver:
+        run(scenario(receiver))
+
+
+def test_an_outcome_from_a_worker_whose_lease_ran_out_is_not_recorded(database_url):
+    clock = FakeClock()
+
+    async def scenario(receiver):
+        conn = await asyncpg.connect(database_url)
+        async with worker(database_url, clock) as slow, worker(database_url, clock) as quick:
+            await _one_webhook(conn, receiver)
+            await slow.process_events()
+            (claimed,) = await slow.claim(10)
+            clock.advance(LEASE.total_seconds())
+            assert await quick.run_once() == 1  # the lease ran out: taken over, delivered
+            from notifier.base import TransportError
+
+            await slow.record(claimed, TransportError("late failure"))
+            (row,) = await notifications(conn)
+        await conn.close()
+        return row
+
+    with http_receiver() as receiver:
+        row = run(scenario(receiver))
+    assert (row["status"], row["last_error"], row["attempts"]) == ("delivered", None, 2)
+
+
+def test_a_worker_killed_mid_delivery_loses_nothing(database_url):
+    """A real `lastseen worker` is SIGKILLed while a receiver holds its request; its row
+    is claimed for at most the lease, then another worker delivers it with the same key."""
+    with http_receiver() as receiver:
+        receiver.rule = stall(20)
+
+        async def setup():
+            conn = await asyncpg.connect(database_url)
+            await _one_webhook(conn, receiver)
+            await conn.close()
+
+        run(setup())
+        env = {**os.environ, "LASTSEEN_DATABASE_URL": database_url,
+               "LASTSEEN_KEYRING": KEYRING.to_json(), "LASTSEEN_ALLOW_PRIVATE_TARGETS": "1"}  # fmt: skip
+        process = subprocess.Popen([sys.executable, "-m", "lastseen", "worker"], env=env)
+        try:
+            receiver.wait_for(1, within=30)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        killed_at = datetime.now(UTC)
+        receiver.rule = status(200)
+
+        async def after():
+            conn = await asyncpg.connect(database_url)
+            (row,) = await notifications(conn)
+            assert row["status"] == "delivering"
+            assert row["claimed_until"] - killed_at <= timedelta(seconds=60)
+            clock = FakeClock(row["claimed_until"])
+            async with worker(database_url, clock) as w:
+                assert await w.run_once() == 1
+            (row,) = await notifications(conn)
+            await conn.close()
+            return row
+
+        row = run(after())
+        keys = [r.headers["idempotency-key"] for r in receiver.requests]
+    assert row["status"] == "delivered" and row["attempts"] == 2
+    assert keys == [str(row["idempotency_key"])] * 2
+
+
+def test_one_hanging_receiver_does_not_delay_other_channels(database_url):
+    """The long-running loop, in real time: a receiver that holds its request for 5 s
+    while another channel of another monitor is told at once."""
+
+    async def scenario(slow, fast):
+        conn = await asyncpg.connect(database_url)
+        org_id = await org(conn)
+        a, b = await monitor(conn, org_id, "a"), await monitor(conn, org_id, "b")
+        await channel(conn, org_id, "webhook", {}, {"url": slow.url, "signingSecret": "s" * 20}, a)
+        await channel(conn, org_id, "webhook", {}, {"url": fast.url, "signingSecret": "s" * 20}, b)
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=8)
+        from notifier.base import Settings, Transport
+
+        stop = asyncio.Event()
+        async with Transport(Settings(allow_private=True)) as transport:
+            w = Worker(pool, KEYRING, transport)
+            loop = asyncio.create_task(w.run(stop, database_url))
+            await event(conn, a, "incident_opened", datetime.now(UTC))
+            while not slow.requests:
+                await asyncio.sleep(0.02)
+            await event(conn, b, "incident_opened", datetime.now(UTC))
+            while not fast.requests:
+                await asyncio.sleep(0.02)
+            told_fast = time.monotonic()
+            stop.set()
+            await loop
+        await pool.close()
+        rows = {r["monitor_id"]: r for r in await notifications(conn)}
+        await conn.close()
+        return told_fast, rows[a], rows[b]
+
+    with http_receiver() as slow, http_receiver() as fast:
+        slow.rule = stall(5)
+        told_fast, row_a, row_b = run(scenario(slow, fast))
+        assert told_fast - slow.requests[0].at < 5  # while the slow one still held its request
+        print(
+            f"\nfast channel told {told_fast - slow.requests[0].at:.2f} s after the slow one hung"
+        )
+    assert row_b["status"] == "delivered"
+    # Stopped mid-delivery: the slow row was handed back, not lost.
+    assert row_a["status"] in ("pending", "delivered")

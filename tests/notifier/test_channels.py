@@ -1,0 +1,198 @@
+"""Each channel against a real receiver: the payload it sends, and how it reads failures."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from notifier import channels
+from notifier.base import Notice, Settings, Transport, TransportError
+from notifier.schema import ConfigError
+
+from ..receivers import http_receiver, smtp_server, stall, status, text_of
+
+OPENED = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
+NOTICE = Notice(
+    kind="alert", monitor_id=7, monitor_name="nightly-backup", incident_id=42,
+    opened_at=OPENED, resolved_at=None, sent_at=datetime(2026, 11, 26, 3, 0, 5, tzinfo=UTC),
+    idempotency_key="0b6c1f9e-3d54-4a8e-9a57-1d1f0f3c2b10",
+)  # fmt: skip
+BOT = "123456:" + "A" * 35
+
+
+def deliver(kind, config, *, notice=NOTICE, settings=None):
+    """Send through `kind`; None when it landed, else the TransportError."""
+    public, secret = channels.validate(kind, config)
+
+    async def go():
+        async with Transport(settings or Settings(allow_private=True)) as transport:
+            await channels.send(kind, notice, public, secret, transport)
+
+    try:
+        asyncio.run(go())
+    except TransportError as exc:
+        return exc
+    return None
+
+
+def test_webhook_posts_the_notice_signed_with_an_idempotency_key():
+    with http_receiver() as receiver:
+        config = {"url": f"{receiver.url}/hooks/abc", "signingSecret": "s" * 32}
+        assert deliver("webhook", config) is None
+        (request,) = receiver.requests
+    assert request.path == "/hooks/abc"
+    assert request.json() == {
+        "event": "incident.opened",
+        "monitor": {"id": 7, "name": "nightly-backup"},
+        "incident": {"id": 42, "openedAt": OPENED.isoformat(), "resolvedAt": None},
+        "sentAt": "2026-11-26T03:00:05+00:00",
+    }
+    assert request.headers["idempotency-key"] == NOTICE.idempotency_key
+    t, v1 = request.headers["lastseen-signature"].split(",")
+    stamp = int(NOTICE.sent_at.timestamp())
+    assert t == f"t={stamp}"
+    mac = hmac.new(b"s" * 32, f"{stamp}.".encode() + request.body, hashlib.sha256).hexdigest()
+    assert v1 == f"v1={mac}"
+
+
+def test_slack_discord_and_teams_payloads():
+    with http_receiver() as receiver:
+        for kind in ("slack", "discord", "teams"):
+            assert deliver(kind, {"url": f"{receiver.url}/{kind}"}) is None
+        slack, discord, teams = (r.json() for r in receiver.requests)
+    assert slack["text"].startswith("DOWN: nightly-backup.")
+    assert "no ping since 2026-11-26 03:00:00 UTC" in slack["blocks"][0]["text"]["text"]
+    assert discord["content"] == "DOWN: nightly-backup"
+    assert discord["allowed_mentions"] == {"parse": []}
+    card = teams["attachments"][0]
+    assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
+    assert card["content"]["type"] == "AdaptiveCard"
+    assert card["content"]["body"][0]["text"] == "DOWN: nightly-backup"
+
+
+def test_telegram_calls_send_message_on_the_configured_bot_api():
+    with http_receiver() as receiver:
+        settings = Settings(allow_private=True, telegram_api=receiver.url)
+        assert deliver("telegram", {"botToken": BOT, "chatId": -100123}, settings=settings) is None
+        (request,) = receiver.requests
+    assert request.path == f"/bot{BOT}/sendMessage"
+    body = request.json()
+    assert body["chat_id"] == "-100123"
+    assert body["text"].startswith("DOWN: nightly-backup\n")
+
+
+@pytest.mark.parametrize(
+    ("rule", "permanent", "message", "retry_after"),
+    [
+        (status(404, b"no_service"), True, "HTTP 404 from 127.0.0.1: no_service", None),
+        (status(400, b"invalid_payload"), True, "HTTP 400 from 127.0.0.1: invalid_payload", None),
+        (status(500, b"oops"), False, "HTTP 500 from 127.0.0.1: oops", None),
+        (status(503), False, "HTTP 503 from 127.0.0.1", None),
+        (status(408), False, "HTTP 408 from 127.0.0.1", None),
+        (status(429, b"slow down", retry_after="120"), False, "HTTP 429 from 127.0.0.1: slow down", 120.0),
+        (status(429, retry_after="99999"), False, "HTTP 429 from 127.0.0.1", 3600.0),
+        (status(301, location="http://10.0.0.5/"), True, "HTTP 301 from 127.0.0.1: redirects are not followed", None),
+    ],
+    ids=["404", "400", "500", "503", "408", "429", "429-clamped", "redirect"],
+)  # fmt: skip
+def test_http_failures_are_classified(rule, permanent, message, retry_after):
+    with http_receiver() as receiver:
+        receiver.rule = rule
+        error = deliver("slack", {"url": f"{receiver.url}/services/T0/B0/secretpath"})
+    assert error is not None
+    assert (error.permanent, error.message, error.retry_after) == (permanent, message, retry_after)
+    assert "secretpath" not in error.message
+
+
+def test_discord_and_telegram_retry_after_come_from_their_bodies():
+    with http_receiver() as receiver:
+        receiver.rule = status(
+            429, b'{"message": "You are being rate limited.", "retry_after": 2.5}'
+        )
+        error = deliver("discord", {"url": f"{receiver.url}/api/webhooks/1/x"})
+        assert error and error.retry_after == 2.5 and not error.permanent
+        assert error.message == "HTTP 429 from 127.0.0.1: You are being rate limited."
+        receiver.rule = status(429, json.dumps({
+            "ok": False, "error_code": 429, "description": "Too Many Requests: retry after 7",
+            "parameters": {"retry_after": 7}}).encode())  # fmt: skip
+        settings = Settings(allow_private=True, telegram_api=receiver.url)
+        error = deliver("telegram", {"botToken": BOT, "chatId": "1"}, settings=settings)
+        assert error and error.retry_after == 7.0
+        receiver.rule = status(400, b'{"ok":false,"description":"Bad Request: chat not found"}')
+        error = deliver("telegram", {"botToken": BOT, "chatId": "1"}, settings=settings)
+    assert error and error.permanent
+    assert error.message == "HTTP 400 from 127.0.0.1: Bad Request: chat not found"
+    assert BOT not in error.message
+
+
+def test_timeouts_and_refused_connections_are_retried():
+    with http_receiver() as receiver:
+        receiver.rule = stall(1.0)
+        error = deliver(
+            "webhook", {"url": receiver.url}, settings=Settings(allow_private=True, timeout=0.2)
+        )
+    assert error and not error.permanent
+    assert error.message == "timeout after 0.2 s from 127.0.0.1"
+    # The receiver is gone now: nothing listens on its port.
+    error = deliver("webhook", {"url": receiver.url})
+    assert error and not error.permanent
+    assert error.message == "connection refused by 127.0.0.1"
+
+
+def test_email_goes_out_with_text_and_html_bodies():
+    with smtp_server() as box:
+        settings = Settings(allow_private=True, smtp_url=box.url, smtp_from="alerts@lastseen.test")
+        assert deliver("email", {"to": "ops@example.test"}, settings=settings) is None
+        (mail,) = box.messages
+    assert mail["Subject"] == "[lastseen] DOWN: nightly-backup"
+    assert mail["From"] == "alerts@lastseen.test" and mail["To"] == "ops@example.test"
+    assert "no ping since 2026-11-26 03:00:00 UTC" in text_of(mail)
+    assert "<h1" in text_of(mail, "html")
+
+
+def test_an_unknown_mailbox_is_a_permanent_smtp_error():
+    with smtp_server() as box:
+        box.refuse.add("nobody@example.test")
+        settings = Settings(allow_private=True, smtp_url=box.url)
+        error = deliver("email", {"to": "nobody@example.test"}, settings=settings)
+    assert error and error.permanent
+    assert error.message == "SMTP 550 5.1.1 user unknown"
+
+
+def test_email_without_a_server_says_what_to_configure():
+    error = deliver("email", {"to": "ops@example.test"}, settings=Settings())
+    assert error and not error.permanent
+    assert error.message == "email is not configured: set LASTSEEN_SMTP_URL"
+
+
+@pytest.mark.parametrize(
+    ("kind", "config", "field"),
+    [
+        ("pager", {}, "type"),
+        ("webhook", {}, "config.url"),
+        ("webhook", {"url": "ftp://example.com/x"}, "config.url"),
+        ("webhook", {"url": "https://example.com/x", "signingSecret": "short"}, "config.signingSecret"),
+        ("slack", {"url": "https://hooks.slack.com/x", "channel": "#ops"}, "config.channel"),
+        ("telegram", {"botToken": "nope", "chatId": 1}, "config.botToken"),
+        ("telegram", {"botToken": BOT, "chatId": "not a chat"}, "config.chatId"),
+        ("email", {"to": "not-an-address"}, "config.to"),
+    ],
+)  # fmt: skip
+def test_bad_configuration_names_the_field(kind, config, field):
+    with pytest.raises(ConfigError) as caught:
+        channels.validate(kind, config)
+    assert caught.value.field == field or (field == "type" and caught.value.field == "config.type")
+
+
+def test_secrets_are_shown_masked():
+    public, secret = channels.validate(
+        "slack", {"url": "https://hooks.slack.com/services/T0/B0/XYZsecret1234"}
+    )
+    assert channels.view("slack", public, secret) == {"url": "https://hooks.slack.com/…1234"}
+    public, secret = channels.validate("telegram", {"botToken": BOT, "chatId": "@ops_room"})
+    assert channels.view("telegram", public, secret) == {"chatId": "@ops_room", "botToken": "…AAAA"}
