@@ -4,6 +4,7 @@ can refuse recipients."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.message
 import email.policy
@@ -157,12 +158,15 @@ class _Handler:
 @contextmanager
 def smtp_server() -> Iterator[Mailbox]:
     box = Mailbox("127.0.0.1", free_port())
-    controller = Controller(_Handler(box), hostname=box.host, port=box.port)
+    # Its own plain asyncio loop (see tests/aio.py), run in the controller's thread.
+    loop = asyncio.SelectorEventLoop()
+    controller = Controller(_Handler(box), hostname=box.host, port=box.port, loop=loop)
     controller.start()
     try:
         yield box
     finally:
         controller.stop()
+        loop.close()
 
 
 def text_of(message: email.message.EmailMessage, subtype: str = "plain") -> str:

@@ -3,7 +3,6 @@ ingest would write them, and a worker on a real database and real receivers."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -17,6 +16,8 @@ import asyncpg
 from control.alerting import Worker, seal_secret
 from control.crypto import Keyring
 from notifier.base import Settings, Transport
+
+from ..aio import run as run
 
 T0 = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
 KEYRING = Keyring.generate()
@@ -97,7 +98,3 @@ async def event(conn: asyncpg.Connection, monitor_id: int, kind: str, at: dateti
 async def notifications(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await conn.fetch("SELECT * FROM notifications ORDER BY id")
     return rows
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)

@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
+from control import pat
 from control.crypto import Keyring
 from core.pg import free_port
 
@@ -47,6 +48,21 @@ class Control:
                 await conn.close()
 
         return asyncio.run(go())
+
+    def token(self, org: str, email: str, role: str, scopes: list[str]) -> str:
+        """A PAT with exactly `scopes` for a user of `role` (created if new), written
+        straight to the database: minting through the API is bounded by the minter."""
+        token = pat.new_token()
+        key = Keyring.from_json(self.env["LASTSEEN_KEYRING"]).pat_key
+        self.sql(
+            "WITH o AS (SELECT id FROM orgs WHERE name = $1),"
+            " u AS (INSERT INTO users (org_id, email, role) SELECT id, $2, $3 FROM o"
+            "       ON CONFLICT (org_id, email) DO UPDATE SET role = EXCLUDED.role RETURNING id)"
+            " INSERT INTO access_tokens (org_id, user_id, name, scopes, token_hash, token_hint)"
+            " SELECT o.id, u.id, 'matrix', $4, $5, $6 FROM o, u",
+            org, email, role, scopes, pat.token_hash(key, token), pat.hint(token),
+        )  # fmt: skip
+        return token
 
     def expire_token(self, token_id: int) -> None:
         self.sql(

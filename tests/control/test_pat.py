@@ -20,7 +20,11 @@ def test_a_new_token_is_well_formed_and_unique():
 def test_any_single_character_change_is_refused_without_a_database(data):
     token = pat.new_token()
     i = data.draw(st.integers(0, len(token) - 1))
-    c = data.draw(st.sampled_from(pat._ALPHABET + "_-x").filter(lambda c: c != token[i]))
+    # Draws that do not depend on the (random) token, so hypothesis can replay them.
+    alphabet = pat._ALPHABET + "_-"
+    shift = data.draw(st.integers(1, len(alphabet) - 1))
+    c = alphabet[(alphabet.index(token[i]) + shift) % len(alphabet)]
+    assert c != token[i]
     assert not pat.well_formed(token[:i] + c + token[i + 1 :])
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -14,6 +13,7 @@ from notifier import channels
 from notifier.base import Notice, Settings, Transport, TransportError
 from notifier.schema import ConfigError
 
+from ..aio import run
 from ..receivers import http_receiver, smtp_server, stall, status, text_of
 
 OPENED = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
@@ -34,7 +34,7 @@ def deliver(kind, config, *, notice=NOTICE, settings=None):
             await channels.send(kind, notice, public, secret, transport)
 
     try:
-        asyncio.run(go())
+        run(go())
     except TransportError as exc:
         return exc
     return None

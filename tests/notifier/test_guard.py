@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from notifier.base import Settings, Transport, TransportError
 from notifier.guard import is_public
 
+from ..aio import run
 from ..receivers import http_receiver
 
 REFUSED = [
@@ -45,7 +45,7 @@ def test_a_private_destination_is_blocked_before_any_byte_is_sent(host):
     with http_receiver() as receiver:
         port = receiver.url.rsplit(":", 1)[1]
         with pytest.raises(TransportError) as caught:
-            asyncio.run(post(f"http://{host}:{port}/hook"))
+            run(post(f"http://{host}:{port}/hook"))
         assert caught.value.permanent
         assert caught.value.message in (
             "blocked: 127.0.0.1 is not a public address",
@@ -60,5 +60,5 @@ def test_allow_private_targets_lifts_the_guard():
             return (await transport.post(url, content=b"{}")).status_code
 
     with http_receiver() as receiver:
-        assert asyncio.run(post(f"{receiver.url}/hook")) == 200
+        assert run(post(f"{receiver.url}/hook")) == 200
         assert len(receiver.requests) == 1
