@@ -15,7 +15,13 @@ $(STAMP): $(SOURCES)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The API docs' TypeScript snippet is compiled with tsc in the tests.
+SNIPPETS_STAMP := tests/snippets/node_modules/.installed-stamp
+$(SNIPPETS_STAMP): tests/snippets/package.json tests/snippets/package-lock.json
+	cd tests/snippets && npm ci --no-audit --no-fund --loglevel=error
+	touch $(SNIPPETS_STAMP)
+
+install: $(STAMP) $(SNIPPETS_STAMP)
 
 run: $(STAMP)
 	$(BIN)/lastseen serve
@@ -27,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(SNIPPETS_STAMP)
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck bench-smoke pytest
