@@ -45,6 +45,7 @@ from typing import Any
 
 import asyncpg
 
+from core.dbrole import create_app_pool
 from notifier import channels
 from notifier.base import Notice, Settings, Transport, TransportError
 
@@ -422,7 +423,7 @@ async def main(dsn: str, keyring: Keyring, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8, command_timeout=10)
+    pool = await create_app_pool(dsn, min_size=1, max_size=8, command_timeout=10)
     try:
         async with Transport(settings) as transport:
             await Worker(pool, keyring, transport).run(stop, dsn)

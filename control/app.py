@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import Depends, FastAPI, Header, Request
 
+from core.dbrole import create_app_pool
 from notifier.base import Settings, Transport
 
 from . import errors
@@ -111,7 +112,7 @@ def create_app(
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10, command_timeout=10)
+        pool = await create_app_pool(dsn, min_size=1, max_size=10, command_timeout=10)
         transport = Transport(settings or Settings.from_env())
         app.state.lastseen = State(pool, keyring, FailureLimiter(failure_limit), transport)
         try:

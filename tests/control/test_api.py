@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import asyncpg
 import pytest
@@ -247,6 +249,61 @@ def test_an_expired_token_is_refused_like_an_unknown_one(control, owner):
     with control.client(minted["token"]) as c:
         refused = c.get("/monitors")
     assert refused.status_code == 401
+
+
+def test_last_used_at_is_written_at_most_once_a_minute(control, owner):
+    with control.client(owner) as c:
+        minted = body(c.post("/me/tokens", json={"name": "u", "scopes": ["monitors:read"]}))
+
+    def last_used():
+        with control.client(owner) as c:
+            (row,) = [t for t in body(c.get("/me/tokens"))["tokens"] if t["id"] == minted["id"]]
+        return row["lastUsedAt"]
+
+    assert last_used() is None
+    with control.client(minted["token"]) as c:
+        assert c.get("/monitors").status_code == 200
+        first = last_used()
+        assert first is not None
+        assert c.get("/monitors").status_code == 200
+        assert last_used() == first  # within the minute: not written again
+        control.sql(
+            "UPDATE access_tokens SET last_used_at = last_used_at - interval '61 seconds'"
+            " WHERE id = $1", minted["id"],
+        )  # fmt: skip
+        moved = last_used()
+        assert c.get("/monitors").status_code == 200
+    assert last_used() > moved  # a minute on: written again
+
+
+def test_an_organisations_plan_sets_the_shortest_interval(control, owner):
+    org = body(control.client(owner).get("/me"))["org"]["name"]
+    done = subprocess.run(
+        [sys.executable, "-m", "lastseen", "org", "set-plan", org, "free"],
+        env=control.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{org}: plan free (shortest interval 300 s)"
+    try:
+        with control.client(owner) as c:
+            assert body(c.get("/me"))["org"]["plan"] == "free"
+            refused = c.post("/monitors", json={"name": "n", "url": "u", "intervalSec": 60})
+            assert refused.status_code == 422
+            assert body(refused)["error"] == {
+                "code": "invalid", "field": "intervalSec",
+                "message": "intervalSec must be one of 300, 900, 1800, 3600 on the free plan",
+            }  # fmt: skip
+            assert (
+                c.post("/monitors", json={"name": "n", "url": "u", "intervalSec": 300}).status_code
+                == 201
+            )
+    finally:
+        control.sql("UPDATE orgs SET plan = 'business' WHERE name = $1", org)
+    unknown = subprocess.run(
+        [sys.executable, "-m", "lastseen", "org", "set-plan", "no-such-org", "pro"],
+        env=control.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert unknown.returncode == 2 and "no organisation named 'no-such-org'" in unknown.stderr
 
 
 def test_a_pg_dump_holds_no_heartbeat_token_and_no_pat(control, owner):
