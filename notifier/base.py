@@ -209,6 +209,10 @@ class Transport:
             raise TransportError(f"timeout after {self.settings.timeout:g} s from {host}") from None
         except httpx.ConnectError as exc:
             raise TransportError(_connect_error(exc, host)) from None
+        except (httpx.ReadError, httpx.WriteError):
+            raise TransportError(f"connection to {host} lost before its answer") from None
+        except httpx.RemoteProtocolError:
+            raise TransportError(f"{host} did not answer in HTTP") from None
         except httpx.TransportError as exc:
             raise TransportError(f"{type(exc).__name__} from {host}") from None
         status = response.status_code

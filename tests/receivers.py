@@ -84,6 +84,7 @@ def http_receiver() -> Iterator[HttpReceiver]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # or each reply waits 40 ms for a delayed ACK
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
@@ -108,7 +109,10 @@ def http_receiver() -> Iterator[HttpReceiver]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 512  # a burst of alerts must not overflow the listen backlog
+
+    server = Server(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -102,7 +102,8 @@ async def _drive(w: Worker, conn, clock: FakeClock, *, until: datetime) -> None:
     while True:
         await w.run_once()
         due = await conn.fetchval(
-            "SELECT min(next_attempt_at) FROM notifications WHERE status = 'pending'"
+            "SELECT min(greatest(n.next_attempt_at, p.next_at)) FROM notifications n"
+            " LEFT JOIN delivery_pacing p USING (channel_ref) WHERE n.status = 'pending'"
         )
         if due is None or due > until:
             return
@@ -314,7 +315,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing(database_url):
 
 
 def test_one_hanging_receiver_does_not_delay_other_channels(database_url):
-    """The long-running loop, in real time: a receiver that holds its request for 5 s
+    """The long-running loop, in real time: a receiver that holds its request for 3 s
     while another channel of another monitor is told at once."""
 
     async def scenario(slow, fast):
@@ -345,12 +346,100 @@ def test_one_hanging_receiver_does_not_delay_other_channels(database_url):
         return told_fast, rows[a], rows[b]
 
     with http_receiver() as slow, http_receiver() as fast:
-        slow.rule = stall(5)
+        slow.rule = stall(3)
         told_fast, row_a, row_b = run(scenario(slow, fast))
-        assert told_fast - slow.requests[0].at < 5  # while the slow one still held its request
+        assert told_fast - slow.requests[0].at < 3  # while the slow one still held its request
         print(
             f"\nfast channel told {told_fast - slow.requests[0].at:.2f} s after the slow one hung"
         )
     assert row_b["status"] == "delivered"
     # Stopped mid-delivery: the slow row was handed back, not lost.
     assert row_a["status"] in ("pending", "delivered")
+
+
+def test_several_workers_deliver_each_notification_exactly_once(database_url):
+    clock = FakeClock()
+
+    async def scenario(receiver):
+        conn = await asyncpg.connect(database_url)
+        org_id = await org(conn)
+        ms = [await monitor(conn, org_id, f"m{i}") for i in range(40)]
+        for path in ("/a", "/b"):
+            await channel(
+                conn,
+                org_id,
+                "webhook",
+                {},
+                {"url": f"{receiver.url}{path}", "signingSecret": "s" * 20},
+                *ms,
+            )
+        for m in ms:
+            await event(conn, m, "incident_opened", T0)
+        async with (
+            worker(database_url, clock) as w1,
+            worker(database_url, clock) as w2,
+            worker(database_url, clock) as w3,
+        ):
+            for w in (w1, w2, w3):
+                w.concurrency = 7  # small claims, so the three interleave
+            await asyncio.gather(w1.run_once(), w2.run_once(), w3.run_once())
+            rows = await notifications(conn)
+        await conn.close()
+        return rows
+
+    with http_receiver() as receiver:
+        rows = run(scenario(receiver))
+        keys = [r.headers["idempotency-key"] for r in receiver.requests]
+    assert len(rows) == 80 and {r["status"] for r in rows} == {"delivered"}
+    assert len(keys) == len(set(keys)) == 80
+    assert len(await_incidents := {r["incident_id"] for r in rows}) == 40, await_incidents
+
+
+def test_a_storm_on_a_rate_limited_channel_never_loops_on_429s(database_url):
+    """300 incidents at once, all told to one Slack webhook that answers 429 to anything
+    faster than one message a second, and to one webhook with no limit."""
+    clock = FakeClock()
+    last: list[datetime] = []
+    refused = 0
+
+    def slack(request):
+        nonlocal refused
+        if request.path == "/hook":
+            return 200, {}, b""
+        if last and clock.now - last[-1] < timedelta(seconds=1):
+            refused += 1
+            return 429, {"retry-after": "1"}, b"rate_limited"
+        last.append(clock.now)
+        return 200, {}, b"ok"
+
+    async def scenario(receiver):
+        conn = await asyncpg.connect(database_url)
+        org_id = await org(conn)
+        ms = [await monitor(conn, org_id, f"m{i}") for i in range(300)]
+        await channel(conn, org_id, "slack", {}, {"url": f"{receiver.url}/slack"}, *ms)
+        await channel(
+            conn,
+            org_id,
+            "webhook",
+            {},
+            {"url": f"{receiver.url}/hook", "signingSecret": "s" * 20},
+            *ms,
+        )
+        for m in ms:
+            await event(conn, m, "incident_opened", T0)
+        async with worker(database_url, clock) as w:
+            await w.run_once()
+            hooks_at_once = len(receiver.on("/hook"))
+            await _drive(w, conn, clock, until=T0 + timedelta(hours=1))
+            statuses = {r["status"] for r in await notifications(conn)}
+        await conn.close()
+        return hooks_at_once, statuses
+
+    with http_receiver() as receiver:
+        receiver.rule = slack
+        hooks_at_once, statuses = run(scenario(receiver))
+        slack_requests = len(receiver.on("/slack"))
+    assert statuses == {"delivered"}
+    assert hooks_at_once == 300  # the unlimited channel is not held behind the paced one
+    assert refused == 0 and slack_requests == 300
+    assert (last[-1] - last[0]).total_seconds() == 299  # one a second, no faster
