@@ -73,7 +73,7 @@ def seed(dsn: str, n: int, tokens_file: Path) -> list[str]:
         conn = await asyncpg.connect(dsn)
         try:
             await conn.execute(
-                "TRUNCATE monitors, monitor_state, monitor_events, monitor_deletions"
+                "TRUNCATE monitors, monitor_state, monitor_events, monitor_deletions CASCADE"
             )
             seeded = await seed_monitors(conn, n, interval_sec=60, grace_sec=60)
             await conn.execute("ANALYZE monitors")
