@@ -141,6 +141,24 @@ async def attempt(
     return None
 
 
+async def subscriber_attempt(
+    transport: Transport, keyring: Keyring, row: Mapping[str, Any], notice: Notice
+) -> TransportError | None:
+    """A status-page subscriber's mail: its confirmation, or an incident with an
+    unsubscribe link."""
+    from . import subscribers
+
+    send = subscribers.send_confirmation if row["kind"] == "confirm" else subscribers.send_incident
+    try:
+        async with asyncio.timeout(DELIVERY_SECONDS):
+            await send(transport, keyring, row, notice)
+    except TransportError as exc:
+        return exc
+    except TimeoutError:
+        return TransportError(f"no answer within {DELIVERY_SECONDS:g} s")
+    return None
+
+
 _OPEN = """
 INSERT INTO incidents (org_id, monitor_id, opened_at)
 SELECT org_id, id, $2 FROM monitors WHERE id = $1
@@ -152,18 +170,26 @@ UPDATE incidents SET resolved_at = greatest($2, opened_at)
 WHERE monitor_id = $1 AND resolved_at IS NULL
 RETURNING id
 """
-# One row per channel of the monitor, and one for its alertEmail; a repeat does nothing.
+# One row per channel of the monitor, one for its alertEmail, one per confirmed subscriber
+# of a public status page that shows it; a repeat does nothing.
 _ENQUEUE = """
 INSERT INTO notifications (org_id, monitor_id, incident_id, channel_id, channel_type, address,
-                           channel_ref, kind, next_attempt_at, created_at)
+                           channel_ref, kind, next_attempt_at, created_at, subscriber_id)
 SELECT c.org_id, mc.monitor_id, $1::bigint, c.id, c.type, NULL, 'channel:' || c.id, $3::text,
-       $4::timestamptz, $4::timestamptz
+       $4::timestamptz, $4::timestamptz, NULL::bigint
 FROM monitor_channels mc JOIN channels c ON c.id = mc.channel_id
 WHERE mc.monitor_id = $2
 UNION ALL
 SELECT m.org_id, m.id, $1::bigint, NULL, 'email', m.alert_email, 'email:' || m.alert_email,
-       $3::text, $4::timestamptz, $4::timestamptz
+       $3::text, $4::timestamptz, $4::timestamptz, NULL::bigint
 FROM monitors m WHERE m.id = $2 AND m.alert_email IS NOT NULL AND m.alert_email <> ''
+UNION ALL
+SELECT sp.org_id, spm.monitor_id, $1::bigint, NULL, 'email', s.email, 'subscriber:' || s.id,
+       $3::text, $4::timestamptz, $4::timestamptz, s.id
+FROM status_page_monitors spm
+JOIN status_pages sp ON sp.id = spm.page_id AND sp.public
+JOIN subscribers s ON s.page_id = sp.id AND s.confirmed_at IS NOT NULL
+WHERE spm.monitor_id = $2
 ON CONFLICT (incident_id, channel_ref, kind) WHERE incident_id IS NOT NULL DO NOTHING
 """
 _CANDIDATES = """
@@ -182,7 +208,11 @@ UPDATE notifications n SET status = 'delivering', claim = $2, claimed_until = $3
 WHERE n.id = ANY($1::bigint[])
 RETURNING n.id, n.org_id, n.monitor_id, n.incident_id, n.channel_id, n.channel_type,
           n.address, n.channel_ref, n.kind, n.idempotency_key, n.attempts, n.created_at,
-          n.claim,
+          n.claim, n.subscriber_id,
+          (SELECT p.slug FROM subscribers s JOIN status_pages p ON p.id = s.page_id
+           WHERE s.id = n.subscriber_id) AS page_slug,
+          (SELECT p.title FROM subscribers s JOIN status_pages p ON p.id = s.page_id
+           WHERE s.id = n.subscriber_id) AS page_title,
           (SELECT c.config FROM channels c WHERE c.id = n.channel_id) AS config,
           (SELECT c.secret_envelope FROM channels c WHERE c.id = n.channel_id) AS secret_envelope,
           (SELECT m.name FROM monitors m WHERE m.id = n.monitor_id) AS monitor_name,
@@ -292,7 +322,10 @@ class Worker:
             sent_at=self.clock(),
             idempotency_key=str(row["idempotency_key"]),
         )
-        error = await attempt(self.transport, self.keyring, Target.of(row), notice)
+        if row["subscriber_id"] is not None:
+            error = await subscriber_attempt(self.transport, self.keyring, row, notice)
+        else:
+            error = await attempt(self.transport, self.keyring, Target.of(row), notice)
         await self.record(row, error)
 
     async def record(self, row: Mapping[str, Any], error: TransportError | None) -> None:

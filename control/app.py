@@ -100,6 +100,7 @@ def needing(scope: str) -> Any:
 MonitorWriter = Annotated[Caller, needing("monitors:write")]
 TokenWriter = Annotated[Caller, needing("tokens:write")]
 ChannelWriter = Annotated[Caller, needing("channels:write")]
+StatusPageWriter = Annotated[Caller, needing("status-pages:write")]
 StateDep = Annotated[State, Depends(state)]
 
 
@@ -130,8 +131,10 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    from . import api_audit, api_channels, api_incidents, api_me, api_monitors
+    from . import api_audit, api_channels, api_incidents, api_me, api_monitors, status
+    from . import api_status_pages as api_pages
 
-    for module in (api_me, api_monitors, api_channels, api_incidents, api_audit):
+    for module in (api_me, api_monitors, api_channels, api_incidents, api_pages, api_audit):
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(status.router, include_in_schema=False)
     return app

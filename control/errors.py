@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -41,6 +44,12 @@ def install(app: FastAPI) -> None:
         else:
             message = f"{field}: {first.get('msg', 'invalid value')}"
         return JSONResponse(error_body("invalid", message, field), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, exc: Exception) -> JSONResponse:
+        # Logged by type only: an exception's text can carry SQL parameters.
+        log.error("internal error: %s", type(exc).__name__)
+        return JSONResponse(error_body("internal", "internal error"), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -55,3 +55,20 @@ class ChannelCreate(Body):
 class ChannelUpdate(Body):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     config: dict[str, Any] | None = None
+
+
+SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class StatusPageCreate(Body):
+    slug: str = Field(pattern=SLUG)
+    title: str = Field(min_length=1, max_length=200)
+    monitor_ids: list[int] = Field(default_factory=list, max_length=200)
+    public: bool = True
+
+
+class StatusPageUpdate(Body):
+    slug: str | None = Field(default=None, pattern=SLUG)
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    monitor_ids: list[int] | None = Field(default=None, max_length=200)
+    public: bool | None = None

@@ -76,6 +76,8 @@ def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> in
             "LASTSEEN_DATABASE_URL": dsn,
             "LASTSEEN_DATA_DIR": str(data_dir),
             "LASTSEEN_CONTROL_UPSTREAM": control_listen,
+            # Links in mails (status pages, unsubscribe) point at the public origin.
+            "LASTSEEN_PUBLIC_URL": os.environ.get("LASTSEEN_PUBLIC_URL") or f"http://{listen}",
         }
         me = [sys.executable, "-m", "lastseen"]
         children = [

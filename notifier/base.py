@@ -24,7 +24,12 @@ from .guard import Blocked, GuardedTransport
 
 TIMEOUT_SECONDS = 10.0
 MAX_RETRY_AFTER_SECONDS = 3600.0
-EVENTS = {"alert": "incident.opened", "recovery": "incident.resolved", "test": "test"}
+EVENTS = {
+    "alert": "incident.opened",
+    "recovery": "incident.resolved",
+    "test": "test",
+    "confirm": "subscription.confirm",
+}
 
 
 class TransportError(Exception):
@@ -59,7 +64,7 @@ class Notice:
 
     @property
     def title(self) -> str:
-        verb = {"alert": "DOWN", "recovery": "RECOVERED", "test": "Test alert"}[self.kind]
+        verb = {"alert": "DOWN", "recovery": "RECOVERED"}.get(self.kind, "Test alert")
         return f"{verb}: {self.monitor_name}"
 
     @property
@@ -109,6 +114,8 @@ class Settings:
     smtp_url: str | None = None
     smtp_from: str = "lastseen@localhost"
     telegram_api: str = "https://api.telegram.org"
+    # Where links in mails point (status pages, unsubscribe): the public origin.
+    public_url: str = "http://127.0.0.1:8080"
     timeout: float = TIMEOUT_SECONDS
 
     @classmethod
@@ -118,6 +125,10 @@ class Settings:
             smtp_url=env.get("LASTSEEN_SMTP_URL") or None,
             smtp_from=env.get("LASTSEEN_SMTP_FROM") or "lastseen@localhost",
             telegram_api=(env.get("LASTSEEN_TELEGRAM_API") or cls.telegram_api).rstrip("/"),
+            public_url=(
+                env.get("LASTSEEN_PUBLIC_URL")
+                or f"http://{env.get('LASTSEEN_LISTEN') or '127.0.0.1:8080'}"
+            ).rstrip("/"),
         )
 
 

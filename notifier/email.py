@@ -80,6 +80,19 @@ def message(notice: Notice, sender: str, to: str, *, extra_text: str = "") -> Em
     return mail
 
 
+def plain_message(
+    *, sender: str, to: str, subject: str, text: str, message_key: str
+) -> EmailMessage:
+    mail = EmailMessage()
+    mail["Subject"] = subject
+    mail["From"] = sender
+    mail["To"] = to
+    mail["Date"] = formatdate(usegmt=True)
+    mail["Message-ID"] = make_msgid(idstring=message_key, domain="lastseen")
+    mail.set_content(text)
+    return mail
+
+
 async def send_message(mail: EmailMessage, transport: Transport) -> None:
     """Send through the configured SMTP server; failures become TransportError."""
     url = transport.settings.smtp_url

@@ -38,11 +38,13 @@ class FakeClock:
 
 
 @asynccontextmanager
-async def worker(dsn: str, clock: Any = None, **settings: Any) -> AsyncIterator[Worker]:
+async def worker(
+    dsn: str, clock: Any = None, keyring: Keyring = KEYRING, **settings: Any
+) -> AsyncIterator[Worker]:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8)
     try:
         async with Transport(Settings(allow_private=True, **settings)) as transport:
-            yield Worker(pool, KEYRING, transport, clock=clock or FakeClock())
+            yield Worker(pool, keyring, transport, clock=clock or FakeClock())
     finally:
         await pool.close()
 

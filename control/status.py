@@ -1,0 +1,243 @@
+"""Public status pages: HTML (Jinja2, no JavaScript needed) and the same data as JSON,
+and the subscribe / confirm / unsubscribe flow for their email subscribers.
+
+A private or missing page answers 404 to the public. Availability is the share of each UTC
+day a monitor spent in an open incident, over the last 90 days (days before the monitor
+existed have no data).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from notifier.schema import EMAIL
+
+from . import subscribers
+from .app import StateDep, client_address, iso
+from .auth import FailureLimiter
+from .errors import ApiError
+
+router = APIRouter()
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+DAYS = 90
+RESOLVED_DAYS = 30
+NOT_FOUND = ApiError(404, "not_found", "no such status page")
+STATES = {"up": "Operational", "down": "Down", "pending": "No data yet", "paused": "Paused"}
+# Subscribe form: per client address, and per email address, in an hour.
+ADDRESS_LIMIT = int(os.environ.get("LASTSEEN_SUBSCRIBE_PER_IP_PER_HOUR", "10"))
+EMAIL_LIMIT = 3
+by_address = FailureLimiter(ADDRESS_LIMIT)
+by_email = FailureLimiter(EMAIL_LIMIT)
+
+
+def bar_class(share: float | None) -> str:
+    if share is None:
+        return "none"
+    if share == 0:
+        return "up"
+    if share < 0.01:
+        return "minor"
+    if share < 0.1:
+        return "partial"
+    return "major"
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+async def page_data(conn: Any, slug: str, now: datetime) -> dict[str, Any]:
+    """Everything a status page shows; raises NOT_FOUND for a missing or private page."""
+    page = await conn.fetchrow("SELECT * FROM status_pages WHERE slug = $1 AND public", slug)
+    if page is None:
+        raise NOT_FOUND
+    monitors = await conn.fetch(
+        "SELECT m.id, m.name, m.paused, m.created_at, coalesce(s.state, 'pending') AS state"
+        " FROM status_page_monitors spm JOIN monitors m ON m.id = spm.monitor_id"
+        " LEFT JOIN monitor_state s ON s.monitor_id = m.id"
+        " WHERE spm.page_id = $1 ORDER BY spm.position",
+        page["id"],
+    )
+    today = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    starts = [today - timedelta(days=DAYS - 1 - i) for i in range(DAYS)]
+    ids = [m["id"] for m in monitors]
+    downs = await conn.fetch(
+        "SELECT m.id AS monitor_id, d.day, coalesce(sum(extract(epoch FROM"
+        "  least(coalesce(i.resolved_at, $3), d.day + interval '1 day')"
+        "  - greatest(i.opened_at, d.day))) FILTER (WHERE i.id IS NOT NULL), 0)::float8 AS down"
+        " FROM unnest($1::bigint[]) m(id) CROSS JOIN unnest($2::timestamptz[]) d(day)"
+        " LEFT JOIN incidents i ON i.monitor_id = m.id AND i.opened_at < d.day + interval '1 day'"
+        "  AND coalesce(i.resolved_at, $3) > d.day"
+        " GROUP BY 1, 2",
+        ids, starts, now,
+    )  # fmt: skip
+    # (least and greatest skip NULLs: the FILTER keeps days without incidents at 0.)
+    down = {(r["monitor_id"], r["day"]): r["down"] for r in downs}
+    incidents = await conn.fetch(
+        "SELECT id, monitor_id, opened_at, resolved_at FROM incidents"
+        " WHERE monitor_id = ANY($1::bigint[]) AND (resolved_at IS NULL OR resolved_at > $2)"
+        " ORDER BY opened_at DESC",
+        ids, now - timedelta(days=RESOLVED_DAYS),
+    )  # fmt: skip
+    shown = []
+    for m in monitors:
+        days = []
+        observed_total = down_total = 0.0
+        for start in starts:
+            begin = max(start, m["created_at"])
+            end = min(start + timedelta(days=1), now)
+            observed = max(0.0, (end - begin).total_seconds())
+            seconds = min(down.get((m["id"], start), 0.0), observed)
+            share = seconds / observed if observed > 0 else None
+            observed_total += observed
+            down_total += seconds
+            days.append({
+                "date": start.date().isoformat(), "downSeconds": round(seconds),
+                "observedSeconds": round(observed), "share": share,
+            })  # fmt: skip
+        mine = [i for i in incidents if i["monitor_id"] == m["id"]]
+        state = "paused" if m["paused"] else m["state"]
+        shown.append({
+            "id": m["id"], "name": m["name"], "state": state, "stateLabel": STATES[state],
+            "availability": (1 - down_total / observed_total) if observed_total else None,
+            "days": days,
+            "openIncidents": [{"id": i["id"], "openedAt": iso(i["opened_at"])}
+                              for i in mine if i["resolved_at"] is None],
+            "resolvedIncidents": [
+                {"id": i["id"], "openedAt": iso(i["opened_at"]),
+                 "resolvedAt": iso(i["resolved_at"]),
+                 "durationSeconds": round((i["resolved_at"] - i["opened_at"]).total_seconds())}
+                for i in mine if i["resolved_at"] is not None
+            ],
+        })  # fmt: skip
+    overall = "down" if any(m["state"] == "down" for m in shown) else "up"
+    return {
+        "slug": page["slug"], "title": page["title"], "overall": overall,
+        "generatedAt": iso(now), "monitors": shown,
+    }  # fmt: skip
+
+
+def _html(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    response = templates.TemplateResponse(request, name, context, status_code=status)
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+def _message(request: Request, slug: str, title: str, text: str, status: int = 200) -> HTMLResponse:
+    return _html(request, "message.html", status, slug=slug, heading=title, text=text)
+
+
+@router.get("/status/{slug}.json")
+async def status_json(slug: str, st: StateDep) -> JSONResponse:
+    async with st.pool.acquire() as conn:
+        data = await page_data(conn, slug, datetime.now(UTC))
+    return JSONResponse(data, headers={"cache-control": "no-store"})
+
+
+@router.get("/status/{slug}", response_class=HTMLResponse)
+async def status_html(slug: str, request: Request, st: StateDep) -> HTMLResponse:
+    async with st.pool.acquire() as conn:
+        data = await page_data(conn, slug, datetime.now(UTC))
+    return _html(request, "status.html", page=data, bar_class=bar_class, duration=_duration,
+                 today=date.today())  # fmt: skip
+
+
+@router.post("/status/{slug}/subscribe", response_class=HTMLResponse)
+async def subscribe(
+    slug: str, request: Request, st: StateDep, email: Annotated[str, Form(max_length=320)] = ""
+) -> HTMLResponse:
+    """Always the same answer, whether the address is new, pending or subscribed."""
+    address = email.strip()
+    async with st.pool.acquire() as conn:
+        page = await conn.fetchrow(
+            "SELECT id, title FROM status_pages WHERE slug = $1 AND public", slug
+        )
+    if page is None:
+        raise NOT_FOUND
+    if not EMAIL.match(address):
+        return _message(request, slug, page["title"], "That is not an email address.", 422)
+    client = client_address(request)
+    try:
+        by_address.check(client)
+        by_email.check(address.lower())
+    except ApiError:
+        return _message(request, slug, page["title"], "Too many requests. Try again later.", 429)
+    by_address.fail(client)
+    by_email.fail(address.lower())
+    async with st.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO subscribers (page_id, email) VALUES ($1, $2)"
+            " ON CONFLICT (page_id, email) DO UPDATE SET email = EXCLUDED.email"
+            " RETURNING id, confirmed_at",
+            page["id"], address,
+        )  # fmt: skip
+        if row["confirmed_at"] is None:
+            await conn.execute(
+                "INSERT INTO notifications (org_id, channel_type, address, channel_ref, kind,"
+                " next_attempt_at, created_at, subscriber_id)"
+                " SELECT org_id, 'email', $2, 'subscriber:' || $1::bigint, 'confirm', now(), now(),"
+                " $1::bigint"
+                " FROM status_pages WHERE id = $3",
+                row["id"], address, page["id"],
+            )  # fmt: skip
+            await conn.execute("SELECT pg_notify('lastseen_notifications', '')")
+    return _message(
+        request, slug, page["title"],
+        "Thanks. If that address can receive mail, a confirmation link is on its way: "
+        "nothing else is sent until it is clicked.",
+    )  # fmt: skip
+
+
+async def _subscriber(st: Any, slug: str, subscriber_id: int) -> Any:
+    return await st.pool.fetchrow(
+        "SELECT s.id, s.email, s.confirmed_at, p.title FROM subscribers s"
+        " JOIN status_pages p ON p.id = s.page_id WHERE s.id = $1 AND p.slug = $2",
+        subscriber_id, slug,
+    )  # fmt: skip
+
+
+INVALID = "This link is invalid, or the address has already unsubscribed."
+
+
+@router.get("/status/{slug}/confirm", response_class=HTMLResponse)
+async def confirm(
+    slug: str, request: Request, st: StateDep, s: int = 0, t: str = ""
+) -> HTMLResponse:
+    row = await _subscriber(st, slug, s)
+    if row is None or not subscribers.verify(st.keyring, subscribers.CONFIRM, s, row["email"], t):
+        return _message(request, slug, "Status page", INVALID, 400)
+    await st.pool.execute(
+        "UPDATE subscribers SET confirmed_at = coalesce(confirmed_at, now()) WHERE id = $1", s
+    )
+    text = "You are subscribed: you will get an email when an incident opens or resolves."
+    return _message(request, slug, row["title"], text)
+
+
+@router.api_route(
+    "/status/{slug}/unsubscribe", methods=["GET", "POST"], response_class=HTMLResponse
+)
+async def unsubscribe(
+    slug: str, request: Request, st: StateDep, s: int = 0, t: str = ""
+) -> Response:
+    """One click (GET), or RFC 8058's List-Unsubscribe-Post (POST)."""
+    row = await _subscriber(st, slug, s)
+    if row is None or not subscribers.verify(
+        st.keyring, subscribers.UNSUBSCRIBE, s, row["email"], t
+    ):
+        return _message(request, slug, "Status page", INVALID, 400)
+    await st.pool.execute("DELETE FROM subscribers WHERE id = $1", s)
+    return _message(
+        request, slug, row["title"], "You are unsubscribed. No more emails will be sent."
+    )
