@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SOURCES := pyproject.toml setup.py $(wildcard core/*.pyx core/*.pxd ingest/*.pyx ingest/*.pxd)
 
-.PHONY: run test lint typecheck pytest bench bench-smoke install clean
+.PHONY: run test lint typecheck pytest bench bench-smoke install clean screenshots
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python -m benchmarks.run --smoke --out var/bench-smoke.json
+
+# The README's screenshots (docs/img/), from the browser tests.
+screenshots: $(STAMP)
+	LASTSEEN_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/pages -k "status_page or dashboard"
 
 clean:
 	rm -rf build $(VENV) core/*.c core/*.so ingest/*.c ingest/*.so

@@ -145,6 +145,29 @@ async def get_monitor(monitor_id: int, caller: CallerDep, st: StateDep) -> dict[
     return {**monitor_json(row), "incidents": [incident_json(i) for i in incidents]}
 
 
+@router.get("/monitors/{monitor_id}/events")
+async def monitor_events(
+    monitor_id: int,
+    caller: CallerDep,
+    st: StateDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """The monitor's state history as the ingest recorded it, newest first."""
+    caller.require("monitors:read")
+    async with st.pool.acquire() as conn:
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM monitors WHERE id = $1 AND org_id = $2)",
+            monitor_id, caller.org_id,
+        ):  # fmt: skip
+            raise NOT_FOUND
+        rows = await conn.fetch(
+            "SELECT kind, occurred_at FROM monitor_events WHERE monitor_id = $1"
+            " ORDER BY id DESC LIMIT $2",
+            monitor_id, limit,
+        )  # fmt: skip
+    return {"events": [{"kind": r["kind"], "at": iso(r["occurred_at"])} for r in rows]}
+
+
 @router.get("/monitors/{monitor_id}/secrets")
 async def read_secrets(
     monitor_id: int, request: Request, caller: CallerDep, st: StateDep

@@ -131,10 +131,11 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    from . import api_audit, api_channels, api_incidents, api_me, api_monitors, status
+    from . import api_audit, api_channels, api_incidents, api_me, api_monitors, dashboard, status
     from . import api_status_pages as api_pages
 
     for module in (api_me, api_monitors, api_channels, api_incidents, api_pages, api_audit):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(status.router, include_in_schema=False)
+    app.include_router(dashboard.router, include_in_schema=False)
     return app

@@ -4,54 +4,29 @@ the Python snippet, and the TypeScript snippet compiled with tsc and run on Node
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from core.pg import free_port
-
-from .test_serve import answers, wait_until
+from .conftest import fresh_database
+from .serving import Served, serving
+from .test_serve import wait_until
 
 SNIPPETS = Path(__file__).parent / "snippets"
 DOCS_BASE = "https://api.24observe.com/api/v1"
 
 
-@dataclass
-class Served:
-    base: str
-    pat: str
-
-
 @pytest.fixture(scope="module")
 def served(postgres_url: str, tmp_path_factory) -> Iterator[Served]:
-    from .conftest import fresh_database
-
-    data_dir = tmp_path_factory.mktemp("serve")
     for dsn in fresh_database(postgres_url):
-        ingest, admin, control = free_port(), free_port(), free_port()
-        env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn,
-               "LASTSEEN_CONTROL_LISTEN": f"127.0.0.1:{control}"}  # fmt: skip
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lastseen", "serve", "--data-dir", str(data_dir),
-             "--listen", f"127.0.0.1:{ingest}", "--admin-listen", f"127.0.0.1:{admin}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            base = f"http://127.0.0.1:{ingest}/api/v1"
-            wait_until(functools.partial(answers, f"{base}/openapi.json"), 30)
-            yield Served(base, (data_dir / "owner-token").read_text().strip())
-        finally:
-            process.send_signal(signal.SIGINT)
-            process.wait(30)
+        with serving(dsn, tmp_path_factory.mktemp("serve")) as s:
+            yield s
 
 
 def pointed(source: str, base: str) -> str:
@@ -69,14 +44,14 @@ def curl(*args: str) -> str:
 
 def test_the_curl_commands(served):
     minted = json.loads(curl(
-        "-X", "POST", f"{served.base}/me/tokens",
+        "-X", "POST", f"{served.api}/me/tokens",
         "-H", f"Authorization: Bearer {served.pat}",
         "-H", "Content-Type: application/json",
         "-d", '{\n"name": "aeoniti-heartbeat-bootstrap",\n"scopes": ["monitors:write", "secrets:read"]\n}',
     ))  # fmt: skip
     scoped = minted["token"]
     created = json.loads(curl(
-        "-X", "POST", f"{served.base}/monitors",
+        "-X", "POST", f"{served.api}/monitors",
         "-H", f"Authorization: Bearer {scoped}",
         "-H", "Content-Type: application/json",
         "-d", '{\n"name": "Aeoniti nightly job",\n"url": "https://aeoniti.example/heartbeat-source",\n'
@@ -84,10 +59,10 @@ def test_the_curl_commands(served):
               '"heartbeatGraceSec": 60,\n"alertEmail": "[email protected]"\n}',
     ))  # fmt: skip
     assert created["heartbeatToken"].startswith('{"v":2,"kid":"default"')
-    secret = json.loads(curl(f"{served.base}/monitors/{created['id']}/secrets",
+    secret = json.loads(curl(f"{served.api}/monitors/{created['id']}/secrets",
                              "-H", f"Authorization: Bearer {scoped}"))  # fmt: skip
     assert len(secret["heartbeatToken"]) == 64
-    url = f"{served.base}/heartbeats/{secret['heartbeatToken']}"
+    url = f"{served.api}/heartbeats/{secret['heartbeatToken']}"
     assert secret["heartbeatUrl"] == url
     wait_until(
         lambda: curl("-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", url) == "204", 10
@@ -98,13 +73,13 @@ def test_the_curl_commands(served):
 
 def test_the_python_snippet(served, tmp_path):
     script = tmp_path / "provision.py"
-    script.write_text(pointed((SNIPPETS / "provision.py").read_text(), served.base))
+    script.write_text(pointed((SNIPPETS / "provision.py").read_text(), served.api))
     env = {**os.environ, "OBSERVE24_PAT": served.pat, "OPS_EMAIL": "ops@example.test"}
     done = subprocess.run(
         [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().startswith(f"{served.base}/heartbeats/")
+    assert done.stdout.strip().startswith(f"{served.api}/heartbeats/")
 
 
 def test_the_typescript_snippet(served, tmp_path):
@@ -112,7 +87,7 @@ def test_the_typescript_snippet(served, tmp_path):
     assert shutil.which("node"), "Node.js is needed (apt-get install nodejs)"
     assert tsc.exists(), "run `make install` (npm ci in tests/snippets) first"
     source = tmp_path / "provision.ts"
-    source.write_text(pointed((SNIPPETS / "provision.ts").read_text(), served.base))
+    source.write_text(pointed((SNIPPETS / "provision.ts").read_text(), served.api))
     compiled = subprocess.run(
         [str(tsc), "--target", "ES2022", "--module", "commonjs", "--lib", "ES2022,DOM",
          "--types", "node", "--typeRoots", str(SNIPPETS / "node_modules" / "@types"),
@@ -125,4 +100,4 @@ def test_the_typescript_snippet(served, tmp_path):
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["heartbeatUrl"].startswith(f"{served.base}/heartbeats/")
+    assert result["heartbeatUrl"].startswith(f"{served.api}/heartbeats/")

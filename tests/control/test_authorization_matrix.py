@@ -50,9 +50,11 @@ def world(control: Control) -> dict:
     )  # fmt: skip
     with control.client(owner) as c:
         (incident,) = body(c.get("/incidents"))["incidents"]
+        page = body(c.post("/status-pages", json={"slug": "alpha", "title": "Alpha",
+                                                  "monitorIds": [monitor["id"]]}))  # fmt: skip
     return {
         "owner": owner, "viewer": viewer, "stranger": stranger, "monitor": monitor,
-        "channel": channel, "incident": incident,
+        "channel": channel, "incident": incident, "page": page,
         "revoked": revoked["token"], "expired": expiring["token"], "spare": spare,
         "routes": [(path, method) for path, ops in routes.items() for method in ops],
     }  # fmt: skip
@@ -60,14 +62,23 @@ def world(control: Control) -> dict:
 
 def fill(path: str, world: dict, *, missing: bool = False) -> str:
     values = {"monitor_id": world["monitor"]["id"], "token_id": world["spare"]["id"],
-              "channel_id": world["channel"]["id"], "incident_id": world["incident"]["id"]}  # fmt: skip
+              "channel_id": world["channel"]["id"], "incident_id": world["incident"]["id"],
+              "page_id": world["page"]["id"]}  # fmt: skip
     return PARAM.sub(lambda m: "999999999" if missing else str(values[m.group(1)]), path)
+
+
+def sample_body(method: str, path: str) -> dict | None:
+    """A body every write accepts as far as its shape goes (a PATCH of a name or title)."""
+    if method not in ("post", "patch"):
+        return None
+    return {"title": "x"} if "/status-pages" in path else {"name": "x"}
 
 
 def call(control: Control, token: str | None, method: str, path: str):
     with control.client(token) as c:
-        return c.request(method.upper(), path.removeprefix("/api/v1"), json={"name": "x"}
-                         if method in ("post", "patch") else None)  # fmt: skip
+        return c.request(
+            method.upper(), path.removeprefix("/api/v1"), json=sample_body(method, path)
+        )
 
 
 def test_the_document_lists_the_routes_we_test(world):
@@ -86,8 +97,9 @@ def test_every_route_refuses_missing_malformed_revoked_and_expired_tokens(contro
 def test_another_organisation_sees_the_bytes_of_a_missing_object(control, world):
     def snapshot():
         with control.client(world["owner"]) as c:
-            return [body(c.get(f"/{kind}/{world[kind[:-1]]['id']}"))
-                    for kind in ("monitors", "channels", "incidents")]  # fmt: skip
+            objects = [body(c.get(f"/{kind}/{world[kind[:-1]]['id']}"))
+                       for kind in ("monitors", "channels", "incidents")]  # fmt: skip
+            return [*objects, body(c.get(f"/status-pages/{world['page']['id']}"))]
 
     before = snapshot()
     for path, method in world["routes"]:
@@ -126,6 +138,12 @@ NEEDS = {
     ("post", "/monitors/{monitor_id}/rotate-token"): "monitors:write",
     ("post", "/monitors/{monitor_id}/test-alert"): "monitors:write",
     ("get", "/monitors/{monitor_id}/secrets"): "secrets:read",
+    ("get", "/monitors/{monitor_id}/events"): "monitors:read",
+    ("get", "/status-pages"): "status-pages:write",
+    ("post", "/status-pages"): "status-pages:write",
+    ("get", "/status-pages/{page_id}"): "status-pages:write",
+    ("patch", "/status-pages/{page_id}"): "status-pages:write",
+    ("delete", "/status-pages/{page_id}"): "status-pages:write",
     ("get", "/channels"): "channels:read",
     ("post", "/channels"): "channels:write",
     ("get", "/channels/{channel_id}"): "channels:read",
@@ -164,7 +182,7 @@ def test_every_route_role_and_scope(control, world):
                     real = path.endswith("/secrets")
                     target = fill("/api/v1" + path, world, missing=not real)
                     response = c.request(method.upper(), target.removeprefix("/api/v1"),
-                                         json={"name": "x"} if method in ("post", "patch") else None)  # fmt: skip
+                                         json=sample_body(method, path))  # fmt: skip
                     allowed = needed is None or needed in effective(role, [scope])
                     if allowed:
                         assert response.status_code not in (401, 403), (role, scope, method, path)

@@ -1,0 +1,314 @@
+"""The admin dashboard at /dashboard: server-rendered pages over the same API.
+
+Signing in takes a PAT and keeps it, sealed under the keyring, in an HttpOnly,
+SameSite=Strict session cookie (Secure when the page is served over HTTPS). Every action
+is a request to ``/api/v1`` made in-process with the caller's PAT and address (an ASGI
+call, not a shortcut into the database), so the dashboard can never do more than the API
+allows the token, and every audit entry names the real client. Every POST carries a CSRF
+token: a random value in a SameSite=Strict cookie that the form or script must repeat.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import secrets
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import httpx
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from notifier.channels import TYPES
+
+from .access import effective
+from .app import StateDep, client_address
+from .crypto import EnvelopeError, open_envelope, seal
+from .models import INTERVALS
+from .status import templates
+
+router = APIRouter(prefix="/dashboard")
+SESSION = "lastseen_session"
+CSRF = "lastseen_csrf"
+SESSION_PURPOSE = "dashboard-session"
+
+
+class Session:
+    """The signed-in caller, as the API describes them (GET /me)."""
+
+    def __init__(self, request: Request, pat: str, me: dict[str, Any]) -> None:
+        self.request = request
+        self.pat = pat
+        self.me = me
+        self.scopes = effective(me["user"]["role"], me["token"]["scopes"])
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    async def api(self, method: str, path: str, json: Any = None) -> httpx.Response:
+        return await call_api(self.request, self.pat, method, path, json)
+
+
+async def call_api(
+    request: Request, pat: str, method: str, path: str, json: Any = None
+) -> httpx.Response:
+    """One /api/v1 request through the app itself, as the signed-in caller."""
+    transport = httpx.ASGITransport(app=request.app, client=(client_address(request), 0))
+    async with httpx.AsyncClient(transport=transport, base_url=str(request.base_url)) as client:
+        return await client.request(
+            method, "/api/v1" + path, json=json,
+            headers={"authorization": f"Bearer {pat}",
+                     "user-agent": request.headers.get("user-agent", "")},
+        )  # fmt: skip
+
+
+def _seal_session(st: Any, pat: str) -> str:
+    envelope = seal(st.keyring, pat.encode(), purpose=SESSION_PURPOSE, org_id=0, object_id=0)
+    return base64.urlsafe_b64encode(envelope.encode()).decode().rstrip("=")
+
+
+def _open_session(st: Any, cookie: str) -> str | None:
+    try:
+        envelope = base64.urlsafe_b64decode(cookie + "=" * (-len(cookie) % 4)).decode()
+        pat = open_envelope(st.keyring, envelope, purpose=SESSION_PURPOSE, org_id=0, object_id=0)
+        return pat.decode()
+    except (EnvelopeError, ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+
+
+async def session(request: Request, st: Any) -> Session | None:
+    cookie = request.cookies.get(SESSION)
+    pat = _open_session(st, cookie) if cookie else None
+    if pat is None:
+        return None
+    me = await call_api(request, pat, "GET", "/me")
+    return Session(request, pat, me.json()) if me.status_code == 200 else None
+
+
+def _csrf(request: Request) -> str:
+    return request.cookies.get(CSRF) or secrets.token_urlsafe(32)
+
+
+def _csrf_ok(request: Request, sent: str) -> bool:
+    cookie = request.cookies.get(CSRF, "")
+    return bool(cookie) and hmac.compare_digest(cookie.encode(), sent.encode())
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    token = _csrf(request)
+    response = templates.TemplateResponse(
+        request, name, {"csrf": token, **context}, status_code=status
+    )
+    response.set_cookie(CSRF, token, httponly=True, samesite="strict", secure=_secure(request),
+                        path="/dashboard")  # fmt: skip
+    response.headers["cache-control"] = "no-store"
+    response.headers["x-frame-options"] = "DENY"
+    response.headers["content-security-policy"] = (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline';"
+        " frame-ancestors 'none'"
+    )
+    return response
+
+
+def back(path: str, *, message: str = "", error: str = "") -> RedirectResponse:
+    query = f"?msg={quote(message)}" if message else f"?error={quote(error)}" if error else ""
+    return RedirectResponse(f"/dashboard{path}{query}", status_code=303)
+
+
+def error_of(response: httpx.Response) -> str:
+    try:
+        detail = response.json()["error"]
+        return f"{detail['message']} ({response.status_code})"
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+
+
+def refused(request: Request) -> Response:
+    text = "The form expired or did not come from this dashboard. Reload and retry."
+    return render(request, "message.html", 403, slug="", heading="Refused", text=text)
+
+
+# -- pages ------------------------------------------------------------------------------
+
+
+@router.get("", response_class=HTMLResponse)
+async def overview(request: Request, st: StateDep, msg: str = "", error: str = "") -> Response:
+    me = await session(request, st)
+    if me is None:
+        return render(request, "signin.html", error=error)
+    monitors = (await me.api("GET", "/monitors?limit=500")).json().get("monitors", [])
+    channels = incidents = []
+    if me.can("channels:read"):
+        channels = (await me.api("GET", "/channels?limit=500")).json().get("channels", [])
+    if me.can("incidents:read"):
+        incidents = (await me.api("GET", "/incidents?limit=20")).json().get("incidents", [])
+    return render(request, "dashboard.html", me=me, monitors=monitors, channels=channels,
+                  incidents=incidents, intervals=INTERVALS, types=TYPES, msg=msg,
+                  error=error)  # fmt: skip
+
+
+@router.get("/api/monitors")
+async def live_monitors(request: Request, st: StateDep) -> Response:
+    """The monitors list for the page's live refresh."""
+    me = await session(request, st)
+    if me is None:
+        return JSONResponse({"error": "signed out"}, status_code=401)
+    response = await me.api("GET", "/monitors?limit=500")
+    return JSONResponse(response.json(), status_code=response.status_code)
+
+
+@router.get("/monitors/{monitor_id}", response_class=HTMLResponse)
+async def monitor_page(
+    monitor_id: int, request: Request, st: StateDep, msg: str = "", error: str = ""
+) -> Response:
+    me = await session(request, st)
+    if me is None:
+        return back("")
+    return await monitor_view(me, monitor_id, msg=msg, error=error)
+
+
+async def monitor_view(me: Session, monitor_id: int, **extra: Any) -> Response:
+    got = await me.api("GET", f"/monitors/{monitor_id}")
+    if got.status_code != 200:
+        return render(me.request, "message.html", got.status_code, slug="", heading="Not found",
+                      text=error_of(got))  # fmt: skip
+    events = (await me.api("GET", f"/monitors/{monitor_id}/events?limit=50")).json()
+    channels = []
+    if me.can("channels:read"):
+        channels = (await me.api("GET", "/channels?limit=500")).json().get("channels", [])
+    context = {"msg": "", "error": "", "reveal": None, "results": None, **extra}
+    return render(me.request, "monitor.html", me=me, m=got.json(), events=events.get("events", []),
+                  channels=channels, intervals=INTERVALS, **context)  # fmt: skip
+
+
+# -- actions ----------------------------------------------------------------------------
+
+Field = Annotated[str, Form()]
+
+
+@router.post("/sign-in")
+async def sign_in(request: Request, st: StateDep, token: Field = "", csrf: Field = "") -> Response:
+    if not _csrf_ok(request, csrf):
+        return refused(request)
+    me = await call_api(request, token.strip(), "GET", "/me")
+    if me.status_code != 200:
+        return back("", error=error_of(me))
+    response = back("")
+    response.set_cookie(SESSION, _seal_session(st, token.strip()), httponly=True,
+                        samesite="strict", secure=_secure(request), path="/dashboard")  # fmt: skip
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out(request: Request, csrf: Field = "") -> Response:
+    if not _csrf_ok(request, csrf):
+        return refused(request)
+    response = back("", message="Signed out.")
+    response.delete_cookie(SESSION, path="/dashboard")
+    return response
+
+
+def _int(value: str) -> int | str:
+    try:
+        return int(value)
+    except ValueError:
+        return value  # the API names the field and what it wants
+
+
+@router.post("/monitors")
+async def create_monitor(
+    request: Request, st: StateDep, csrf: Field = "", name: Field = "", intervalSec: Field = "",
+    heartbeatGraceSec: Field = "60", alertThreshold: Field = "1", alertEmail: Field = "",
+) -> Response:  # fmt: skip
+    me = await session(request, st)
+    if me is None or not _csrf_ok(request, csrf):
+        return refused(request)
+    body = {"name": name, "url": f"internal://{name}", "type": "heartbeat",
+            "intervalSec": _int(intervalSec), "heartbeatGraceSec": _int(heartbeatGraceSec),
+            "alertThreshold": _int(alertThreshold), "alertEmail": alertEmail or None}  # fmt: skip
+    created = await me.api("POST", "/monitors", body)
+    if created.status_code != 201:
+        return back("", error=error_of(created))
+    return back(f"/monitors/{created.json()['id']}", message="Monitor created.")
+
+
+@router.post("/monitors/{monitor_id}/edit")
+async def edit_monitor(monitor_id: int, request: Request, st: StateDep) -> Response:
+    me = await session(request, st)
+    form = await request.form()
+    if me is None or not _csrf_ok(request, str(form.get("csrf", ""))):
+        return refused(request)
+    body: dict[str, Any] = {
+        "name": str(form.get("name", "")),
+        "intervalSec": _int(str(form.get("intervalSec", ""))),
+        "heartbeatGraceSec": _int(str(form.get("heartbeatGraceSec", ""))),
+        "alertThreshold": _int(str(form.get("alertThreshold", ""))),
+        "alertEmail": str(form.get("alertEmail", "")) or None,
+    }
+    if "channels-shown" in form:
+        body["channelIds"] = [int(str(v)) for v in form.getlist("channelIds")]
+    done = await me.api("PATCH", f"/monitors/{monitor_id}", body)
+    if done.status_code != 200:
+        return back(f"/monitors/{monitor_id}", error=error_of(done))
+    return back(f"/monitors/{monitor_id}", message="Saved.")
+
+
+@router.post("/monitors/{monitor_id}/{action}")
+async def monitor_action(
+    monitor_id: int, action: str, request: Request, st: StateDep, csrf: Field = ""
+) -> Response:
+    me = await session(request, st)
+    if me is None or not _csrf_ok(request, csrf):
+        return refused(request)
+    if action == "delete":
+        done = await me.api("DELETE", f"/monitors/{monitor_id}")
+        if done.status_code != 204:
+            return back(f"/monitors/{monitor_id}", error=error_of(done))
+        return back("", message="Monitor deleted.")
+    if action in ("pause", "resume"):
+        done = await me.api("POST", f"/monitors/{monitor_id}/{action}")
+        if done.status_code != 200:
+            return back(f"/monitors/{monitor_id}", error=error_of(done))
+        return back(f"/monitors/{monitor_id}", message=f"Monitor {action}d.")
+    if action in ("reveal", "test-alert"):
+        path = "/secrets" if action == "reveal" else "/test-alert"
+        done = await me.api(
+            "GET" if action == "reveal" else "POST", f"/monitors/{monitor_id}{path}"
+        )
+        if request.headers.get("accept", "").startswith("application/json"):
+            return JSONResponse(done.json(), status_code=done.status_code)
+        if done.status_code != 200:
+            return back(f"/monitors/{monitor_id}", error=error_of(done))
+        # Rendered in this response (never a redirect: a secret must not reach a URL).
+        key = "reveal" if action == "reveal" else "results"
+        return await monitor_view(me, monitor_id, **{key: done.json()})
+    return render(request, "message.html", 404, slug="", heading="Not found", text="no such action")
+
+
+@router.post("/channels")
+async def create_channel(
+    request: Request, st: StateDep, csrf: Field = "", type: Field = "", name: Field = "",
+    url: Field = "", to: Field = "", botToken: Field = "", chatId: Field = "",
+) -> Response:  # fmt: skip
+    me = await session(request, st)
+    if me is None or not _csrf_ok(request, csrf):
+        return refused(request)
+    config: dict[str, Any] = (
+        {"to": to} if type == "email"
+        else {"botToken": botToken, "chatId": chatId} if type == "telegram"
+        else {"url": url}
+    )  # fmt: skip
+    created = await me.api("POST", "/channels", {"type": type, "name": name, "config": config})
+    if created.status_code != 201:
+        return back("", error=error_of(created))
+    shown = created.json()
+    if "signingSecret" in shown:  # shown once, in this response (never in a URL)
+        text = f"Channel {shown['name']} created. Its signing secret (shown once): "
+        return await overview(request, st, msg=text + shown["signingSecret"])
+    return back("", message=f"Channel {shown['name']} created.")
