@@ -241,12 +241,19 @@ class Transport:
         raise TransportError(message, permanent=True)
 
 
+def _refused(exc: BaseException, depth: int = 0) -> bool:
+    """Is a ConnectionRefusedError behind `exc` (its causes, or an exception group's)?"""
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    if depth > 8:
+        return False
+    inner = [exc.__cause__, exc.__context__, *getattr(exc, "exceptions", ()), *exc.args]
+    return any(_refused(e, depth + 1) for e in inner if isinstance(e, BaseException))
+
+
 def _connect_error(exc: httpx.ConnectError, host: str) -> str:
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ConnectionRefusedError):
-            return f"connection refused by {host}"
-        cause = cause.__cause__ or cause.__context__
+    if _refused(exc):
+        return f"connection refused by {host}"
     text = str(exc)
     if "resolve" in text.lower() or "name or service" in text.lower():
         return f"cannot resolve {host}"

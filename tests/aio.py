@@ -17,14 +17,25 @@ T = TypeVar("T")
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-        return runner.run(coro)
+    # As asyncio.run does, the loop is also made the thread's current one (anyio, under
+    # httpx, looks it up that way on some paths).
+    loop = asyncio.SelectorEventLoop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    # (Not inside an `except` block: every exception the coroutine raises would carry the
+    # handled one as its context, hiding the real cause.)
+    if asyncio._get_running_loop() is None:
         return _run(coro)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(_run, coro).result()
