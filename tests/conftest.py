@@ -6,7 +6,6 @@ gets a fresh copy of it, dropped afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import shutil
@@ -21,6 +20,8 @@ import pytest
 from core.migrate import migrate_database
 from core.pg import EmbeddedPostgres
 
+from .aio import run
+
 TEMPLATE = "lastseen_test_template"
 _counter = itertools.count()
 
@@ -31,7 +32,7 @@ def _with_db(url: str, name: str) -> str:
 
 
 def _admin(coro_factory) -> object:
-    return asyncio.run(coro_factory())
+    return run(coro_factory())
 
 
 def throwaway_dir(prefix: str) -> Path:

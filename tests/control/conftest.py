@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from control import pat
 from control.crypto import Keyring
 from core.pg import free_port
 
+from ..aio import run
 from ..conftest import fresh_database
 
 
@@ -47,7 +47,7 @@ class Control:
             finally:
                 await conn.close()
 
-        return asyncio.run(go())
+        return run(go())
 
     def token(self, org: str, email: str, role: str, scopes: list[str]) -> str:
         """A PAT with exactly `scopes` for a user of `role` (created if new), written

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 
 from core.tokens import digest
 
+from ..aio import run
 from .conftest import Control, body
 
 
@@ -23,7 +23,7 @@ def audit_rows(dsn: str) -> list[tuple]:
         finally:
             await conn.close()
 
-    return asyncio.run(go())
+    return run(go())
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_the_docs_flow_mint_a_scoped_token_create_a_monitor_read_its_secret(cont
         finally:
             await conn.close()
 
-    assert asyncio.run(stored()) == digest(token)
+    assert run(stored()) == digest(token)
     assert ("READ_MONITOR_SECRETS", "allowed", monitor["id"]) in audit_rows(control.dsn)
 
 

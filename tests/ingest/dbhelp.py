@@ -14,6 +14,8 @@ import trio
 from core.seed import SeededMonitor, seed_monitors
 from ingest.service import Ingest, IngestConfig
 
+from ..aio import run
+
 
 def _in_thread(dsn: str, fn: Any) -> Any:
     async def go() -> Any:
@@ -23,7 +25,7 @@ def _in_thread(dsn: str, fn: Any) -> Any:
         finally:
             await conn.close()
 
-    return asyncio.run(go())
+    return run(go())
 
 
 async def with_conn(dsn: str, fn: Any) -> Any:
@@ -115,7 +117,7 @@ def _wait_notify(dsn: str, channel: str, ready: threading.Event, timeout: float)
         finally:
             await conn.close()
 
-    return asyncio.run(go())
+    return run(go())
 
 
 @asynccontextmanager

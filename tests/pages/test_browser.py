@@ -6,6 +6,7 @@ Playwright), against `lastseen serve` with a real SMTP server and a real webhook
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -60,10 +61,21 @@ def served(postgres_url, tmp_path_factory, mailbox) -> Iterator[Served]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     assert Path(CHROMIUM).exists(), "needs Debian's chromium: apt-get install chromium"
-    with sync_playwright() as p:
+    # Playwright makes its loop with asyncio.new_event_loop(); once the ingest's tests have
+    # imported trio-asyncio, that would be trio-asyncio's loop. Give it plain asyncio's.
+    original = asyncio.new_event_loop
+    asyncio.new_event_loop = asyncio.SelectorEventLoop
+    try:
+        manager = sync_playwright()
+        p = manager.__enter__()
+    finally:
+        asyncio.new_event_loop = original
+    try:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield b
         b.close()
+    finally:
+        manager.__exit__(None, None, None)
 
 
 @pytest.fixture
