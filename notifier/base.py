@@ -210,12 +210,21 @@ class Transport:
         The message never contains the URL's path or query (they hold webhook secrets
         and bot tokens): only its host.
         """
-        host = httpx.URL(url).host or "the receiver"
+        try:
+            host = httpx.URL(url).host or "the receiver"
+        except httpx.InvalidURL:
+            raise TransportError("the URL is not valid", permanent=True) from None
         merged = {"content-type": "application/json", **(headers or {})}
         try:
             response = await self._client.post(url, content=content, headers=merged)
         except Blocked as exc:
             raise TransportError(str(exc), permanent=True) from None
+        except httpx.InvalidURL:
+            raise TransportError(f"the URL for {host} is not valid", permanent=True) from None
+        except httpx.UnsupportedProtocol:
+            raise TransportError(
+                "only http:// and https:// URLs are allowed", permanent=True
+            ) from None
         except httpx.TimeoutException:
             raise TransportError(f"timeout after {self.settings.timeout:g} s from {host}") from None
         except httpx.ConnectError as exc:
