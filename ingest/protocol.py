@@ -38,6 +38,9 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 _BARE_CR = re.compile(rb"\r(?!\n)")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _OBS_FOLD = re.compile(rb"\r\n[ \t]")
+# Both framings at once: a proxy in front may honour the other one (request smuggling).
+_TE = re.compile(rb"\r\ntransfer-encoding[ \t]*:", re.I)
+_CL = re.compile(rb"\r\ncontent-length[ \t]*:", re.I)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ def check_head(head: bytes) -> str | None:
         return "control character in the request head"
     if _OBS_FOLD.search(head):
         return "obsolete line folding in the request head"
+    if _TE.search(head) and _CL.search(head):
+        return "both Transfer-Encoding and Content-Length in the request head"
     return None
 
 

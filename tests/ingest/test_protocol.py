@@ -177,8 +177,13 @@ def test_a_head_over_8_kib_gets_431(session, bytewise):
         (b"POST /api/v1/heartbeats/x HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", b"folding"),
         (b"POST /api/v1/heartbeats/x HTTP/1.1\r\nHost: h\x00\r\n\r\n", b"control"),
         (b"POST /api/v1/heartbeats/x HTTP/1.1\r\nHost: a\rb\r\n\r\n", b"bare CR"),
+        (
+            b"POST /api/v1/heartbeats/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 3\r\n\r\n0\r\n\r\n",
+            b"both Transfer-Encoding and Content-Length",
+        ),
     ],
-    ids=["bare-lf", "obs-fold", "nul", "cr"],
+    ids=["bare-lf", "obs-fold", "nul", "cr", "te-and-cl"],
 )
 def test_heads_h11_would_tolerate_are_refused_here(session, data, why):
     [(status, _h, body)] = responses(feed(session, data))
