@@ -17,7 +17,7 @@ from notifier import channels
 from notifier.schema import ConfigError
 
 from .alerting import open_secret, seal_secret
-from .app import CallerDep, ChannelWriter, StateDep, audit, iso, page
+from .app import MAX_ID, CallerDep, ChannelWriter, Id, StateDep, audit, iso, page
 from .errors import ApiError
 from .models import ChannelCreate, ChannelUpdate
 
@@ -92,7 +92,7 @@ async def list_channels(
     caller: CallerDep,
     st: StateDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> dict[str, Any]:
     caller.require("channels:read")
     rows = await st.pool.fetch(
@@ -107,16 +107,19 @@ async def list_channels(
 
 
 @router.get("/channels/{channel_id}")
-async def get_channel(channel_id: int, caller: CallerDep, st: StateDep) -> dict[str, Any]:
+async def get_channel(channel_id: Id, caller: CallerDep, st: StateDep) -> dict[str, Any]:
     caller.require("channels:read")
     return channel_json(*await _fetch(st, caller, channel_id))
 
 
 @router.patch("/channels/{channel_id}")
 async def update_channel(
-    channel_id: int, body: ChannelUpdate, request: Request, caller: ChannelWriter, st: StateDep
+    channel_id: Id, body: ChannelUpdate, request: Request, caller: ChannelWriter, st: StateDep
 ) -> dict[str, Any]:
     """`config` is merged over the current one: omitted secrets are kept."""
+    for field in body.model_fields_set:
+        if getattr(body, field) is None:
+            raise ApiError(422, "invalid", f"{field} cannot be null", field)
     row, public, secret = await _fetch(st, caller, channel_id)
     name = body.name if body.name is not None else row["name"]
     if body.config is not None:
@@ -136,7 +139,7 @@ async def update_channel(
 
 @router.delete("/channels/{channel_id}", status_code=204)
 async def delete_channel(
-    channel_id: int, request: Request, caller: ChannelWriter, st: StateDep
+    channel_id: Id, request: Request, caller: ChannelWriter, st: StateDep
 ) -> Response:
     async with st.pool.acquire() as conn, conn.transaction():
         done = await conn.execute(

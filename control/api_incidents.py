@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from .app import CallerDep, StateDep, iso, page
+from .app import MAX_ID, CallerDep, Id, StateDep, iso, page
 from .errors import ApiError
 
 router = APIRouter()
@@ -56,10 +56,10 @@ async def recent_incidents(conn: Any, org_id: int, monitor_id: int, limit: int) 
 async def list_incidents(
     caller: CallerDep,
     st: StateDep,
-    monitor_id: Annotated[int | None, Query(alias="monitorId", ge=1)] = None,
+    monitor_id: Annotated[int | None, Query(alias="monitorId", ge=1, le=MAX_ID)] = None,
     state: Literal["open", "resolved"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> dict[str, Any]:
     """Newest first; continue with ?before=<nextBefore>."""
     caller.require("incidents:read")
@@ -74,7 +74,7 @@ async def list_incidents(
 
 
 @router.get("/incidents/{incident_id}")
-async def get_incident(incident_id: int, caller: CallerDep, st: StateDep) -> dict[str, Any]:
+async def get_incident(incident_id: Id, caller: CallerDep, st: StateDep) -> dict[str, Any]:
     caller.require("incidents:read")
     async with st.pool.acquire() as conn:
         row = await conn.fetchrow(

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from . import access, pat
-from .app import CallerDep, StateDep, TokenWriter
+from .app import CallerDep, Id, StateDep, TokenWriter
 from .errors import ApiError
 from .models import TokenCreate
 
@@ -72,7 +72,7 @@ async def list_tokens(caller: CallerDep, st: StateDep) -> dict[str, Any]:
 
 
 @router.delete("/me/tokens/{token_id}", status_code=204)
-async def revoke_token(token_id: int, caller: CallerDep, st: StateDep) -> Response:
+async def revoke_token(token_id: Id, caller: CallerDep, st: StateDep) -> Response:
     caller.require("tokens:write")
     done = await st.pool.execute(
         "UPDATE access_tokens SET revoked_at = now()"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Path, Request
 
 from core.dbrole import create_app_pool
 from notifier.base import Settings, Transport
@@ -84,6 +84,9 @@ def page(rows: list[Any], limit: int) -> tuple[list[Any], int | None]:
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
+# Object ids are PostgreSQL bigints: anything larger is refused (422) before a query.
+MAX_ID = 2**63 - 1
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def needing(scope: str) -> Any:
@@ -135,7 +138,7 @@ def create_app(
     from . import api_status_pages as api_pages
 
     for module in (api_me, api_monitors, api_channels, api_incidents, api_pages, api_audit):
-        app.include_router(module.router, prefix="/api/v1")
+        app.include_router(module.router, prefix="/api/v1", responses=errors.RESPONSES)
     app.include_router(status.router, include_in_schema=False)
     app.include_router(dashboard.router, include_in_schema=False)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ApiError(Exception):
@@ -34,13 +36,20 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        # Union members name themselves in the location ("constrained-str", "literal[..]"):
+        # only field names and list indexes make the field's path.
+        loc = [
+            str(p) for p in first.get("loc", ())
+            if p not in ("body", "query", "path") and (isinstance(p, int) or _NAME.fullmatch(p))
+        ]  # fmt: skip
         field = ".".join(loc) or None
         kind = first.get("type", "")
         if kind == "extra_forbidden":
             message = f"unknown field {field!r}"
         elif kind == "missing":
             message = f"{field} is required"
+        elif kind == "literal_error":
+            message = f"{field} must be one of {first.get('ctx', {}).get('expected', '?')}"
         else:
             message = f"{field}: {first.get('msg', 'invalid value')}"
         return JSONResponse(error_body("invalid", message, field), status_code=422)
@@ -53,8 +62,40 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {400: "invalid", 404: "not_found", 405: "method_not_allowed"}
         return JSONResponse(
             error_body(codes.get(exc.status_code, "error"), str(exc.detail)),
             status_code=exc.status_code,
+            headers=exc.headers,  # Allow on a 405
         )
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "field"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_ERROR = {"content": {"application/json": {"schema": ERROR_SCHEMA}}}
+# What any /api/v1 route may answer besides its success, documented once.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"description": why, **_ERROR}
+    for code, why in [
+        (400, "the body is not JSON"),
+        (401, "missing, malformed, unknown, expired or revoked token"),
+        (403, "the role or the token's scopes do not allow it"),
+        (404, "no such object in the caller's organisation"),
+        (409, "conflicts with an existing object"),
+        (422, "invalid input; field names it"),
+        (429, "too many failed authentications from this address"),
+    ]
+}

@@ -107,7 +107,7 @@ def test_patch_merges_config_and_keeps_omitted_secrets(control, owner, receiver)
 @pytest.mark.parametrize(
     ("payload", "field", "message"),
     [
-        ({"type": "pager", "name": "x", "config": {}}, "type", "type must be one of email, webhook, slack, discord, teams, telegram"),
+        ({"type": "pager", "name": "x", "config": {}}, "type", "type must be one of 'email', 'webhook', 'slack', 'discord', 'teams' or 'telegram'"),
         ({"type": "slack", "name": "x", "config": {}}, "config.url", "config.url is required"),
         ({"type": "slack", "name": "x", "config": {"url": "gopher://x"}}, "config.url", "config.url must be an http:// or https:// URL"),
         ({"type": "email", "name": "x", "config": {"to": "nope"}}, "config.to", "config.to is not an email address"),
