@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from .app import CallerDep, StateDep, page
+from .app import MAX_ID, CallerDep, StateDep, page
 
 router = APIRouter()
 
@@ -16,7 +16,7 @@ async def audit_log(
     caller: CallerDep,
     st: StateDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> dict[str, Any]:
     caller.require("audit:read")
     rows = await st.pool.fetch(

@@ -14,7 +14,7 @@ from notifier.base import Notice
 
 from .alerting import Target, attempt
 from .api_incidents import incident_json, recent_incidents
-from .app import CallerDep, MonitorWriter, StateDep, audit, iso, page
+from .app import MAX_ID, CallerDep, Id, MonitorWriter, StateDep, audit, iso, page
 from .auth import Caller
 from .crypto import EnvelopeError, open_envelope, seal
 from .errors import ApiError
@@ -119,7 +119,7 @@ async def list_monitors(
     caller: CallerDep,
     st: StateDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> dict[str, Any]:
     caller.require("monitors:read")
     rows = await st.pool.fetch(
@@ -133,7 +133,7 @@ async def list_monitors(
 
 
 @router.get("/monitors/{monitor_id}")
-async def get_monitor(monitor_id: int, caller: CallerDep, st: StateDep) -> dict[str, Any]:
+async def get_monitor(monitor_id: Id, caller: CallerDep, st: StateDep) -> dict[str, Any]:
     caller.require("monitors:read")
     async with st.pool.acquire() as conn:
         row = await conn.fetchrow(
@@ -147,7 +147,7 @@ async def get_monitor(monitor_id: int, caller: CallerDep, st: StateDep) -> dict[
 
 @router.get("/monitors/{monitor_id}/events")
 async def monitor_events(
-    monitor_id: int,
+    monitor_id: Id,
     caller: CallerDep,
     st: StateDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -170,7 +170,7 @@ async def monitor_events(
 
 @router.get("/monitors/{monitor_id}/secrets")
 async def read_secrets(
-    monitor_id: int, request: Request, caller: CallerDep, st: StateDep
+    monitor_id: Id, request: Request, caller: CallerDep, st: StateDep
 ) -> dict[str, Any]:
     """The plaintext token, for owners and admins with secrets:read; always audited.
 
@@ -251,7 +251,7 @@ async def _change(
 
 @router.patch("/monitors/{monitor_id}")
 async def update_monitor(
-    monitor_id: int, body: MonitorUpdate, request: Request, caller: MonitorWriter, st: StateDep
+    monitor_id: Id, body: MonitorUpdate, request: Request, caller: MonitorWriter, st: StateDep
 ) -> dict[str, Any]:
     given = body.model_dump(exclude_unset=True)
     for field, value in given.items():
@@ -259,8 +259,6 @@ async def update_monitor(
             raise ApiError(422, "invalid", f"{field} cannot be null", field)
     if given.get("interval_sec") is not None:
         _check_interval(caller, given["interval_sec"])
-    if not given:
-        raise ApiError(422, "invalid", "nothing to change", None)
     channel_ids = given.pop("channel_ids", None)
     assignments = {_COLUMNS[k]: v for k, v in given.items()}
     return await _change(
@@ -270,21 +268,21 @@ async def update_monitor(
 
 @router.post("/monitors/{monitor_id}/pause")
 async def pause_monitor(
-    monitor_id: int, request: Request, caller: CallerDep, st: StateDep
+    monitor_id: Id, request: Request, caller: CallerDep, st: StateDep
 ) -> dict[str, Any]:
     return await _change(caller, st, request, monitor_id, "PAUSE_MONITOR", {"paused": True})
 
 
 @router.post("/monitors/{monitor_id}/resume")
 async def resume_monitor(
-    monitor_id: int, request: Request, caller: CallerDep, st: StateDep
+    monitor_id: Id, request: Request, caller: CallerDep, st: StateDep
 ) -> dict[str, Any]:
     return await _change(caller, st, request, monitor_id, "RESUME_MONITOR", {"paused": False})
 
 
 @router.post("/monitors/{monitor_id}/rotate-token")
 async def rotate_token(
-    monitor_id: int, request: Request, caller: CallerDep, st: StateDep
+    monitor_id: Id, request: Request, caller: CallerDep, st: StateDep
 ) -> dict[str, Any]:
     """A new token at once; the old one answers 404 from the next second on."""
     token = new_token()
@@ -300,7 +298,7 @@ async def rotate_token(
 
 @router.delete("/monitors/{monitor_id}", status_code=204)
 async def delete_monitor(
-    monitor_id: int, request: Request, caller: CallerDep, st: StateDep
+    monitor_id: Id, request: Request, caller: CallerDep, st: StateDep
 ) -> Response:
     caller.require("monitors:write")
     async with st.pool.acquire() as conn, conn.transaction():
@@ -328,7 +326,7 @@ ORDER BY channel_id NULLS LAST
 
 @router.post("/monitors/{monitor_id}/test-alert")
 async def test_alert(
-    monitor_id: int, request: Request, caller: MonitorWriter, st: StateDep
+    monitor_id: Id, request: Request, caller: MonitorWriter, st: StateDep
 ) -> dict[str, Any]:
     """Send a test notification through every channel of the monitor now (no incident),
     and say per channel whether it landed, with the exact error when it did not."""

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 
-from .app import StateDep, StatusPageWriter, audit, iso, page
+from .app import MAX_ID, Id, StateDep, StatusPageWriter, audit, iso, page
 from .auth import Caller
 from .errors import ApiError
 from .models import StatusPageCreate, StatusPageUpdate
@@ -78,7 +78,7 @@ async def list_status_pages(
     caller: StatusPageWriter,
     st: StateDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> dict[str, Any]:
     rows = await st.pool.fetch(
         _SELECT + " WHERE p.org_id = $1 AND p.id > $2 ORDER BY p.id LIMIT $3",
@@ -89,7 +89,7 @@ async def list_status_pages(
 
 
 @router.get("/status-pages/{page_id}")
-async def get_status_page(page_id: int, caller: StatusPageWriter, st: StateDep) -> dict[str, Any]:
+async def get_status_page(page_id: Id, caller: StatusPageWriter, st: StateDep) -> dict[str, Any]:
     row = await st.pool.fetchrow(
         _SELECT + " WHERE p.id = $1 AND p.org_id = $2", page_id, caller.org_id
     )
@@ -100,7 +100,7 @@ async def get_status_page(page_id: int, caller: StatusPageWriter, st: StateDep) 
 
 @router.patch("/status-pages/{page_id}")
 async def update_status_page(
-    page_id: int, body: StatusPageUpdate, request: Request, caller: StatusPageWriter, st: StateDep
+    page_id: Id, body: StatusPageUpdate, request: Request, caller: StatusPageWriter, st: StateDep
 ) -> dict[str, Any]:
     given = body.model_dump(exclude_unset=True)
     for field, value in given.items():
@@ -128,7 +128,7 @@ async def update_status_page(
 
 @router.delete("/status-pages/{page_id}", status_code=204)
 async def delete_status_page(
-    page_id: int, request: Request, caller: StatusPageWriter, st: StateDep
+    page_id: Id, request: Request, caller: StatusPageWriter, st: StateDep
 ) -> Response:
     async with st.pool.acquire() as conn, conn.transaction():
         done = await conn.execute(

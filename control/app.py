@@ -21,6 +21,7 @@ from notifier.base import Settings, Transport
 from . import errors
 from .auth import MAX_FAILURES, Caller, FailureLimiter, authenticate
 from .crypto import Keyring
+from .models import MAX_ID as MAX_ID
 
 
 @dataclass
@@ -84,8 +85,7 @@ def page(rows: list[Any], limit: int) -> tuple[list[Any], int | None]:
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
-# Object ids are PostgreSQL bigints: anything larger is refused (422) before a query.
-MAX_ID = 2**63 - 1
+# Object ids: anything beyond MAX_ID is refused (422) before a query.
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,21 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body("internal", "internal error"), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {400: "invalid", 404: "not_found", 405: "method_not_allowed"}
+        headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
+        if exc.status_code == 405:  # every method of the path, not just one route's
+            allowed = {
+                method
+                for route in request.app.router.routes
+                if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
+                for method in route.methods or ()
+            }
+            headers["allow"] = ", ".join(sorted(allowed))
         return JSONResponse(
             error_body(codes.get(exc.status_code, "error"), str(exc.detail)),
             status_code=exc.status_code,
-            headers=exc.headers,  # Allow on a 405
+            headers=headers,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 
@@ -15,10 +15,57 @@ PLAN_FLOORS = {"free": 300, "pro": 60, "business": 30}
 
 # Optional in a PATCH, but not nullable: the schema says so, and the handler refuses null.
 NotNull = SkipJsonSchema[None]
+# Ids fit PostgreSQL's bigint and JavaScript's exact integers (and so every JSON reader).
+MAX_ID = 2**53 - 1
+
+
+def _whole_number(value: Any) -> Any:
+    """An integer as JSON Schema means it: 3 or 3.0, never true, "3" or 3.5."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+# Integers in a range. The range comes before the validator, or the OpenAPI document
+# would not show it as minimum and maximum.
+_WHOLE = BeforeValidator(_whole_number)
+ObjectId = Annotated[int, Field(ge=1, le=MAX_ID), _WHOLE]
+TimeoutMs = Annotated[int, Field(ge=1, le=60_000), _WHOLE]
+GraceSec = Annotated[int, Field(ge=0, le=86_400), _WHOLE]
+Threshold = Annotated[int, Field(ge=1, le=100), _WHOLE]
+Ids = list[ObjectId]
+
+
+def _storable(value: Any) -> Any:
+    """PostgreSQL text holds no NUL, and UTF-8 no lone surrogate: refuse both here (422)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _storable(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key)
+            _storable(item)
+    return value
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _text_is_storable(cls, value: Any) -> Any:
+        return _storable(value)
 
 
 Scope = Literal[
@@ -40,11 +87,11 @@ class MonitorCreate(Body):
     url: str = Field(min_length=1, max_length=2000)
     type: Literal["heartbeat"] = "heartbeat"
     interval_sec: Interval
-    timeout_ms: int = Field(default=10_000, ge=1, le=60_000)
-    heartbeat_grace_sec: int = Field(default=60, ge=0, le=86_400)
-    alert_threshold: int = Field(default=1, ge=1, le=100)
+    timeout_ms: TimeoutMs = 10_000
+    heartbeat_grace_sec: GraceSec = 60
+    alert_threshold: Threshold = 1
     alert_email: str | None = Field(default=None, max_length=320)
-    channel_ids: list[int] = Field(default_factory=list, max_length=50)
+    channel_ids: Ids = Field(default_factory=list, max_length=50)
 
 
 class MonitorUpdate(Body):
@@ -54,11 +101,11 @@ class MonitorUpdate(Body):
     url: Annotated[str, Field(min_length=1, max_length=2000)] | NotNull = None
     type: Literal["heartbeat"] | NotNull = None
     interval_sec: Interval | NotNull = None
-    timeout_ms: Annotated[int, Field(ge=1, le=60_000)] | NotNull = None
-    heartbeat_grace_sec: Annotated[int, Field(ge=0, le=86_400)] | NotNull = None
-    alert_threshold: Annotated[int, Field(ge=1, le=100)] | NotNull = None
+    timeout_ms: TimeoutMs | NotNull = None
+    heartbeat_grace_sec: GraceSec | NotNull = None
+    alert_threshold: Threshold | NotNull = None
     alert_email: Annotated[str, Field(max_length=320)] | None = None
-    channel_ids: Annotated[list[int], Field(max_length=50)] | NotNull = None
+    channel_ids: Annotated[Ids, Field(max_length=50)] | NotNull = None
 
 
 class ChannelCreate(Body):
@@ -78,12 +125,12 @@ SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 class StatusPageCreate(Body):
     slug: str = Field(pattern=SLUG)
     title: str = Field(min_length=1, max_length=200)
-    monitor_ids: list[int] = Field(default_factory=list, max_length=200)
-    public: bool = True
+    monitor_ids: Ids = Field(default_factory=list, max_length=200)
+    public: StrictBool = True
 
 
 class StatusPageUpdate(Body):
     slug: Annotated[str, Field(pattern=SLUG)] | NotNull = None
     title: Annotated[str, Field(min_length=1, max_length=200)] | NotNull = None
-    monitor_ids: Annotated[list[int], Field(max_length=200)] | NotNull = None
-    public: bool | NotNull = None
+    monitor_ids: Annotated[Ids, Field(max_length=200)] | NotNull = None
+    public: StrictBool | NotNull = None
