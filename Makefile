@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SOURCES := pyproject.toml setup.py $(wildcard core/*.pyx core/*.pxd ingest/*.pyx ingest/*.pxd)
 
-.PHONY: run test lint typecheck pytest bench bench-smoke install clean screenshots
+.PHONY: run test test-faults lint typecheck pytest bench bench-smoke install clean screenshots
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ pytest: $(STAMP) $(SNIPPETS_STAMP)
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck bench-smoke pytest
+
+# The fault and security suite at full length (60 s outages, 500 fuzz examples per route);
+# `make test` runs the same tests in their short versions.
+test-faults: $(STAMP) $(SNIPPETS_STAMP)
+	LASTSEEN_SLOW=1 $(BIN)/python -m pytest -q -s -m "faults or security"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -7,8 +7,9 @@ On the first run (no organisation yet) it creates 'default' with an owner, print
 owner's PAT once and writes it to <data-dir>/owner-token (mode 0600).
 
 Each child runs `python -m lastseen <role>` with LASTSEEN_DATABASE_URL pointing at the
-database. A child that exits unexpectedly is logged and restarted (backoff from 1 s to
-30 s, reset once it has run for a minute). SIGINT or SIGTERM stops them all with SIGTERM,
+database. A child that exits unexpectedly is logged and restarted: at once the first
+time (a dead ingest is a blind monitor), then after 1 s doubling to 30 s, reset once it
+has run for a minute. SIGINT or SIGTERM stops them all with SIGTERM,
 waits for them (they stop gracefully within 5 s), kills what is left, then stops the
 embedded database.
 """
@@ -44,7 +45,7 @@ class Child:
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
-    backoff: float = 1.0
+    backoff: float = 0.0
     restart_at: float = field(default=0.0)
 
     def start(self, env: dict[str, str]) -> None:
@@ -149,11 +150,11 @@ def _keep_alive(child: Child, env: dict[str, str]) -> None:
         code = process.poll()
         if code is None:
             if now - child.started_at > HEALTHY_AFTER_SECONDS:
-                child.backoff = 1.0
+                child.backoff = 0.0
             return
         log.error("%s exited with %s; restarting in %.0f s", child.name, code, child.backoff)
         child.process = None
         child.restart_at = now + child.backoff
-        child.backoff = min(child.backoff * 2, 30.0)
+        child.backoff = min(max(1.0, child.backoff * 2), 30.0)
     if now >= child.restart_at:
         child.start(env)

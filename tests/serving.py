@@ -42,7 +42,9 @@ def serving(dsn: str, data_dir: Path, **env: str) -> Iterator[Served]:
     try:
         origin = f"http://127.0.0.1:{ingest}"
         wait_until(functools.partial(answers, f"{origin}/api/v1/openapi.json"), 30)
-        yield Served(origin, (data_dir / "owner-token").read_text().strip(), data_dir, dsn)
+        token_file = data_dir / "owner-token"  # absent when the database had organisations
+        pat = token_file.read_text().strip() if token_file.exists() else ""
+        yield Served(origin, pat, data_dir, dsn)
     finally:
         process.send_signal(signal.SIGINT)
         try:

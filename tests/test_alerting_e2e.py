@@ -113,7 +113,9 @@ def test_a_silent_monitor_alerts_every_channel_and_its_next_ping_recovers_it(
     assert receiver.on("/slack")[1].json()["text"].startswith("RECOVERED: nightly-backup")
     assert sorted(m["To"] for m in mails) == ["ops@example.test", "ops@example.test",
                                               "team@example.test", "team@example.test"]  # fmt: skip
-    assert token not in output
+    # No secret reaches a log line: heartbeat token, bot token, signing secret.
+    for secret in (token, BOT, "w" * 20):
+        assert secret not in output
     row_after_miss = (incident["created_at"] - incident["opened_at"]).total_seconds()
     delivered = [datetime.fromisoformat(n["deliveredAt"]) for n in detail["notifications"]
                  if n["kind"] == "alert"]  # fmt: skip

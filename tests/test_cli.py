@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import trio
 
 from core.pg import free_port
@@ -15,6 +16,7 @@ from core.pg import free_port
 from .ingest.dbhelp import fetch, ping, seed, wait_for
 
 
+@pytest.mark.faults
 async def test_sigterm_flushes_every_answered_ping_and_exits_within_5_seconds(database_url):
     monitors = await seed(database_url, 50)
     port, admin = free_port(), free_port()

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 
 from control.alerting import LEASE, Worker
 
@@ -273,6 +274,7 @@ def test_an_outcome_from_a_worker_whose_lease_ran_out_is_not_recorded(database_u
     assert (row["status"], row["last_error"], row["attempts"]) == ("delivered", None, 2)
 
 
+@pytest.mark.faults
 def test_a_worker_killed_mid_delivery_loses_nothing(database_url):
     """A real `lastseen worker` is SIGKILLed while a receiver holds its request; its row
     is claimed for at most the lease, then another worker delivers it with the same key."""

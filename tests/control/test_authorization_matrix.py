@@ -18,6 +18,8 @@ from control.access import ROLES, SCOPES, WILDCARD, effective
 
 from .conftest import Control, body
 
+pytestmark = pytest.mark.security
+
 WRITE_METHODS = {"post", "patch", "delete", "put"}
 PARAM = re.compile(r"\{(\w+)\}")
 

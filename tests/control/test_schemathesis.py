@@ -18,6 +18,8 @@ import pytest
 
 from .conftest import Control
 
+pytestmark = pytest.mark.security
+
 CHECKS = ",".join([
     "not_a_server_error", "status_code_conformance", "content_type_conformance",
     "response_schema_conformance", "response_headers_conformance", "negative_data_rejection",

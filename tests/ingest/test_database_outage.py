@@ -1,6 +1,7 @@
 """PostgreSQL stopped or hung under the ingest: pings keep their 204, nothing is lost.
 
-Each test runs its own embedded cluster, since it stops it.
+Each test runs its own embedded cluster, since it stops it. The outage lasts 1 s, or 60 s
+with LASTSEEN_SLOW=1 (make test-faults); each prints its ping latencies before and during.
 """
 
 from __future__ import annotations
@@ -17,6 +18,26 @@ from core.pg import EmbeddedPostgres
 
 from ..conftest import throwaway_dir
 from .dbhelp import execute, fetch, ping, running, seed, wait_for
+
+pytestmark = pytest.mark.faults
+OUTAGE_SECONDS = 60.0 if os.environ.get("LASTSEEN_SLOW") else 1.0
+
+
+async def _ping_through(port: int, monitors, seconds: float) -> list[tuple[int, float]]:
+    """Ping every monitor in turn for `seconds`: (status, latency) of each."""
+    answered = []
+    end = trio.current_time() + seconds
+    while trio.current_time() < end:
+        for m in monitors:
+            sent = trio.current_time()
+            answered.append((await ping(port, m.token), trio.current_time() - sent))
+        await trio.sleep(0.1)
+    return answered
+
+
+def _p99(answered: list[tuple[int, float]]) -> float:
+    latencies = sorted(t for _, t in answered)
+    return latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
 
 
 @pytest.fixture
@@ -60,15 +81,13 @@ async def test_postgres_stopped_then_started_loses_no_ping(own_postgres):
     dsn = await _migrated(own_postgres)
     monitors = await seed(dsn, 20)
     async with running(dsn, db_timeout=1.0) as ingest:
-        for m in monitors:
-            assert await ping(ingest.port, m.token) == 204
+        baseline = await _ping_through(ingest.port, monitors, 1.0)
+        assert {s for s, _ in baseline} == {204}
         await trio.to_thread.run_sync(own_postgres.stop)
-        answered = []
-        for _round in range(3):
-            for m in monitors:
-                answered.append(await ping(ingest.port, m.token))
-            await trio.sleep(0.3)
-        assert answered == [204] * len(answered)
+        answered = await _ping_through(ingest.port, monitors, OUTAGE_SECONDS)
+        assert [s for s, _ in answered] == [204] * len(answered)
+        print(f"\nPostgreSQL stopped {OUTAGE_SECONDS:g} s: {len(answered)} pings, all 204;"
+              f" p99 {_p99(answered):.1f} ms (before: {_p99(baseline):.1f} ms)")  # fmt: skip
         # (Not asserting on dirty_count here: a flush may hold the rows at this instant.)
         assert ingest.flush_failures > 0
         await trio.to_thread.run_sync(own_postgres.start)
@@ -87,12 +106,10 @@ async def test_postgres_hung_blocks_nothing_and_loses_no_ping(own_postgres):
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
         try:
-            answered = []
-            for _round in range(4):
-                for m in monitors:
-                    answered.append(await ping(ingest.port, m.token))
-                await trio.sleep(0.5)
-            assert answered == [204] * len(answered)
+            answered = await _ping_through(ingest.port, monitors, max(2.0, OUTAGE_SECONDS))
+            assert [s for s, _ in answered] == [204] * len(answered)
+            print(f"\nPostgreSQL hung {max(2.0, OUTAGE_SECONDS):g} s: {len(answered)} pings, all"
+                  f" 204; p99 {_p99(answered):.1f} ms")  # fmt: skip
             # A flush against the hung server gave up within its timeout, keeping its rows.
             assert ingest.flush_failures > 0
         finally:

@@ -12,6 +12,8 @@ from ..ingest.dbhelp import running, seed
 
 STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3}) ", re.M)
 
+pytestmark = pytest.mark.security
+
 
 async def exchange(port: int, data: bytes) -> list[int]:
     """Send `data`, read until the server closes or stays silent; the statuses answered."""

@@ -21,6 +21,8 @@ from notifier.schema import ConfigError
 from ..aio import run
 from ..receivers import http_receiver, status
 
+pytestmark = pytest.mark.security
+
 
 @contextmanager
 def counting_listener() -> Iterator[tuple[int, list[int]]]:

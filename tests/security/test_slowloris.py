@@ -1,0 +1,102 @@
+"""Slowloris against a real `lastseen ingest` process, in real time: 1,000 connections
+trickle a request head one byte a second. Every one is closed by the 10 s head deadline
+(+1 s), while pings on another connection keep getting 204."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+
+import pytest
+import trio
+
+from core.pg import free_port
+
+from ..ingest.dbhelp import ping as one_ping
+from ..ingest.dbhelp import seed
+
+SLOW = 1000
+HEAD_TIMEOUT = 10.0
+
+pytestmark = pytest.mark.security
+
+
+async def test_a_thousand_trickling_connections_are_closed_and_pings_go_on(database_url):
+    [m] = await seed(database_url, 1)
+    ping = f"POST /api/v1/heartbeats/{m.token} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+    closed_after: list[float] = []
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def trickle(port: int) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        start = trio.current_time()
+        data = (
+            b"POST /api/v1/heartbeats/" + m.token.encode() + b" HTTP/1.1\r\nX-Slow: " + b"a" * 100
+        )
+        async with stream:
+            try:
+                for byte in data:
+                    await stream.send_all(bytes([byte]))
+                    with trio.move_on_after(1.0):
+                        if not await stream.receive_some():  # closed: EOF
+                            break
+                        while await stream.receive_some():  # the 408, then EOF
+                            pass
+                        break
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        closed_after.append(trio.current_time() - start)
+
+    async def pinger(port: int, until: float) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            while trio.current_time() < until:
+                sent = trio.current_time()
+                await stream.send_all(ping)
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += await stream.receive_some()
+                latencies.append(trio.current_time() - sent)
+                if not answer.startswith(b"HTTP/1.1 204"):
+                    errors.append(answer[:40].decode(errors="replace"))
+                await trio.sleep(0.05)
+
+    port = free_port()
+    env = {**os.environ, "LASTSEEN_DATABASE_URL": database_url,
+           "LASTSEEN_HEAD_TIMEOUT_SECONDS": str(HEAD_TIMEOUT)}  # fmt: skip
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "lastseen", "ingest", "--listen", f"127.0.0.1:{port}",
+         "--admin-listen", f"127.0.0.1:{free_port()}"], env=env,
+    )  # fmt: skip
+    try:
+        with trio.fail_after(30):
+            while True:
+                try:
+                    if await one_ping(port, m.token) == 204:
+                        break
+                except OSError:
+                    pass
+                await trio.sleep(0.1)
+        async with trio.open_nursery() as nursery:
+            for _ in range(SLOW):
+                nursery.start_soon(trickle, port)
+            await trio.sleep(1.0)
+            nursery.start_soon(pinger, port, trio.current_time() + HEAD_TIMEOUT)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(10):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert len(closed_after) == SLOW
+    assert max(closed_after) <= HEAD_TIMEOUT + 1.0, max(closed_after)
+    assert errors == []
+    latencies.sort()
+    p99 = latencies[math.ceil(len(latencies) * 0.99) - 1]
+    print(f"\n{SLOW} slow connections closed after {min(closed_after):.2f}-{max(closed_after):.2f} s;"
+          f" {len(latencies)} pings meanwhile, p50 {latencies[len(latencies) // 2] * 1000:.1f} ms,"
+          f" p99 {p99 * 1000:.1f} ms, 0 errors")  # fmt: skip
