@@ -19,13 +19,8 @@ SPACING_SECONDS = 1.0  # 5 requests per 5 s per webhook
 COLOURS = {"alert": 0xD93025, "recovery": 0x188038, "test": 0x5F6368}
 
 
-def validate(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    schema.only(config, {"url"})
-    return {}, {"url": schema.url(config)}
-
-
-def view(public: Mapping[str, Any], secret: Mapping[str, Any]) -> dict[str, Any]:
-    return {"url": schema.mask_url(secret["url"])}
+validate = schema.url_only
+view = schema.url_only_view
 
 
 def payload(notice: Notice) -> dict[str, Any]:

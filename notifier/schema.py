@@ -64,3 +64,13 @@ def mask_url(value: str) -> str:
 
 def mask(value: str) -> str:
     return f"…{value[-4:]}" if len(value) >= 16 else "…"
+
+
+def url_only(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The configuration of a channel that is just a secret webhook URL."""
+    only(config, {"url"})
+    return {}, {"url": url(config)}
+
+
+def url_only_view(public: Mapping[str, Any], secret: Mapping[str, Any]) -> dict[str, Any]:
+    return {"url": mask_url(secret["url"])}

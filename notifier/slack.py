@@ -15,13 +15,8 @@ SECRET_FIELDS = ("url",)
 SPACING_SECONDS = 1.0  # Slack allows about one message per second per webhook
 
 
-def validate(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    schema.only(config, {"url"})
-    return {}, {"url": schema.url(config)}
-
-
-def view(public: Mapping[str, Any], secret: Mapping[str, Any]) -> dict[str, Any]:
-    return {"url": schema.mask_url(secret["url"])}
+validate = schema.url_only
+view = schema.url_only_view
 
 
 def payload(notice: Notice) -> dict[str, Any]:

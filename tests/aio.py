@@ -39,3 +39,18 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return _run(coro)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(_run, coro).result()
+
+
+def fetch(dsn: str, query: str, *args: Any) -> list[Any]:
+    """One query on a fresh connection (for tests outside trio)."""
+    import asyncpg
+
+    async def go() -> list[Any]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows: list[Any] = await conn.fetch(query, *args)
+            return rows
+        finally:
+            await conn.close()
+
+    return run(go())

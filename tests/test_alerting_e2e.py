@@ -12,27 +12,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 from core.pg import free_port
 
-from .aio import run
+from .aio import fetch
 from .receivers import http_receiver, smtp_server
 from .test_serve import answers, wait_until
 
 BOT = "123456:" + "C" * 35
-
-
-def fetch(dsn: str, query: str, *args) -> list:
-    async def go():
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return run(go())
 
 
 def test_a_silent_monitor_alerts_every_channel_and_its_next_ping_recovers_it(

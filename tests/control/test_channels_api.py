@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import asyncpg
 import pytest
 
-from ..aio import run
+from ..aio import fetch
 from ..receivers import HttpReceiver, Mailbox, http_receiver, smtp_server, status
 from .conftest import Control, body
 
@@ -40,17 +39,6 @@ def control_env(receiver, mailbox) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def owner(control: Control) -> str:
     return control.bootstrap("acme", "owner@acme.test", "owner")
-
-
-def fetch(dsn: str, query: str, *args) -> list:
-    async def go():
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return run(go())
 
 
 def test_a_channel_keeps_its_secrets_sealed_and_shows_them_masked(control, owner, receiver):
