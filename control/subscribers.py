@@ -50,9 +50,11 @@ def link(
 async def send_confirmation(
     transport: Transport, keyring: Keyring, row: Mapping[str, Any], notice: Notice
 ) -> None:
-    """The one mail an unconfirmed address gets: the link that confirms it."""
+    """The one mail an unconfirmed address gets: the link that confirms it (and, as in
+    every mail, one that removes the address)."""
     base = transport.settings.public_url
     confirm = link(base, keyring, CONFIRM, row["page_slug"], row["subscriber_id"], row["address"])
+    leave = link(base, keyring, UNSUBSCRIBE, row["page_slug"], row["subscriber_id"], row["address"])
     mail = email.plain_message(
         sender=transport.settings.smtp_from,
         to=row["address"],
@@ -60,10 +62,13 @@ async def send_confirmation(
         text=(
             f"Someone (hopefully you) asked to hear about incidents on the status page "
             f"“{row['page_title']}”.\n\nConfirm: {confirm}\n\n"
-            "If it was not you, ignore this mail: nothing else will be sent."
+            "If it was not you, ignore this mail: nothing else will be sent.\n"
+            f"Unsubscribe: {leave}"
         ),
         message_key=notice.idempotency_key,
     )
+    mail["List-Unsubscribe"] = f"<{leave}>"
+    mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     await email.send_message(mail, transport)
 
 

@@ -172,6 +172,8 @@ def test_subscribers_confirm_hear_of_incidents_and_unsubscribe_in_one_click(
     confirmations = mailbox.messages[before:]
     assert {m["Subject"] for m in confirmations} == {"[lastseen] Confirm your subscription to Subs"}
     link = re.search(r"Confirm: (\S+)", text_of(confirmations[-1])).group(1)
+    leave_early = re.search(r"Unsubscribe: (\S+)", text_of(confirmations[-1])).group(1)
+    assert confirmations[-1]["List-Unsubscribe"] == f"<{leave_early}>"
     path = link[link.index("/status/") :]
 
     # Unconfirmed: an incident sends it nothing.
