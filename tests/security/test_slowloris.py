@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import signal
 import sys
 
@@ -19,11 +20,18 @@ from ..ingest.dbhelp import seed
 
 SLOW = 1000
 HEAD_TIMEOUT = 10.0
+# The bound is deadline + 1 s (held in `make test-faults`); the everyday run allows
+# 3 s so that a loaded CI machine's scheduling cannot fail it, while a deadline that did
+# not fire (the 30 s or no timeout) still would.
+MARGIN = 1.0 if os.environ.get("LASTSEEN_SLOW") else 3.0
 
 pytestmark = pytest.mark.security
 
 
 async def test_a_thousand_trickling_connections_are_closed_and_pings_go_on(database_url):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096 <= hard or (hard == resource.RLIM_INFINITY and soft < 4096):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))  # 1,000 sockets a side
     [m] = await seed(database_url, 1)
     ping = f"POST /api/v1/heartbeats/{m.token} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
     closed_after: list[float] = []
@@ -93,7 +101,7 @@ async def test_a_thousand_trickling_connections_are_closed_and_pings_go_on(datab
             process.kill()
             await process.wait()
     assert len(closed_after) == SLOW
-    assert max(closed_after) <= HEAD_TIMEOUT + 1.0, max(closed_after)
+    assert max(closed_after) <= HEAD_TIMEOUT + MARGIN, max(closed_after)
     assert errors == []
     latencies.sort()
     p99 = latencies[math.ceil(len(latencies) * 0.99) - 1]
