@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import time
 from collections import defaultdict
 
@@ -37,10 +36,17 @@ FLUSH_SLACK = 0.5
 
 
 def ingest_pid(port: int) -> int:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        if "lastseen ingest" in line and f"127.0.0.1:{port}" in line:
-            return int(line.split()[0])
+    """The pid of the `lastseen ingest` listening on `port` (from /proc: `ps` truncates)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"ingest" in argv and f"127.0.0.1:{port}".encode() in argv and b"lastseen" in argv:
+            return int(entry)
     raise AssertionError("no ingest process")
 
 
