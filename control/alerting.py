@@ -392,7 +392,12 @@ class Worker:
                             task = asyncio.create_task(self._guarded(row))
                             self._inflight.add(task)
                             task.add_done_callback(self._done)
-                except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                except (
+                    asyncpg.PostgresError,
+                    OSError,
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,
+                ) as exc:
                     log.warning("database unavailable (%s); retrying", type(exc).__name__)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -419,7 +424,12 @@ class Worker:
         except asyncio.CancelledError:
             await asyncio.shield(self._release(row))
             raise
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except (
+            asyncpg.PostgresError,
+            OSError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+        ) as exc:
             # The outcome could not be written: the lease returns the row to the queue.
             log.warning("notification %d: outcome not recorded (%s)", row["id"], type(exc).__name__)
 
@@ -446,7 +456,12 @@ class Worker:
             for channel in ("lastseen_events", "lastseen_notifications"):
                 await conn.add_listener(channel, lambda *_: self._wake.set())
             return conn
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+        except (
+            asyncpg.PostgresError,
+            OSError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+        ):
             return None  # polling still runs; try again next round
 
 

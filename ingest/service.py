@@ -50,6 +50,10 @@ DB_ERRORS = (
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    # A call abandoned at its timeout can leave the connection mid-operation; the next call
+    # on it says so with this (seen with PostgreSQL stopped under the follower). The
+    # connection is dropped and a new one made, like after any other failure.
+    asyncpg.InternalClientError,
     TimeoutError,
     trio.TooSlowError,
 )
