@@ -64,6 +64,8 @@ EVENT_BATCH = 1000
 EVENTS_LOCK = 0x6C617375  # one event reader at a time
 
 Clock = Callable[[], datetime]
+# What a lost or unusable database connection raises; the loop retries, the lease returns rows.
+DB_ERRORS = (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 def utcnow() -> datetime:
@@ -392,12 +394,7 @@ class Worker:
                             task = asyncio.create_task(self._guarded(row))
                             self._inflight.add(task)
                             task.add_done_callback(self._done)
-                except (
-                    asyncpg.PostgresError,
-                    OSError,
-                    asyncpg.InterfaceError,
-                    asyncpg.InternalClientError,
-                ) as exc:
+                except DB_ERRORS as exc:
                     log.warning("database unavailable (%s); retrying", type(exc).__name__)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -424,12 +421,7 @@ class Worker:
         except asyncio.CancelledError:
             await asyncio.shield(self._release(row))
             raise
-        except (
-            asyncpg.PostgresError,
-            OSError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,
-        ) as exc:
+        except DB_ERRORS as exc:
             # The outcome could not be written: the lease returns the row to the queue.
             log.warning("notification %d: outcome not recorded (%s)", row["id"], type(exc).__name__)
 
@@ -456,12 +448,7 @@ class Worker:
             for channel in ("lastseen_events", "lastseen_notifications"):
                 await conn.add_listener(channel, lambda *_: self._wake.set())
             return conn
-        except (
-            asyncpg.PostgresError,
-            OSError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,
-        ):
+        except DB_ERRORS:
             return None  # polling still runs; try again next round
 
 
