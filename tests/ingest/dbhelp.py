@@ -12,6 +12,7 @@ import asyncpg
 import trio
 
 from core.seed import SeededMonitor, seed_monitors
+from ingest.clock import Clock
 from ingest.service import Ingest, IngestConfig
 
 from ..aio import run
@@ -60,8 +61,8 @@ def config(dsn: str, **overrides: Any) -> IngestConfig:
 
 
 @asynccontextmanager
-async def running(dsn: str, **overrides: Any) -> AsyncIterator[Ingest]:
-    ingest = Ingest(config(dsn, **overrides))
+async def running(dsn: str, clock: Clock | None = None, **overrides: Any) -> AsyncIterator[Ingest]:
+    ingest = Ingest(config(dsn, **overrides), clock)
     async with trio.open_nursery() as nursery:
         await nursery.start(ingest.run)
         try:
