@@ -12,8 +12,11 @@ for its real deadline, pushes it again if it moved, and otherwise cancels the
 connection's scope. Each connection is re-pushed at most once per timeout period. The
 session then says what to send before closing (408, or nothing for an idle connection).
 
-At most ``Limits.max_connections`` connections are open; one more is accepted and closed
-at once, so the backlog never fills and valid pings keep flowing. Running out of file
+At most ``Limits.max_connections`` connections are open. At the cap, a new connection
+takes the place of an idle one (nothing of a request received; nginx does the same with
+its keep-alive connections): the one nearest its deadline, which its timeout would close
+first anyway. So a flood of idle connections cannot lock valid pings out; when every connection is in the middle of a request, the
+new one is accepted and closed at once, so the backlog never fills. Running out of file
 descriptors pauses accepting briefly instead of crashing.
 
 ``stop()`` is graceful: stop accepting, close idle connections, let requests in progress
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 RECV_SIZE = 64 * 1024
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 256 * 1024
+EVICT_CHECKS = 64  # heap entries looked at for an idle connection to close at the cap
+EVICT_PENDING = 64  # evicted connections not yet closed; beyond this, accepting waits
 _ACCEPT_PAUSE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
@@ -52,6 +57,7 @@ class _Connection:
     send_deadline: float = 0.0  # while sending: when to give up on the peer reading
     registered: float = math.inf  # the deadline of its live entry in the reaper's heap
     expired: bool = False
+    evicted: bool = False  # closed to make room for a new connection at the cap
 
     def deadline(self) -> float:
         if self.send_deadline:
@@ -75,6 +81,31 @@ class _Reaper:
             self._wake.set()
         conn.registered = deadline
         heapq.heappush(self._heap, (deadline, next(self._seq), conn))
+
+    def evict_idle(self, checks: int = EVICT_CHECKS) -> _Connection | None:
+        """Cancel the idle connection nearest its deadline, if one is among the first
+        `checks` entries of the heap; busy ones keep their entries."""
+        heap = self._heap
+        busy: list[tuple[float, int, _Connection]] = []
+        victim = None
+        try:
+            while heap and checks > 0:
+                checks -= 1
+                entry = heapq.heappop(heap)
+                conn = entry[2]
+                if entry[0] != conn.registered or conn.session.closed or conn.evicted:
+                    continue  # stale, or already on its way out
+                if conn.session.busy or conn.send_deadline:
+                    busy.append(entry)
+                    continue
+                conn.evicted = True
+                conn.scope.cancel()
+                victim = conn
+                break
+        finally:
+            for entry in busy:
+                heapq.heappush(heap, entry)
+        return victim
 
     async def run(self) -> None:
         clock = self._clock
@@ -102,6 +133,7 @@ class ListenerStatistics:
     open_connections: int
     accepted: int
     rejected: int
+    evicted: int
     timeouts: int
 
 
@@ -115,7 +147,9 @@ class Listener:
     upstream: Upstream | None = None  # where requests that are not heartbeats go
     accepted: int = 0
     rejected: int = 0
+    evicted: int = 0
     timeouts: int = 0
+    _evicting: int = 0  # evicted, not yet closed: they still hold a descriptor
     _connections: set[_Connection] = field(default_factory=set)
     _draining: bool = False
     _accepting: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -123,7 +157,7 @@ class Listener:
 
     def statistics(self) -> ListenerStatistics:
         return ListenerStatistics(
-            len(self._connections), self.accepted, self.rejected, self.timeouts
+            len(self._connections), self.accepted, self.rejected, self.evicted, self.timeouts
         )
 
     async def serve(
@@ -152,7 +186,10 @@ class Listener:
         self, listen_sock: stdlib_socket.socket, nursery: trio.Nursery, reaper: _Reaper
     ) -> None:
         """Accept every connection waiting in the backlog."""
+        limit = self.limits.max_connections
         while True:
+            if self._evicting >= EVICT_PENDING and len(self._connections) - self._evicting >= limit:
+                return  # let the evicted connections close first; the rest wait in the backlog
             try:
                 sock, address = listen_sock.accept()
             except BlockingIOError:
@@ -163,10 +200,13 @@ class Listener:
                     await trio.sleep(0.05)
                     return
                 raise
-            if len(self._connections) >= self.limits.max_connections:
-                self.rejected += 1
-                sock.close()
-                continue
+            if len(self._connections) - self._evicting >= limit:
+                if reaper.evict_idle() is None:
+                    self.rejected += 1
+                    sock.close()
+                    continue
+                self.evicted += 1
+                self._evicting += 1
             self.accepted += 1
             sock.setblocking(False)
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
@@ -244,6 +284,8 @@ class Listener:
         except OSError:
             pass  # reset by the peer: nothing to answer
         finally:
+            if conn.evicted:
+                self._evicting -= 1
             self._connections.discard(conn)
             if not self._connections:
                 self._idle.set()

@@ -109,21 +109,51 @@ async def test_a_slow_body_gets_408_at_the_body_deadline(autojump_clock, respond
         await listener.stop(grace=1)
 
 
-async def test_connections_past_the_cap_are_closed_at_once_and_pings_still_work(
+async def test_at_the_cap_a_new_connection_replaces_the_idle_one_nearest_its_timeout(
+    autojump_clock, responder
+):
+    async with trio.open_nursery() as nursery:
+        listener, port = await start(nursery, responder, Limits(max_connections=5))
+        held = []
+        for _ in range(5):
+            held.append(await connect(port))
+            await trio.sleep(1)
+        # held[1] is mid-head: busy, never evicted, although its deadline comes second.
+        await held[1].send_all(PING[:20])
+        await trio.sleep(0.1)
+        newcomer = await connect(port)
+        await newcomer.send_all(PING)
+        assert (await read_response(newcomer)).startswith(b"HTTP/1.1 204")
+        assert await read_until_closed(held[0]) == b""  # closed without a word
+        stats = listener.statistics()
+        assert (stats.open_connections, stats.evicted, stats.rejected) == (5, 1, 0)
+        # The next newcomer passes over busy held[1] and takes the place of held[2].
+        second = await connect(port)
+        await second.send_all(PING)
+        assert (await read_response(second)).startswith(b"HTTP/1.1 204")
+        assert await read_until_closed(held[2]) == b""
+        await held[1].send_all(PING[20:])
+        assert (await read_response(held[1])).startswith(b"HTTP/1.1 204")
+        await listener.stop(grace=1)
+
+
+async def test_at_the_cap_with_every_connection_busy_a_new_one_is_closed_at_once(
     autojump_clock, responder
 ):
     async with trio.open_nursery() as nursery:
         listener, port = await start(nursery, responder, Limits(max_connections=5))
         held = [await connect(port) for _ in range(5)]
+        for s in held:
+            await s.send_all(PING[:20])  # each in the middle of a head
         await trio.sleep(0.1)
         extra = await connect(port)
         assert await read_until_closed(extra) == b""
-        assert listener.statistics().rejected == 1
-        # One of the held connections still serves pings.
-        await held[0].send_all(PING)
-        assert (await read_response(held[0])).startswith(b"HTTP/1.1 204")
+        stats = listener.statistics()
+        assert (stats.evicted, stats.rejected) == (0, 1)
+        # The busy ones were not disturbed: each finishes its ping.
         for s in held:
-            await s.aclose()
+            await s.send_all(PING[20:])
+            assert (await read_response(s)).startswith(b"HTTP/1.1 204")
         await listener.stop(grace=1)
 
 
