@@ -20,6 +20,7 @@ import pytest
 from core.migrate import migrate_database
 from core.pg import EmbeddedPostgres
 
+from . import exposure
 from .aio import run
 
 TEMPLATE = "lastseen_test_template"
@@ -101,3 +102,27 @@ def fresh_database(postgres_url: str) -> Iterator[str]:
         yield _with_db(postgres_url, name)
     finally:
         _admin(drop)
+
+
+# -- data exposure over the whole suite (tests/exposure.py) ---------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    exposure.install()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    exposure.rebind()  # test modules imported `from x import f` before the wrappers existed
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leaks, _ = exposure.report()
+    if leaks and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    leaks, summary = exposure.report()
+    terminalreporter.write_line(summary, red=bool(leaks), green=not leaks)
+    for leak in leaks[:50]:
+        terminalreporter.write_line(f"  LEAK: {leak}", red=True)

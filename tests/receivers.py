@@ -29,6 +29,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float  # time.monotonic()
+    answered: float | None = None  # time.monotonic() once the reply was written
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -105,6 +106,8 @@ def http_receiver() -> Iterator[HttpReceiver]:
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+            self.wfile.flush()
+            request.answered = time.monotonic()
 
         def log_message(self, *args: object) -> None:
             pass

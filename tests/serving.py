@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core.pg import free_port
 
+from .exposure import EXPOSURE
 from .test_serve import answers, wait_until
 
 
@@ -34,11 +35,14 @@ def serving(dsn: str, data_dir: Path, **env: str) -> Iterator[Served]:
     ingest, admin, control = free_port(), free_port(), free_port()
     full_env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn,
                 "LASTSEEN_CONTROL_LISTEN": f"127.0.0.1:{control}", **env}  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lastseen", "serve", "--data-dir", str(data_dir),
-         "--listen", f"127.0.0.1:{ingest}", "--admin-listen", f"127.0.0.1:{admin}"],
-        env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    log_path = data_dir / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lastseen", "serve", "--data-dir", str(data_dir),
+             "--listen", f"127.0.0.1:{ingest}", "--admin-listen", f"127.0.0.1:{admin}"],
+            env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    pat = ""
     try:
         origin = f"http://127.0.0.1:{ingest}"
         wait_until(functools.partial(answers, f"{origin}/api/v1/openapi.json"), 30)
@@ -52,3 +56,5 @@ def serving(dsn: str, data_dir: Path, **env: str) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        output = log_path.read_text(errors="replace")
+        EXPOSURE.text("lastseen serve output", "process outputs", output, allowed=(pat,))

@@ -16,6 +16,8 @@ import httpx
 
 from core.pg import free_port
 
+from .exposure import EXPOSURE
+
 from .aio import fetch
 from .receivers import http_receiver, smtp_server
 from .test_serve import answers, wait_until
@@ -87,6 +89,7 @@ def test_a_silent_monitor_alerts_every_channel_and_its_next_ping_recovers_it(
         finally:
             process.send_signal(signal.SIGINT)
             output, _ = process.communicate(timeout=30)
+    EXPOSURE.text("lastseen serve output", "process outputs", output, allowed=(pat,))
     assert process.returncode == 0, output
     assert detail["state"] == "resolved"
     assert sorted((n["type"], n["kind"], n["status"]) for n in detail["notifications"]) == sorted(

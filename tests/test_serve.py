@@ -14,6 +14,8 @@ import httpx
 
 from core.pg import free_port
 
+from .exposure import EXPOSURE
+
 
 def wait_until(predicate, within: float) -> None:
     deadline = time.monotonic() + within
@@ -64,6 +66,7 @@ def test_serve_provisions_and_pings_like_the_docs(database_url, tmp_path: Path):
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
+    EXPOSURE.text("lastseen serve output", "process outputs", output, allowed=(pat,))
     assert process.returncode == 0, output
     assert pat in output  # printed once, on the first run
     assert output.count(pat) == 1

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from core.pg import free_port
 
 from ..aio import run
 from ..conftest import fresh_database
+from ..exposure import EXPOSURE
 
 
 @dataclass
@@ -91,10 +93,11 @@ def control(postgres_url: str, control_env: dict[str, str]) -> Iterator[Control]
             "LASTSEEN_KEYRING": Keyring.generate().to_json(),
             **control_env,
         }
+        log = tempfile.TemporaryFile()
         process = subprocess.Popen(
             [sys.executable, "-m", "lastseen", "control", "--listen", f"127.0.0.1:{port}"],
-            env=env,
-        )
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
         try:
             deadline = time.monotonic() + 30
             while True:
@@ -113,6 +116,10 @@ def control(postgres_url: str, control_env: dict[str, str]) -> Iterator[Control]
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            log.seek(0)
+            output = log.read().decode(errors="replace")
+            log.close()
+            EXPOSURE.text("lastseen control output", "process outputs", output)
 
 
 def body(response: httpx.Response) -> dict:

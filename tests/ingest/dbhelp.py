@@ -16,6 +16,7 @@ from ingest.clock import Clock
 from ingest.service import Ingest, IngestConfig
 
 from ..aio import run
+from ..exposure import EXPOSURE
 
 
 def _in_thread(dsn: str, fn: Any) -> Any:
@@ -83,6 +84,7 @@ async def http(port: int, data: bytes) -> bytes:
                 if not chunk:
                     break
                 out += chunk
+        EXPOSURE.text("raw HTTP answer", "responses", out.decode(errors="replace"))
         return out
 
 

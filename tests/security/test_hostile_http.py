@@ -8,6 +8,7 @@ import re
 import pytest
 import trio
 
+from ..exposure import EXPOSURE
 from ..ingest.dbhelp import running, seed
 
 STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3}) ", re.M)
@@ -27,6 +28,7 @@ async def exchange(port: int, data: bytes) -> list[int]:
                     out += chunk
         except trio.BrokenResourceError:
             pass  # closed on us mid-send: a close is an answer
+    EXPOSURE.text("raw HTTP answer to a hostile request", "responses", out.decode(errors="replace"))
     return [int(s) for s in STATUS.findall(out)]
 
 

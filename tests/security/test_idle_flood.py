@@ -21,6 +21,8 @@ import trio
 
 from core.pg import free_port
 
+from ..exposure import EXPOSURE
+
 from ..ingest.dbhelp import http, seed, wait_for
 from ..ingest.dbhelp import ping as one_ping
 
@@ -130,6 +132,7 @@ async def test_twenty_thousand_idle_connections_cannot_lock_pings_out(database_u
             process.kill()
             await process.wait()
     output = log_path.read_text()
+    EXPOSURE.text("lastseen ingest output", "process outputs", output)
     # The second wave took the first wave's places, one for one, and the first ping took
     # the place of one of the second wave's.
     assert pings == [204] * 100
