@@ -196,8 +196,9 @@ class Load:
     requests_per_s: float
     p50_ms: float
     p99_ms: float
-    errors: int
+    errors: int  # connection errors, timeouts and answers other than 2xx
     requests: int
+    non_2xx: int = 0
 
 
 def wrk(
@@ -224,4 +225,5 @@ def wrk(
         p99_ms=figures["p99_us"] / 1000,
         errors=errors,
         requests=figures["requests"],
+        non_2xx=figures["errors_status"],
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import core, startup, throughput
+from . import core, flood, startup, throughput
 from .report import emit
 
 
@@ -25,12 +25,14 @@ def main() -> None:
             core.run(monitors=5_000, spread=1.0),
             startup.run(monitors=2_000),
             throughput.run(monitors=1_000, seconds=1, connections=8),
+            flood.run(monitors=1_000, seconds=1, connections=8),
         ]
     else:
         results = [
             core.run(monitors=1_000_000, spread=60.0),
             startup.run(monitors=1_000_000),
             throughput.run(monitors=100_000, seconds=10, connections=64),
+            flood.run(monitors=100_000, seconds=10, connections=64),
         ]
     emit(results, args.out)
 

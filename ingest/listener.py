@@ -15,9 +15,10 @@ session then says what to send before closing (408, or nothing for an idle conne
 At most ``Limits.max_connections`` connections are open. At the cap, a new connection
 takes the place of an idle one (nothing of a request received; nginx does the same with
 its keep-alive connections): the one nearest its deadline, which its timeout would close
-first anyway. So a flood of idle connections cannot lock valid pings out; when every connection is in the middle of a request, the
-new one is accepted and closed at once, so the backlog never fills. Running out of file
-descriptors pauses accepting briefly instead of crashing.
+first anyway. So a flood of idle connections cannot lock valid pings out. When every
+connection is in the middle of a request, the new one is accepted and closed at once, so
+the backlog never fills. Running out of file descriptors pauses accepting briefly instead
+of crashing.
 
 ``stop()`` is graceful: stop accepting, close idle connections, let requests in progress
 finish within the grace period, then cancel whatever is left.

@@ -209,7 +209,7 @@ def _observe_secrets() -> None:
                          base64.b64encode(key).decode().rstrip("="), key.hex()):  # fmt: skip
                 EXPOSURE.secret("envelope key", form)
 
-    tokens.new_token = new_token  # type: ignore[assignment]
+    tokens.new_token = new_token
     crypto.seal = seal
     crypto.Keyring.__post_init__ = post_init  # type: ignore[method-assign]
     _WRAPPED[original_new_token] = new_token

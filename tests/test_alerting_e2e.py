@@ -16,9 +16,8 @@ import httpx
 
 from core.pg import free_port
 
-from .exposure import EXPOSURE
-
 from .aio import fetch
+from .exposure import EXPOSURE
 from .receivers import http_receiver, smtp_server
 from .test_serve import answers, wait_until
 

@@ -70,7 +70,7 @@ def test_a_session_with_a_leak_fails(tmp_path: Path, body: str, leaks: bool):
          str(tmp_path / "test_leak.py")],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert ("1 passed" in done.stdout), done.stdout + done.stderr
+    assert "1 passed" in done.stdout, done.stdout + done.stderr
     if leaks:
         assert done.returncode == 1, done.stdout
         assert "LEAK: heartbeat token" in done.stdout and "in log control" in done.stdout

@@ -93,7 +93,7 @@ def control(postgres_url: str, control_env: dict[str, str]) -> Iterator[Control]
             "LASTSEEN_KEYRING": Keyring.generate().to_json(),
             **control_env,
         }
-        log = tempfile.TemporaryFile()
+        log = tempfile.TemporaryFile()  # noqa: SIM115 (closed after the process, below)
         process = subprocess.Popen(
             [sys.executable, "-m", "lastseen", "control", "--listen", f"127.0.0.1:{port}"],
             env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -11,6 +11,7 @@ those leases' ends to the present, as if the lease had run out, instead of waiti
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -51,8 +52,9 @@ async def prepare(dsn: str, url: str) -> list[int]:
                 "INSERT INTO monitors (org_id, name, url, interval_sec, grace_sec, token_digest,"
                 " token_envelope) SELECT $1, 'm' || i, 'internal://x', 30, 0,"
                 " sha256(i::text::bytea), '{}' FROM generate_series(1, $2) i RETURNING id",
-                org_id, INCIDENTS,
-            )  # fmt: skip
+                org_id,
+                INCIDENTS,
+            )
         ]
         await channel(conn, org_id, "webhook", {},
                       {"url": f"{url}/hook", "signingSecret": "s" * 20}, *ids)  # fmt: skip
@@ -131,7 +133,7 @@ def test_two_hundred_kills_during_a_storm_lose_no_notification(database_url):
     assert set(arrivals) == {str(r["idempotency_key"]) for r in rows}
     after_2xx = mid_request = 0
     for key, copies in arrivals.items():
-        for first, again in zip(copies, copies[1:], strict=False):
+        for first, again in itertools.pairwise(copies):
             # A second arrival of a key only after a kill that fell between the two. (The
             # receiver stamps a request when its thread reads it, which may be a moment
             # after the worker that sent it was killed: READ_LAG allows for that.)

@@ -16,8 +16,8 @@ import trio
 
 from ingest.clock import Clock
 
-from ..control.alerthelp import worker
 from ..aio import run
+from ..control.alerthelp import worker
 from .dbhelp import fetch, running, seed
 
 INTERVAL = 30

@@ -22,7 +22,6 @@ import trio
 from core.pg import free_port
 
 from ..exposure import EXPOSURE
-
 from ..ingest.dbhelp import http, seed, wait_for
 from ..ingest.dbhelp import ping as one_ping
 
