@@ -3,7 +3,7 @@ records each answer's latency. In a thread (benchmarks.flood) or as its own proc
 
     python -m benchmarks.probe PORT TOKEN SECONDS
 
-prints {"pings", "p50_ms", "p99_ms", "max_ms", "errors"} as JSON, so that a test's load
+prints {"pings", "p50_ms", "p99_ms", "max_ms", "max_at", "errors"} as JSON, so that a test's load
 generator and the measurement do not share one interpreter.
 """
 
@@ -27,11 +27,12 @@ class Prober(threading.Thread):
         self.port = port
         self.request = f"POST /api/v1/heartbeats/{token} HTTP/1.1\r\nHost: probe\r\n\r\n".encode()
         self.latencies: list[float] = []
+        self.sent_at: list[float] = []  # seconds since the start, per latency
         self.errors = 0
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        next_at = time.perf_counter()
+        next_at = self.started = time.perf_counter()
         while not self.stopping.is_set():
             with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -49,6 +50,7 @@ class Prober(threading.Thread):
                         self.errors += 1
                         break
                     self.latencies.append(time.perf_counter() - sent)
+                    self.sent_at.append(sent - self.started)
                     if not answer.startswith(b"HTTP/1.1 204"):
                         self.errors += 1
                     next_at += PROBE_EVERY
@@ -71,6 +73,8 @@ def main() -> None:
     print(json.dumps({
         "pings": len(prober.latencies), "p50_ms": prober.percentile(0.5),
         "p99_ms": prober.percentile(0.99), "max_ms": prober.percentile(1.0),
+        "max_at": prober.sent_at[prober.latencies.index(max(prober.latencies))]
+        if prober.latencies else None,
         "errors": prober.errors,
     }))  # fmt: skip
 

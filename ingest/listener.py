@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 RECV_SIZE = 64 * 1024
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 256 * 1024
+EXPIRE_BATCH = 64  # connections the reaper cancels before letting other tasks run
 EVICT_CHECKS = 64  # heap entries looked at for an idle connection to close at the cap
 EVICT_PENDING = 64  # evicted connections not yet closed; beyond this, accepting waits
 _ACCEPT_PAUSE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -113,7 +114,15 @@ class _Reaper:
         heap = self._heap
         while True:
             now = clock.now()
+            expired = 0
             while heap and heap[0][0] <= now:
+                if expired == EXPIRE_BATCH:
+                    # A thousand deadlines due together (a slowloris started at once) must
+                    # not make one batch of work that valid pings wait behind.
+                    await trio.lowlevel.checkpoint()
+                    now = clock.now()
+                    expired = 0
+                    continue
                 due, _seq, conn = heapq.heappop(heap)
                 if due != conn.registered or (conn.session.closed and not conn.send_deadline):
                     continue  # stale: a later add() registered an earlier deadline
@@ -124,6 +133,7 @@ class _Reaper:
                 else:
                     conn.expired = True
                     conn.scope.cancel()
+                    expired += 1
             self._wake = trio.Event()
             with trio.move_on_at(clock.to_trio(heap[0][0]) if heap else math.inf):
                 await self._wake.wait()
