@@ -458,7 +458,10 @@ async def main(dsn: str, keyring: Keyring, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    pool = await create_app_pool(dsn, min_size=1, max_size=8, command_timeout=10)
+    # Connections opened up front: a worker that had to connect while recording its first
+    # outcomes left each 2xx unrecorded for longer, and a crash in that window means the
+    # notification goes out again (the storm kill test: 10x the repeats with min_size=1).
+    pool = await create_app_pool(dsn, min_size=8, max_size=8, command_timeout=10)
     try:
         async with Transport(settings) as transport:
             await Worker(pool, keyring, transport).run(stop, dsn)

@@ -9,6 +9,7 @@ import email
 import email.message
 import email.policy
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -114,6 +115,10 @@ def http_receiver() -> Iterator[HttpReceiver]:
 
     class Server(ThreadingHTTPServer):
         request_queue_size = 512  # a burst of alerts must not overflow the listen backlog
+
+        def handle_error(self, request: object, client_address: object) -> None:
+            if not isinstance(sys.exc_info()[1], ConnectionError):  # a sender killed mid-way
+                super().handle_error(request, client_address)
 
     server = Server(("127.0.0.1", port), Handler)
     server.daemon_threads = True

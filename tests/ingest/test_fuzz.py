@@ -16,6 +16,8 @@ import random
 import re
 import time
 
+import pytest
+
 from core import DeadlineTable
 from core.tokens import digest
 from ingest._fastpath import FastPath
@@ -23,6 +25,8 @@ from ingest.forward import Answer
 from ingest.protocol import Limits, Responder, Session
 
 from .conftest import T0, TOKEN
+
+pytestmark = pytest.mark.security
 
 INPUTS = 1_000_000 if os.environ.get("LASTSEEN_SLOW") else 20_000
 STATUS_LINE = re.compile(rb"HTTP/1\.1 ([1-4]\d\d) [^\r\n]*\r\n")
