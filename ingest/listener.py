@@ -95,10 +95,12 @@ class _Reaper:
                 checks -= 1
                 entry = heapq.heappop(heap)
                 conn = entry[2]
-                if entry[0] != conn.registered or conn.session.closed or conn.evicted:
+                if entry[0] != conn.registered or conn.evicted:
                     continue  # stale, or already on its way out
+                if conn.session.closed and not conn.send_deadline:
+                    continue  # closed: run() would drop this entry too
                 if conn.session.busy or conn.send_deadline:
-                    busy.append(entry)
+                    busy.append(entry)  # (a closed one still sending keeps its deadline)
                     continue
                 conn.evicted = True
                 conn.scope.cancel()
@@ -284,7 +286,7 @@ class Listener:
                             out = session.forwarded(answer, now)
                         if session.closed or (self._draining and not session.busy):
                             break
-                if conn.expired and not conn.send_deadline and not self._draining:
+                if conn.expired and not (conn.send_deadline or conn.evicted or self._draining):
                     self.timeouts += 1
                     out = session.timed_out()
                     if out:

@@ -245,8 +245,16 @@ def install() -> None:
     rebind()
 
 
+_REPORT: dict[tuple[int, int], list[Leak]] = {}
+
+
 def report() -> tuple[list[Leak], str]:
-    leaks = EXPOSURE.leaks()
+    """The leaks and a one-line summary (searched once per state of what was kept)."""
+    state = (len(EXPOSURE.texts), len(EXPOSURE.secrets))
+    if state not in _REPORT:
+        _REPORT.clear()
+        _REPORT[state] = EXPOSURE.leaks()
+    leaks = _REPORT[state]
     kept = ", ".join(f"{n:,} {kind}" for kind, n in sorted(EXPOSURE.counts.items()))
     summary = (
         f"exposure: searched {kept or 'nothing'} for {len(EXPOSURE.secrets):,} secrets"
