@@ -4,8 +4,11 @@ A load generator pings every monitor at random over keep-alive connections and r
 each 204. Measured: how long until pings are answered again, and, once it is back, how far
 PostgreSQL's last-seen trails the last acknowledged ping of each monitor (at most one
 flush interval may be lost: what was answered but not yet written when the process
-died). No monitor may go down and no incident may open. 10,000 monitors for 8 s; with
-LASTSEEN_SLOW=1, 100,000 monitors for 30 s.
+died). No monitor may go down and no incident may open, except one that really stopped
+pinging (interval 30 s, grace 0, pinged once before the load): after the restart it must
+still alert, no earlier than its deadline and within 3 s of it (a deadline the restart
+sets at interval + grace after it, so about 30 s after the kill). 10,000 monitors for
+8 s; with LASTSEEN_SLOW=1, 100,000 monitors for 30 s.
 """
 
 from __future__ import annotations
@@ -54,11 +57,13 @@ def test_kill_9_under_load_loses_at_most_one_flush_and_alerts_nobody(database_ur
     async def setup():
         conn = await asyncpg.connect(database_url)
         try:
-            return await seed_monitors(conn, MONITORS, interval_sec=30, grace_sec=60)
+            fleet = await seed_monitors(conn, MONITORS, interval_sec=30, grace_sec=60)
+            [dead] = await seed_monitors(conn, 1, interval_sec=30, grace_sec=0, org="dead")
+            return fleet, dead
         finally:
             await conn.close()
 
-    monitors = run(setup())
+    monitors, dead = run(setup())
     acked: dict[int, float] = {}  # monitor id -> wall time of its last 204
     # Every 204 per monitor: (sent, answered), wall clock.
     history: dict[int, list[tuple[float, float]]] = defaultdict(list)
@@ -116,6 +121,12 @@ def test_kill_9_under_load_loses_at_most_one_flush_and_alerts_nobody(database_ur
         before_kill: dict[int, float] = {}
 
         async def scenario() -> None:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(
+                    f"POST /api/v1/heartbeats/{dead.token} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+                )
+                assert (await stream.receive_some()).startswith(b"HTTP/1.1 204")
             async with trio.open_nursery() as nursery:
                 end = trio.current_time() + SECONDS
                 nursery.start_soon(load, port, end, killed_at)
@@ -137,13 +148,44 @@ def test_kill_9_under_load_loses_at_most_one_flush_and_alerts_nobody(database_ur
                 )
                 downs = await conn.fetchval(
                     "SELECT count(*) FROM monitor_events WHERE kind IN ('down', 'incident_opened')"
+                    " AND monitor_id <> $1",
+                    dead.id,
                 )
-                incidents = await conn.fetchval("SELECT count(*) FROM incidents")
+                incidents = await conn.fetchval(
+                    "SELECT count(*) FROM incidents WHERE monitor_id <> $1", dead.id
+                )
                 return seen, downs, incidents
             finally:
                 await conn.close()
 
         seen, downs, incidents = run(rows())
+        seen = [r for r in seen if r["monitor_id"] != dead.id]
+
+        async def dead_incident() -> float | None:
+            conn = await asyncpg.connect(database_url)
+            try:
+                opened = await conn.fetchval(
+                    "SELECT extract(epoch FROM opened_at)::float8 FROM incidents"
+                    " WHERE monitor_id = $1",
+                    dead.id,
+                )
+                return float(opened) if opened is not None else None
+            finally:
+                await conn.close()
+
+        assert gap, "pings never came back after the kill"
+        back = killed_at[0] + gap[0]  # answering again: the restart was before this
+        opened = None
+        while opened is None and time.time() < back + 30 + 3 + 10:
+            opened = run(dead_incident())
+            time.sleep(0.2)
+    # The restart set the dead monitor's deadline at 30 s after it started: after the
+    # kill, before it answered again.
+    assert opened is not None, "the monitor that stopped pinging never alerted"
+    assert killed_at[0] + 30 <= opened <= back + 30 + 3, (
+        opened - killed_at[0],
+        back - killed_at[0],
+    )
     stored = {r["monitor_id"]: r["seen"] for r in seen}
     assert gap, "pings never came back after the kill"
     # Pinged after the restart: every acknowledged ping is in PostgreSQL (to the clock's
@@ -167,6 +209,7 @@ def test_kill_9_under_load_loses_at_most_one_flush_and_alerts_nobody(database_ur
         f"\nkill -9 under load ({MONITORS:,} monitors, {len(acked):,} pinged): answering again"
         f" after {gap[0]:.2f} s; {len(before_kill):,} pinged before the kill,"
         f" {lost:,} of them lost their last ping (answered in the last flush interval);"
-        f" {failures} failed requests while"
-        f" it was down; 0 downs, 0 incidents"
+        f" {failures} failed requests while it was down; 0 downs, 0 incidents; the monitor"
+        f" that stopped pinging opened its incident {opened - killed_at[0]:.2f} s after the"
+        f" kill (its deadline: restart + 30 s, the restart within {gap[0]:.2f} s of the kill)"
     )
