@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import trio
 
+from core.pg import free_port
 from core.seed import SeededMonitor, seed_monitors
 from ingest.clock import Clock
 from ingest.service import Ingest, IngestConfig
@@ -136,3 +142,49 @@ async def notifications(dsn: str, channel: str, within: float = 5.0) -> AsyncIte
         nursery.start_soon(listen)
         await trio.to_thread.run_sync(ready.wait, 10)
         yield result
+
+
+@dataclass
+class IngestProcess:
+    process: trio.Process
+    port: int
+    admin: int
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@asynccontextmanager
+async def ingest_process(
+    dsn: str, token: str, log: Path, **env: str
+) -> AsyncIterator[IngestProcess]:
+    """A real `lastseen ingest` on 127.0.0.1 (LASTSEEN_* from `env`), serving once `token`
+    answers 204; stopped by its PID (SIGTERM, then SIGKILL after 10 s). Its output goes to
+    `log` and, afterwards, to the exposure search."""
+    port, admin = free_port(), free_port()
+    full_env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn, **env}
+    with log.open("wb") as out:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "lastseen", "ingest", "--listen", f"127.0.0.1:{port}",
+             "--admin-listen", f"127.0.0.1:{admin}"], env=full_env, stdout=out, stderr=out,
+        )  # fmt: skip
+    handle = IngestProcess(process, port, admin, log)
+    try:
+
+        async def serving() -> bool:
+            try:
+                return await ping(port, token) == 204
+            except OSError:
+                return False  # not listening yet
+
+        await wait_for(serving, within=30, step=0.1)
+        yield handle
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(10):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        EXPOSURE.text("lastseen ingest output", "process outputs", handle.output())

@@ -9,9 +9,7 @@ descriptor limit may be below 20,000.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from core.pg import free_port
-
-from ..exposure import EXPOSURE
-from ..ingest.dbhelp import http, seed, wait_for
+from ..ingest.dbhelp import http, ingest_process, seed, wait_for
 from ..ingest.dbhelp import ping as one_ping
 
 CAP = 10_000
@@ -83,55 +78,34 @@ async def metrics(admin: int) -> dict[str, float]:
 
 async def test_twenty_thousand_idle_connections_cannot_lock_pings_out(database_url, tmp_path):
     [m] = await seed(database_url, 1)
-    port, admin = free_port(), free_port()
-    log_path = tmp_path / "ingest.log"
-    env = {**os.environ, "LASTSEEN_DATABASE_URL": database_url,
-           "LASTSEEN_MAX_CONNECTIONS": str(CAP),
+    env = {"LASTSEEN_MAX_CONNECTIONS": str(CAP),
            # Long enough that no idle connection times out during the test.
            "LASTSEEN_HEAD_TIMEOUT_SECONDS": "120"}  # fmt: skip
-    with log_path.open("wb") as log:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "lastseen", "ingest", "--listen", f"127.0.0.1:{port}",
-             "--admin-listen", f"127.0.0.1:{admin}"], env=env, stdout=log, stderr=log,
-        )  # fmt: skip
     waves: list[Clients] = []
-    try:
-
-        async def serving() -> bool:
-            try:
-                return await one_ping(port, m.token) == 204
-            except OSError:
-                return False
-
-        await wait_for(serving, within=30, step=0.1)
+    async with ingest_process(database_url, m.token, tmp_path / "ingest.log", **env) as ingest:
+        port, admin = ingest.port, ingest.admin
 
         async def held(n: int) -> bool:
             return (await metrics(admin))["open_connections"] == n
 
-        with trio.fail_after(120):
-            start = trio.current_time()
-            waves.append(await Clients.open(port, WAVE))
-            await wait_for(lambda: held(CAP), within=30)
-            waves.append(await Clients.open(port, WAVE))
-            await wait_for(lambda: held(CAP), within=30)
-            took = trio.current_time() - start
-            # The first ping's connection takes an idle one's place and closes after its
-            # 204; the others use the place it left.
-            pings = [await one_ping(port, m.token) for _ in range(100)]
-            await wait_for(lambda: held(CAP - 1), within=30)
-            first, second = await waves[0].closed(), await waves[1].closed()
-        seen = await metrics(admin)
-    finally:
-        for wave in waves:
-            await wave.aclose()
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(10):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    output = log_path.read_text()
-    EXPOSURE.text("lastseen ingest output", "process outputs", output)
+        try:
+            with trio.fail_after(120):
+                start = trio.current_time()
+                waves.append(await Clients.open(port, WAVE))
+                await wait_for(lambda: held(CAP), within=30)
+                waves.append(await Clients.open(port, WAVE))
+                await wait_for(lambda: held(CAP), within=30)
+                took = trio.current_time() - start
+                # The first ping's connection takes an idle one's place and closes after
+                # its 204; the others use the place it left.
+                pings = [await one_ping(port, m.token) for _ in range(100)]
+                await wait_for(lambda: held(CAP - 1), within=30)
+                first, second = await waves[0].closed(), await waves[1].closed()
+            seen = await metrics(admin)
+        finally:
+            for wave in waves:
+                await wave.aclose()
+    output = ingest.output()
     # The second wave took the first wave's places, one for one, and the first ping took
     # the place of one of the second wave's.
     assert pings == [204] * 100
@@ -141,7 +115,7 @@ async def test_twenty_thousand_idle_connections_cannot_lock_pings_out(database_u
     assert seen["open_connections"] == CAP - 1
     assert "EMFILE" not in output and "accept paused" not in output, output[-2000:]
     assert "Traceback" not in output, output[-2000:]
-    assert process.returncode == 0
+    assert ingest.process.returncode == 0
     print(
         f"\n{2 * WAVE} idle connections (cap {CAP}) in {took:.1f} s: {first} of the first"
         f" wave closed to make room, {second} of the second by the pings; 100 of 100 pings"

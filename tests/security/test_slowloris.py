@@ -7,16 +7,12 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
 import sys
 
 import pytest
 import trio
 
-from core.pg import free_port
-
-from ..ingest.dbhelp import ping as one_ping
-from ..ingest.dbhelp import seed
+from ..ingest.dbhelp import ingest_process, seed
 
 SLOW = 1000
 HEAD_TIMEOUT = 10.0
@@ -28,7 +24,7 @@ MARGIN = 1.0 if os.environ.get("LASTSEEN_SLOW") else 3.0
 pytestmark = pytest.mark.security
 
 
-async def test_a_thousand_trickling_connections_are_closed_and_pings_go_on(database_url):
+async def test_a_thousand_trickling_connections_are_closed_and_pings_go_on(database_url, tmp_path):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4096 <= hard or (hard == resource.RLIM_INFINITY and soft < 4096):
         resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))  # 1,000 sockets a side
@@ -65,34 +61,16 @@ async def test_a_thousand_trickling_connections_are_closed_and_pings_go_on(datab
         )
         probe.update(json.loads(done.stdout))
 
-    port = free_port()
-    env = {**os.environ, "LASTSEEN_DATABASE_URL": database_url,
-           "LASTSEEN_HEAD_TIMEOUT_SECONDS": str(HEAD_TIMEOUT)}  # fmt: skip
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "lastseen", "ingest", "--listen", f"127.0.0.1:{port}",
-         "--admin-listen", f"127.0.0.1:{free_port()}"], env=env,
-    )  # fmt: skip
-    try:
-        with trio.fail_after(30):
-            while True:
-                try:
-                    if await one_ping(port, m.token) == 204:
-                        break
-                except OSError:
-                    pass
-                await trio.sleep(0.1)
-        async with trio.open_nursery() as nursery:
-            for _ in range(SLOW):
-                nursery.start_soon(trickle, port)
-            await trio.sleep(1.0)
-            nursery.start_soon(pinger, port, HEAD_TIMEOUT)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(10):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    env = {"LASTSEEN_HEAD_TIMEOUT_SECONDS": str(HEAD_TIMEOUT)}
+    log = tmp_path / "ingest.log"
+    async with (
+        ingest_process(database_url, m.token, log, **env) as ingest,
+        trio.open_nursery() as n,
+    ):
+        for _ in range(SLOW):
+            n.start_soon(trickle, ingest.port)
+        await trio.sleep(1.0)
+        n.start_soon(pinger, ingest.port, HEAD_TIMEOUT)
     assert len(closed_after) == SLOW
     assert max(closed_after) <= HEAD_TIMEOUT + MARGIN, max(closed_after)
     assert probe["errors"] == 0 and probe["pings"] > 0, probe
