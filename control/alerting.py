@@ -177,14 +177,10 @@ RETURNING id
 _ENQUEUE = """
 INSERT INTO notifications (org_id, monitor_id, incident_id, channel_id, channel_type, address,
                            channel_ref, kind, next_attempt_at, created_at, subscriber_id)
-SELECT c.org_id, mc.monitor_id, $1::bigint, c.id, c.type, NULL, 'channel:' || c.id, $3::text,
-       $4::timestamptz, $4::timestamptz, NULL::bigint
-FROM monitor_channels mc JOIN channels c ON c.id = mc.channel_id
-WHERE mc.monitor_id = $2
-UNION ALL
-SELECT m.org_id, m.id, $1::bigint, NULL, 'email', m.alert_email, 'email:' || m.alert_email,
-       $3::text, $4::timestamptz, $4::timestamptz, NULL::bigint
-FROM monitors m WHERE m.id = $2 AND m.alert_email IS NOT NULL AND m.alert_email <> ''
+SELECT r.org_id, r.monitor_id, $1::bigint, r.channel_id, r.channel_type, r.address,
+       r.channel_ref, $3::text, $4::timestamptz, $4::timestamptz, NULL::bigint
+FROM monitor_alert_routes r
+WHERE r.monitor_id = $2
 UNION ALL
 SELECT sp.org_id, spm.monitor_id, $1::bigint, NULL, 'email', s.email, 'subscriber:' || s.id,
        $3::text, $4::timestamptz, $4::timestamptz, s.id

@@ -311,16 +311,13 @@ async def delete_monitor(
     return Response(status_code=204)
 
 
+# The same routes an incident takes (migration 0006), less the status-page subscribers.
 _TARGETS = """
-SELECT c.org_id, c.id AS channel_id, c.type AS channel_type, c.config, c.secret_envelope,
-       NULL::text AS address, 'channel:' || c.id AS channel_ref
-FROM monitor_channels mc JOIN channels c ON c.id = mc.channel_id
-WHERE mc.monitor_id = $1
-UNION ALL
-SELECT m.org_id, NULL::bigint, 'email', NULL::jsonb, NULL::text, m.alert_email,
-       'email:' || m.alert_email
-FROM monitors m WHERE m.id = $1 AND m.alert_email IS NOT NULL AND m.alert_email <> ''
-ORDER BY channel_id NULLS LAST
+SELECT r.org_id, r.channel_id, r.channel_type, c.config, c.secret_envelope, r.address,
+       r.channel_ref
+FROM monitor_alert_routes r LEFT JOIN channels c ON c.id = r.channel_id
+WHERE r.monitor_id = $1
+ORDER BY r.channel_id NULLS LAST
 """
 
 
