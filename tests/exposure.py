@@ -225,7 +225,7 @@ def rebind() -> None:
         for name, value in list(names.items()):
             try:
                 wrapper = _WRAPPED.get(value)
-            except TypeError:  # unhashable
+            except Exception:  # unhashable, or an __eq__ that refuses to compare
                 continue
             if wrapper is not None and value is not wrapper:
                 names[name] = wrapper
