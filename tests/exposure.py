@@ -105,7 +105,7 @@ def _carrier(method: str, path: str) -> bool:
 
 def record_response(method: str, url: str, status: int, headers: Any, body: str) -> None:
     path = url.split("?", 1)[0]
-    where = f"{method} {path} -> {status}"
+    where = HEX_TOKEN.sub("<token>", f"{method} {path} -> {status}")  # the report is a log too
     text = f"{status}\n" + "".join(f"{k}: {v}\n" for k, v in headers) + "\n" + body
     allowed: tuple[str, ...] = ()
     if _carrier(method, path) and status < 300:
