@@ -10,7 +10,6 @@ the real alert worker turning events into incidents.
 from __future__ import annotations
 
 import os
-from datetime import datetime
 
 import pytest
 import trio
@@ -103,11 +102,10 @@ async def test_our_five_minute_outage_raises_no_false_alert_and_a_dead_monitor_s
             return handled
 
     await trio.to_thread.run_sync(run, process())
-    incidents = await fetch(database_url, "SELECT monitor_id, opened_at FROM incidents")
+    incidents = await fetch(database_url, "SELECT monitor_id FROM incidents")
     assert [r["monitor_id"] for r in incidents] == [dead.id]
-    opened: datetime = incidents[0]["opened_at"]
     print(
         f"\n{MONITORS} monitors, ingest down {OUTAGE} s: {len(statuses)} pings all 204,"
         f" 0 false incidents; the dead monitor went down {late:.2f} s after its"
-        f" deadline (restart + {INTERVAL} + {GRACE} s), incident at {opened.isoformat()}"
+        f" deadline (restart + {INTERVAL} + {GRACE} s) and opened the one incident"
     )
