@@ -7,19 +7,15 @@ tokens with scopes it effectively has, so no token ever grants more than its cre
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal, get_args
 
-SCOPES = (
-    "monitors:read",
-    "monitors:write",
-    "secrets:read",
-    "tokens:write",
-    "channels:read",
-    "channels:write",
-    "incidents:read",
-    "audit:read",
-    "status-pages:write",
-)
+# Every scope a token may name (the API's schema says the same: control/models.py).
+Scope = Literal[
+    "monitors:read", "monitors:write", "secrets:read", "tokens:write", "channels:read",
+    "channels:write", "incidents:read", "audit:read", "status-pages:write", "*",
+]  # fmt: skip
 WILDCARD = "*"
+SCOPES: tuple[str, ...] = tuple(s for s in get_args(Scope) if s != WILDCARD)
 ROLES = ("owner", "admin", "member", "viewer")
 
 _READ = {"monitors:read", "channels:read", "incidents:read", "tokens:write"}

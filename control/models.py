@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 
-INTERVALS = (30, 60, 300, 900, 1800, 3600)
+from notifier.channels import TYPES as CHANNEL_TYPES
+
+from .access import Scope
+
+Interval = Literal[30, 60, 300, 900, 1800, 3600]
+INTERVALS: tuple[int, ...] = get_args(Interval)
 PLAN_FLOORS = {"free": 300, "pro": 60, "business": 30}
 
 
@@ -68,12 +73,9 @@ class Body(BaseModel):
         return _storable(value)
 
 
-Scope = Literal[
-    "monitors:read", "monitors:write", "secrets:read", "tokens:write", "channels:read",
-    "channels:write", "incidents:read", "audit:read", "status-pages:write", "*",
-]  # fmt: skip
-Interval = Literal[30, 60, 300, 900, 1800, 3600]
 ChannelType = Literal["email", "webhook", "slack", "discord", "teams", "telegram"]
+if set(get_args(ChannelType)) != set(CHANNEL_TYPES):  # the registry is the truth
+    raise RuntimeError("ChannelType does not list the channel registry's types")
 
 
 class TokenCreate(Body):
