@@ -17,7 +17,7 @@ from notifier import channels
 from notifier.schema import ConfigError
 
 from .alerting import open_secret, seal_secret
-from .app import MAX_ID, CallerDep, ChannelWriter, Id, StateDep, audit, iso, page
+from .app import MAX_ID, CallerDep, ChannelWriter, Id, StateDep, audit, iso, page, patch_fields
 from .errors import ApiError
 from .models import ChannelCreate, ChannelUpdate
 
@@ -117,9 +117,7 @@ async def update_channel(
     channel_id: Id, body: ChannelUpdate, request: Request, caller: ChannelWriter, st: StateDep
 ) -> dict[str, Any]:
     """`config` is merged over the current one: omitted secrets are kept."""
-    for field in body.model_fields_set:
-        if getattr(body, field) is None:
-            raise ApiError(422, "invalid", f"{field} cannot be null", field)
+    patch_fields(body)
     row, public, secret = await _fetch(st, caller, channel_id)
     name = body.name if body.name is not None else row["name"]
     if body.config is not None:

@@ -14,7 +14,7 @@ from notifier.base import Notice
 
 from .alerting import Target, attempt
 from .api_incidents import incident_json, recent_incidents
-from .app import MAX_ID, CallerDep, Id, MonitorWriter, StateDep, audit, iso, page
+from .app import MAX_ID, CallerDep, Id, MonitorWriter, StateDep, audit, iso, page, patch_fields
 from .auth import Caller
 from .crypto import EnvelopeError, open_envelope, seal
 from .errors import ApiError
@@ -253,10 +253,7 @@ async def _change(
 async def update_monitor(
     monitor_id: Id, body: MonitorUpdate, request: Request, caller: MonitorWriter, st: StateDep
 ) -> dict[str, Any]:
-    given = body.model_dump(exclude_unset=True)
-    for field, value in given.items():
-        if value is None and field != "alert_email":
-            raise ApiError(422, "invalid", f"{field} cannot be null", field)
+    given = patch_fields(body, nullable={"alert_email"})
     if given.get("interval_sec") is not None:
         _check_interval(caller, given["interval_sec"])
     channel_ids = given.pop("channel_ids", None)

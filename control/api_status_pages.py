@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 
-from .app import MAX_ID, Id, StateDep, StatusPageWriter, audit, iso, page
+from .app import MAX_ID, Id, StateDep, StatusPageWriter, audit, iso, page, patch_fields
 from .auth import Caller
 from .errors import ApiError
 from .models import StatusPageCreate, StatusPageUpdate
@@ -102,10 +102,7 @@ async def get_status_page(page_id: Id, caller: StatusPageWriter, st: StateDep) -
 async def update_status_page(
     page_id: Id, body: StatusPageUpdate, request: Request, caller: StatusPageWriter, st: StateDep
 ) -> dict[str, Any]:
-    given = body.model_dump(exclude_unset=True)
-    for field, value in given.items():
-        if value is None:
-            raise ApiError(422, "invalid", f"{field} cannot be null", field)
+    given = patch_fields(body)
     monitor_ids = given.pop("monitor_ids", None)
     async with st.pool.acquire() as conn, conn.transaction():
         sets = ", ".join(f"{k} = ${i + 3}" for i, k in enumerate(given))

@@ -7,13 +7,14 @@ missing one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Header, Path, Request
+from pydantic import BaseModel
 
 from core.dbrole import create_app_pool
 from notifier.base import Settings, Transport
@@ -87,6 +88,16 @@ def page(rows: list[Any], limit: int) -> tuple[list[Any], int | None]:
 CallerDep = Annotated[Caller, Depends(caller)]
 # Object ids: anything beyond MAX_ID is refused (422) before a query.
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def patch_fields(body: BaseModel, nullable: Collection[str] = ()) -> dict[str, Any]:
+    """The fields a PATCH body sets. Null only where `nullable` allows it (the schema says
+    so, but pydantic lets an omitted-or-null field through): 422 otherwise."""
+    given = body.model_dump(exclude_unset=True)
+    for field, value in given.items():
+        if value is None and field not in nullable:
+            raise errors.ApiError(422, "invalid", f"{field} cannot be null", field)
+    return given
 
 
 def needing(scope: str) -> Any:
