@@ -25,9 +25,8 @@ from .report import Result, emit
 
 
 def run(monitors: int, seconds: float, connections: int) -> Result:
-    if shutil.which("wrk") is None:
-        message = "wrk is not installed: apt-get install wrk"
-        return Result("flood", "404 flood (skipped)", [(message,)], {"skipped": message})
+    if skipped := harness.without_wrk("flood", "404 flood"):
+        return skipped
     server_pin, load_pin = harness.cores()
     workdir = Path(tempfile.mkdtemp(prefix="lastseen-flood-"))
     valid_file, unknown_file = workdir / "tokens.txt", workdir / "unknown.txt"

@@ -25,8 +25,18 @@ from core.migrate import migrate_database
 from core.pg import EmbeddedPostgres, free_port
 from core.seed import seed_monitors
 
+from .report import Result
+
 HERE = Path(__file__).parent
 WRK_SCRIPT = HERE / "wrk_pings.lua"
+
+
+def without_wrk(name: str, title: str) -> Result | None:
+    """The skipped result of a server benchmark when wrk is missing, else None."""
+    if shutil.which("wrk") is not None:
+        return None
+    message = "wrk is not installed: apt-get install wrk nginx-light"
+    return Result(name, f"{title} (skipped)", [(message,)], {"skipped": message})
 
 
 def cores() -> tuple[list[str], list[str]]:

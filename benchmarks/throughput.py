@@ -21,9 +21,8 @@ from .report import Result, emit
 
 
 def run(monitors: int, seconds: float, connections: int) -> Result:
-    if shutil.which("wrk") is None:
-        message = "wrk is not installed: apt-get install wrk nginx-light"
-        return Result("throughput", "throughput (skipped)", [(message,)], {"skipped": message})
+    if skipped := harness.without_wrk("throughput", "throughput"):
+        return skipped
     server_pin, load_pin = harness.cores()
     workdir = Path(tempfile.mkdtemp(prefix="lastseen-throughput-"))
     tokens_file = workdir / "tokens.txt"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -188,3 +189,15 @@ async def ingest_process(
             process.kill()
             await process.wait()
         EXPOSURE.text("lastseen ingest output", "process outputs", handle.output())
+
+
+async def probe(port: int, token: str, seconds: float) -> dict[str, float]:
+    """Ping `token` 200 times a second for `seconds` from another process
+    (benchmarks/probe.py), so that the load this process generates does not delay the
+    measurement itself; its figures: pings, p50_ms, p99_ms, max_ms, max_at, errors."""
+    done = await trio.run_process(
+        [sys.executable, "-m", "benchmarks.probe", str(port), token, str(seconds)],
+        capture_stdout=True,
+    )
+    result: dict[str, float] = json.loads(done.stdout)
+    return result

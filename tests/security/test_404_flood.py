@@ -8,17 +8,15 @@ printed; `python -m benchmarks.flood` measures the same against a flood of valid
 from __future__ import annotations
 
 import functools
-import json
 import secrets
 import shutil
-import sys
 
 import pytest
 import trio
 
 from benchmarks import harness
 
-from ..ingest.dbhelp import ingest_process, seed
+from ..ingest.dbhelp import ingest_process, probe, seed
 
 SECONDS = 3
 
@@ -26,15 +24,6 @@ pytestmark = [
     pytest.mark.security,
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed"),
 ]
-
-
-async def probe(port: int, token: str, seconds: float) -> dict[str, float]:
-    done = await trio.run_process(
-        [sys.executable, "-m", "benchmarks.probe", str(port), token, str(seconds)],
-        capture_stdout=True,
-    )
-    result: dict[str, float] = json.loads(done.stdout)
-    return result
 
 
 async def test_a_flood_of_unknown_tokens_gets_404s_and_valid_pings_keep_their_204(

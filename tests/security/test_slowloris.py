@@ -4,15 +4,14 @@ trickle a request head one byte a second. Every one is closed by the 10 s head d
 
 from __future__ import annotations
 
-import json
 import os
 import resource
-import sys
 
 import pytest
 import trio
 
 from ..ingest.dbhelp import ingest_process, seed
+from ..ingest.dbhelp import probe as probe_from_elsewhere
 
 SLOW = 1000
 HEAD_TIMEOUT = 10.0
@@ -53,13 +52,7 @@ async def test_a_thousand_trickling_connections_are_closed_and_pings_go_on(datab
         closed_after.append(trio.current_time() - start)
 
     async def pinger(port: int, seconds: float) -> None:
-        # Its own process (benchmarks/probe.py): in this one, the 1,000 trickling tasks
-        # would delay the measurement itself.
-        done = await trio.run_process(
-            [sys.executable, "-m", "benchmarks.probe", str(port), m.token, str(seconds)],
-            capture_stdout=True,
-        )
-        probe.update(json.loads(done.stdout))
+        probe.update(await probe_from_elsewhere(port, m.token, seconds))
 
     env = {"LASTSEEN_HEAD_TIMEOUT_SECONDS": str(HEAD_TIMEOUT)}
     log = tmp_path / "ingest.log"
