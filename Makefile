@@ -38,7 +38,8 @@ pytest: $(STAMP) $(SNIPPETS_STAMP)
 
 test: lint typecheck bench-smoke pytest
 
-# The fault and security suite at full length (60 s outages, 500 fuzz examples per route);
+# The fault and security suite at full length (60 s outages, 100,000 monitors, 1,000,000
+# fuzzed requests, 200 worker kills, 500 schemathesis examples per route);
 # `make test` runs the same tests in their short versions.
 test-faults: $(STAMP) $(SNIPPETS_STAMP)
 	LASTSEEN_SLOW=1 $(BIN)/python -m pytest -q -s -m "faults or security"
