@@ -1,18 +1,23 @@
 """Forwarding what is not a heartbeat to the control process: one public origin.
 
-A small HTTP/1.1 client (h11 over trio streams) keeps idle upstream connections for reuse.
-Each forwarded request carries X-Forwarded-For/-Proto/-Host; hop-by-hop headers go
-neither way. When the control process is down or too slow, the client gets a JSON 502 or
-504, never a hang.
+A small HTTP/1.1 client (h11 over trio streams) keeps idle upstream connections for reuse
+and opens at most ``MAX_UPSTREAM`` at once (more requests wait for one, within the same
+deadline), so a burst of forwarded requests cannot exhaust the control process's
+descriptors. Each forwarded request carries X-Forwarded-For/-Proto/-Host; hop-by-hop
+headers go neither way; a request without Host (HTTP/1.0) gets the upstream's. When the
+control process is down or too slow, the client gets a JSON 502 or 504, never a hang.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 import h11
 import trio
+
+from core.proxies import TrustedProxies
 
 HOP_BY_HOP = {
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
@@ -21,7 +26,7 @@ HOP_BY_HOP = {
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 UPSTREAM_SECONDS = 30.0
 IDLE_KEPT = 32
-TRUSTED_PROXIES = {"127.0.0.1", "::1"}
+MAX_UPSTREAM = 64  # upstream connections open at once, idle ones included
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -56,18 +61,29 @@ class UpstreamError(Exception):
 class Upstream:
     host: str
     port: int
+    # Peers whose X-Forwarded-Proto/-Host are believed (a TLS proxy in front).
+    trusted: Container[str] = field(default_factory=TrustedProxies.from_env)
+    max_connections: int = MAX_UPSTREAM
     _idle: list[tuple[trio.SocketStream, h11.Connection]] = field(default_factory=list)
+    _slots: trio.Semaphore | None = None
+
+    @property
+    def open_connections(self) -> int:
+        return 0 if self._slots is None else self.max_connections - self._slots.value
 
     async def forward(self, request: Forward, client: str) -> Answer:
         """Send `request` upstream; a JSON 502/504 if the control process fails us."""
         headers = [(k, v) for k, v in request.headers if k.lower() not in HOP_BY_HOP]
         given = {k.lower(): v for k, v in headers if k.lower().startswith(b"x-forwarded-")}
         host = next((v for k, v in request.headers if k.lower() == b"host"), b"")
+        if not host:  # HTTP/1.0 may leave it out; HTTP/1.1 upstream needs one
+            host = f"{self.host}:{self.port}".encode()
+            headers.append((b"host", host))
         headers = [(k, v) for k, v in headers if not k.lower().startswith(b"x-forwarded-")]
         prior = [given[b"x-forwarded-for"]] if b"x-forwarded-for" in given else []
         # A TLS proxy on this machine says what the public scheme and host are; from
         # anyone else, those claims are ignored (the address chain is only appended to).
-        trusted = client in TRUSTED_PROXIES
+        trusted = client in self.trusted
         headers += [
             (b"x-forwarded-for", b", ".join([*prior, client.encode()])),
             (
@@ -77,6 +93,8 @@ class Upstream:
             (b"x-forwarded-host", given.get(b"x-forwarded-host", host) if trusted else host),
             (b"content-length", str(len(request.body)).encode()),
         ]
+        if self._slots is None:
+            self._slots = trio.Semaphore(self.max_connections)
         while True:
             reused = bool(self._idle)
             try:
@@ -84,6 +102,9 @@ class Upstream:
                     return await self._exchange(request, headers)
             except trio.TooSlowError:
                 return _error(504, "upstream_timeout", "the control process did not answer")
+            except h11.LocalProtocolError:
+                # Our side of the request cannot be sent as it is: not the connection's fault.
+                return _error(400, "bad_request", "the request cannot be forwarded as sent")
             except (OSError, trio.BrokenResourceError, h11.ProtocolError, UpstreamError):
                 if reused:
                     # A kept connection the upstream had closed: drop the idle ones, retry
@@ -95,14 +116,29 @@ class Upstream:
     async def _close_idle(self) -> None:
         idle, self._idle = self._idle, []
         for stream, _conn in idle:
-            await stream.aclose()
+            await self._close(stream)
+
+    async def _close(self, stream: trio.SocketStream) -> None:
+        assert self._slots is not None
+        self._slots.release()
+        await stream.aclose()
 
     async def _exchange(self, request: Forward, headers: Headers) -> Answer:
+        assert self._slots is not None
         if self._idle:
             stream, conn = self._idle.pop()
         else:
-            stream = await trio.open_tcp_stream(self.host, self.port)
-            conn = h11.Connection(h11.CLIENT)
+            await self._slots.acquire()
+            try:
+                if self._idle:  # one came back while we waited: use it, give the slot back
+                    self._slots.release()
+                    stream, conn = self._idle.pop()
+                else:
+                    stream = await trio.open_tcp_stream(self.host, self.port)
+                    conn = h11.Connection(h11.CLIENT)
+            except BaseException:
+                self._slots.release()
+                raise
         keep = False
         try:
             data = conn.send(
@@ -142,4 +178,4 @@ class Upstream:
             if keep:
                 self._idle.append((stream, conn))
             else:
-                await stream.aclose()
+                await self._close(stream)

@@ -12,13 +12,24 @@ for its real deadline, pushes it again if it moved, and otherwise cancels the
 connection's scope. Each connection is re-pushed at most once per timeout period. The
 session then says what to send before closing (408, or nothing for an idle connection).
 
-At most ``Limits.max_connections`` connections are open. At the cap, a new connection
-takes the place of an idle one (nothing of a request received; nginx does the same with
-its keep-alive connections): the one nearest its deadline, which its timeout would close
-first anyway. So a flood of idle connections cannot lock valid pings out. When every
-connection is in the middle of a request, the new one is accepted and closed at once, so
-the backlog never fills. Running out of file descriptors pauses accepting briefly instead
-of crashing.
+At most ``Limits.max_connections`` connections are open, and at most
+``Limits.max_connections_per_address`` from one client address (trusted proxies, which
+carry many clients, are exempt); a connection over its address's share is answered 503
+and closed, so one address cannot take the whole cap. At the cap, a new connection takes
+the place of one that has the least claim to it: first a request head that has been
+arriving for a second or more (a valid ping's head comes whole in a packet or two, so
+these are slow clients), the oldest first; else an idle connection (nothing of a request
+received; nginx does the same with its keep-alive connections) or a younger partial head,
+nearest its deadline; else the oldest one still sending a body. So a flood of idle
+connections or of slow heads (one byte each, topped up) cannot lock valid pings out. A
+connection whose request is with the control process, or whose answer is being sent, is
+never evicted; when every connection is such, the new one is closed at once, so the
+backlog never fills. Running out of file descriptors pauses accepting briefly instead of
+crashing.
+
+A forwarded request (for the control process) is abandoned when its client closes the
+connection before the answer: the upstream connection is closed, not left to finish
+work nobody will read.
 
 ``stop()`` is graceful: stop accepting, close idle connections, let requests in progress
 finish within the grace period, then cancel whatever is left.
@@ -29,17 +40,19 @@ from __future__ import annotations
 import errno
 import heapq
 import itertools
+import json
 import logging
 import math
 import socket as stdlib_socket
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 import trio
 from trio.lowlevel import wait_readable, wait_writable
 
 from .clock import Clock
-from .forward import Upstream
-from .protocol import Limits, Responder, Session
+from .forward import Answer, Upstream
+from .protocol import Limits, Phase, Responder, Session
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +61,7 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 256 * 1024
 EXPIRE_BATCH = 64  # connections the reaper cancels before letting other tasks run
 EVICT_CHECKS = 64  # heap entries looked at for an idle connection to close at the cap
+SLOW_HEAD = 1.0  # a head still arriving after this long has the least claim to a place
 EVICT_PENDING = 64  # evicted connections not yet closed; beyond this, accepting waits
 _ACCEPT_PAUSE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
@@ -84,12 +98,15 @@ class _Reaper:
         conn.registered = deadline
         heapq.heappush(self._heap, (deadline, next(self._seq), conn))
 
-    def evict_idle(self, checks: int = EVICT_CHECKS) -> _Connection | None:
-        """Cancel the idle connection nearest its deadline, if one is among the first
-        `checks` entries of the heap; busy ones keep their entries."""
+    def evict(self, checks: int = EVICT_CHECKS) -> _Connection | None:
+        """Cancel the connection with the least claim to its place among the first `checks`
+        entries of the heap (nearest deadline first): a head that has been arriving for
+        SLOW_HEAD seconds or more, else an idle connection or a younger partial head, else
+        a partial body. Connections forwarding or sending keep their places."""
         heap = self._heap
-        busy: list[tuple[float, int, _Connection]] = []
-        victim = None
+        now = self._clock.now()
+        kept: list[tuple[float, int, _Connection]] = []
+        idle_or_head = body = victim = None
         try:
             while heap and checks > 0:
                 checks -= 1
@@ -99,16 +116,26 @@ class _Reaper:
                     continue  # stale, or already on its way out
                 if conn.session.closed and not conn.send_deadline:
                     continue  # closed: run() would drop this entry too
-                if conn.session.busy or conn.send_deadline:
-                    busy.append(entry)  # (a closed one still sending keeps its deadline)
-                    continue
-                conn.evicted = True
-                conn.scope.cancel()
-                victim = conn
-                break
+                kept.append(entry)
+                if conn.send_deadline:
+                    continue  # (a closed one still sending keeps its deadline)
+                session = conn.session
+                phase = session.phase
+                if phase is Phase.HEAD and now - session.phase_since >= SLOW_HEAD:
+                    victim = conn
+                    break
+                if phase is Phase.IDLE or phase is Phase.HEAD:
+                    idle_or_head = idle_or_head or conn
+                elif phase is Phase.BODY:
+                    body = body or conn
+            victim = victim or idle_or_head or body
         finally:
-            for entry in busy:
-                heapq.heappush(heap, entry)
+            for entry in kept:
+                if entry[2] is not victim:
+                    heapq.heappush(heap, entry)
+        if victim is not None:
+            victim.evicted = True
+            victim.scope.cancel()
         return victim
 
     async def run(self) -> None:
@@ -148,6 +175,7 @@ class ListenerStatistics:
     rejected: int
     evicted: int
     timeouts: int
+    over_address_limit: int
 
 
 @dataclass
@@ -158,10 +186,14 @@ class Listener:
     limits: Limits
     clock: Clock
     upstream: Upstream | None = None  # where requests that are not heartbeats go
+    # Addresses exempt from the per-address share: proxies that carry many clients.
+    trusted: Container[str] = frozenset()
     accepted: int = 0
     rejected: int = 0
     evicted: int = 0
     timeouts: int = 0
+    over_address_limit: int = 0  # refused: their address had its share of the cap
+    _per_address: dict[str, int] = field(default_factory=dict)
     _evicting: int = 0  # evicted, not yet closed: they still hold a descriptor
     _connections: set[_Connection] = field(default_factory=set)
     _draining: bool = False
@@ -170,8 +202,9 @@ class Listener:
 
     def statistics(self) -> ListenerStatistics:
         return ListenerStatistics(
-            len(self._connections), self.accepted, self.rejected, self.evicted, self.timeouts
-        )
+            len(self._connections), self.accepted, self.rejected, self.evicted, self.timeouts,
+            self.over_address_limit,
+        )  # fmt: skip
 
     async def serve(
         self,
@@ -200,6 +233,7 @@ class Listener:
     ) -> None:
         """Accept every connection waiting in the backlog."""
         limit = self.limits.max_connections
+        per_address_limit = self.limits.max_connections_per_address
         while True:
             if self._evicting >= EVICT_PENDING and len(self._connections) - self._evicting >= limit:
                 return  # let the evicted connections close first; the rest wait in the backlog
@@ -213,14 +247,21 @@ class Listener:
                     await trio.sleep(0.05)
                     return
                 raise
+            client = str(address[0])
+            per_address = self._per_address.get(client, 0)
+            if per_address >= per_address_limit and client not in self.trusted:
+                self.over_address_limit += 1
+                _refuse(sock, TOO_MANY_FROM_ADDRESS)
+                continue
             if len(self._connections) - self._evicting >= limit:
-                if reaper.evict_idle() is None:
+                if reaper.evict() is None:
                     self.rejected += 1
                     sock.close()
                     continue
                 self.evicted += 1
                 self._evicting += 1
             self.accepted += 1
+            self._per_address[client] = per_address + 1
             sock.setblocking(False)
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
             forwarding = self.upstream is not None
@@ -228,7 +269,7 @@ class Listener:
             conn = _Connection(trio.CancelScope(), session)
             self._connections.add(conn)
             reaper.add(conn)
-            nursery.start_soon(self._serve_connection, sock, conn, reaper, str(address[0]))
+            nursery.start_soon(self._serve_connection, sock, conn, reaper, client)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let requests in progress finish within `grace` seconds."""
@@ -281,7 +322,10 @@ class Listener:
                                 break
                             if session.deadline() < conn.registered:
                                 reaper.add(conn)
-                            answer = await self.upstream.forward(session.pending, client)
+                            answer = await _forward(self.upstream, session, sock, client)
+                            if answer is None:
+                                session.receive(b"", clock.now())  # the client has gone
+                                break
                             now = clock.now()
                             out = session.forwarded(answer, now)
                         if session.closed or (self._draining and not session.busy):
@@ -299,9 +343,62 @@ class Listener:
         finally:
             if conn.evicted:
                 self._evicting -= 1
+            left = self._per_address.pop(client) - 1
+            if left:
+                self._per_address[client] = left
             self._connections.discard(conn)
             if not self._connections:
                 self._idle.set()
+
+
+_TOO_MANY_BODY = json.dumps({"error": {
+    "code": "too_many_connections", "message": "too many connections from your address",
+    "field": None,
+}}).encode()  # fmt: skip
+TOO_MANY_FROM_ADDRESS = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s"
+    % (len(_TOO_MANY_BODY), _TOO_MANY_BODY)
+)
+
+
+def _refuse(sock: stdlib_socket.socket, answer: bytes) -> None:
+    """Answer a connection we will not serve, without waiting for it, and close it."""
+    try:
+        sock.setblocking(False)
+        sock.send(answer)
+    except OSError:
+        pass
+    sock.close()
+
+
+async def _forward(
+    upstream: Upstream, session: Session, sock: stdlib_socket.socket, client: str
+) -> Answer | None:
+    """The control process's answer to the pending request, or None if the client closed
+    its connection first (then the upstream request is abandoned, its connection closed,
+    rather than finishing work nobody will read)."""
+    assert session.pending is not None
+    answer: Answer | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            while True:
+                await wait_readable(sock)
+                try:
+                    peeked = sock.recv(1, stdlib_socket.MSG_PEEK)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    peeked = b""
+                if not peeked:
+                    nursery.cancel_scope.cancel()
+                return  # a pipelined request: it waits its turn; stop watching
+
+        nursery.start_soon(watch)
+        answer = await upstream.forward(session.pending, client)
+        nursery.cancel_scope.cancel()
+    return answer
 
 
 async def _send_all(sock: stdlib_socket.socket, view: memoryview) -> None:

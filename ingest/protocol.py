@@ -54,6 +54,7 @@ class Limits:
     keepalive_timeout: float = 5 * SECONDS
     max_requests_per_connection: int = 1000
     max_connections: int = 10_000
+    max_connections_per_address: int = 1_000  # trusted proxies are exempt
     send_timeout: float = 10 * SECONDS
     max_forward_body_bytes: int = 1024 * KIB  # requests forwarded to the control process
     forward_timeout: float = 35 * SECONDS

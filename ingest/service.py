@@ -34,6 +34,7 @@ import trio
 import trio_asyncio
 
 from core import DeadlineTable
+from core.proxies import TrustedProxies
 
 from . import store
 from ._fastpath import FastPath
@@ -84,6 +85,8 @@ class IngestConfig:
     limits: Limits = field(default_factory=Limits)
     # The control process, for everything that is not a heartbeat (None: 404 instead).
     upstream: tuple[str, int] | None = None
+    # LASTSEEN_TRUSTED_PROXIES: whose X-Forwarded-* to believe, who may hold many connections.
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies.from_env)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> IngestConfig:
@@ -93,6 +96,7 @@ class IngestConfig:
             values["database_url"] = env["LASTSEEN_DATABASE_URL"]
         if "LASTSEEN_INGEST_LISTEN" in env:
             values["host"], values["port"] = parse_address(env["LASTSEEN_INGEST_LISTEN"], 8080)
+        values["trusted_proxies"] = TrustedProxies.from_env(env)
         if env.get("LASTSEEN_CONTROL_UPSTREAM"):
             values["upstream"] = parse_address(env["LASTSEEN_CONTROL_UPSTREAM"], 8081)
         if "LASTSEEN_ADMIN_LISTEN" in env:
@@ -109,6 +113,7 @@ class IngestConfig:
         limit_values: dict[str, Any] = {}
         for name, var in [
             ("max_connections", "LASTSEEN_MAX_CONNECTIONS"),
+            ("max_connections_per_address", "LASTSEEN_MAX_CONNECTIONS_PER_ADDRESS"),
             ("max_requests_per_connection", "LASTSEEN_MAX_REQUESTS_PER_CONNECTION"),
             ("max_head_bytes", "LASTSEEN_MAX_HEAD_BYTES"),
             ("max_body_bytes", "LASTSEEN_MAX_BODY_BYTES"),
@@ -386,8 +391,11 @@ class Ingest:
             if handle_signals:
                 outer.start_soon(self._stop_on_signal)
             await self._initial_load()
-            upstream = Upstream(*self.config.upstream) if self.config.upstream else None
-            self.listener = Listener(self.responder, self.config.limits, self.clock, upstream)
+            trusted = self.config.trusted_proxies
+            upstream = Upstream(*self.config.upstream, trusted) if self.config.upstream else None
+            self.listener = Listener(
+                self.responder, self.config.limits, self.clock, upstream, trusted=trusted
+            )
             sock = open_listen_socket(self.config.host, self.config.port)
             self.port = sock.getsockname()[1]
             async with trio.open_nursery() as workers:
@@ -451,10 +459,14 @@ class Ingest:
             ("connections_accepted_total", "counter", "Connections accepted.",
              lst.accepted if lst else 0),
             ("connections_rejected_total", "counter",
-             "Connections closed at once (cap reached, none idle).", lst.rejected if lst else 0),
+             "Connections closed at once (cap reached, none evictable).",
+             lst.rejected if lst else 0),
             ("connections_evicted_total", "counter",
-             "Idle connections closed to make room for new ones (cap).",
+             "Idle or slow connections closed to make room for new ones (cap).",
              lst.evicted if lst else 0),
+            ("connections_over_address_limit_total", "counter",
+             "Connections answered 503: their address had its share of the cap.",
+             lst.over_address_limit if lst else 0),
             ("connection_timeouts_total", "counter", "Connections closed by a deadline.",
              lst.timeouts if lst else 0),
             ("monitors", "gauge", "Monitors loaded.", table["monitors"]),
