@@ -38,6 +38,7 @@ import logging
 import random
 import signal
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,8 @@ POLL_SECONDS = 1.0
 DELIVERY_SECONDS = 30.0  # a whole attempt, SMTP dialogue included; well within LEASE
 EVENT_BATCH = 1000
 EVENTS_LOCK = 0x6C617375  # one event reader at a time
+PER_RECEIVER = 8  # deliveries in flight to one receiver (a host, or the SMTP server)
+EXPIRE_EVERY = timedelta(minutes=1)
 
 Clock = Callable[[], datetime]
 # What a lost or unusable database connection raises; the loop retries, the lease returns rows.
@@ -138,7 +141,9 @@ async def attempt(
     except TimeoutError:
         return TransportError(f"no answer within {DELIVERY_SECONDS:g} s")
     except Exception as exc:  # a bug in a channel must not lose the notification
-        log.exception("delivery through %s failed unexpectedly", target.channel_type)
+        # By type only: an exception's text may carry the channel's secret URL.
+        log.error("delivery through %s failed unexpectedly (%s)", target.channel_type,
+                  type(exc).__name__)  # fmt: skip
         return TransportError(f"internal error ({type(exc).__name__})")
     return None
 
@@ -158,6 +163,9 @@ async def subscriber_attempt(
         return exc
     except TimeoutError:
         return TransportError(f"no answer within {DELIVERY_SECONDS:g} s")
+    except Exception as exc:  # a bug must not lose the notification, nor loop on it
+        log.error("subscriber mail failed unexpectedly (%s)", type(exc).__name__)
+        return TransportError(f"internal error ({type(exc).__name__})")
     return None
 
 
@@ -190,15 +198,27 @@ JOIN subscribers s ON s.page_id = sp.id AND s.confirmed_at IS NOT NULL
 WHERE spm.monitor_id = $2
 ON CONFLICT (incident_id, channel_ref, kind) WHERE incident_id IS NOT NULL DO NOTHING
 """
-_CANDIDATES = """
-SELECT n.id, n.channel_ref, n.channel_type FROM notifications n
+_RECEIVER = "coalesce(c.receiver, n.channel_type)"
+_CANDIDATES = f"""
+SELECT n.id, n.channel_ref, n.channel_type, {_RECEIVER} AS receiver
+FROM notifications n LEFT JOIN channels c ON c.id = n.channel_id
 WHERE ((n.status = 'pending' AND n.next_attempt_at <= $1)
        OR (n.status = 'delivering' AND n.claimed_until <= $1))
   AND NOT EXISTS (SELECT 1 FROM delivery_pacing p
                   WHERE p.channel_ref = n.channel_ref AND p.next_at > $1)
+  AND NOT ({_RECEIVER} = ANY($3::text[]))
 ORDER BY n.next_attempt_at, n.id
 LIMIT $2
 FOR UPDATE OF n SKIP LOCKED
+"""
+# Rows still queued after GIVE_UP_AFTER end, whatever happened to their attempts (a row
+# whose delivery kills the worker every time would otherwise be re-claimed forever).
+_EXPIRE = """
+UPDATE notifications SET status = 'expired', finished_at = $1, claim = NULL,
+       claimed_until = NULL,
+       last_error = 'gave up after 48 h; last error: ' || coalesce(last_error, 'none recorded')
+WHERE status IN ('pending', 'delivering') AND created_at < $2
+  AND (status = 'pending' OR claimed_until <= $1)
 """
 _CLAIMED = """
 UPDATE notifications n SET status = 'delivering', claim = $2, claimed_until = $3,
@@ -213,6 +233,7 @@ RETURNING n.id, n.org_id, n.monitor_id, n.incident_id, n.channel_id, n.channel_t
            WHERE s.id = n.subscriber_id) AS page_title,
           (SELECT c.config FROM channels c WHERE c.id = n.channel_id) AS config,
           (SELECT c.secret_envelope FROM channels c WHERE c.id = n.channel_id) AS secret_envelope,
+          (SELECT c.receiver FROM channels c WHERE c.id = n.channel_id) AS channel_receiver,
           (SELECT m.name FROM monitors m WHERE m.id = n.monitor_id) AS monitor_name,
           (SELECT i.opened_at FROM incidents i WHERE i.id = n.incident_id) AS opened_at,
           (SELECT i.resolved_at FROM incidents i WHERE i.id = n.incident_id) AS resolved_at
@@ -246,6 +267,9 @@ class Worker:
         self.concurrency = concurrency
         self._inflight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._per_receiver: Counter[str] = Counter()  # deliveries in flight per receiver
+        self._receiver_of: dict[int, str] = {}  # notification id -> its receiver
+        self._expired_at: datetime | None = None
 
     # -- events -> incidents ---------------------------------------------------------
 
@@ -285,20 +309,32 @@ class Worker:
     # -- the outbox ------------------------------------------------------------------
 
     async def claim(self, limit: int) -> list[asyncpg.Record]:
-        """Claim up to `limit` due notifications, at most one per paced receiver."""
+        """Claim up to `limit` due notifications: at most one per paced receiver, and at
+        most PER_RECEIVER in flight per receiver (rows of a receiver at its limit are not
+        even looked at, so one that hangs cannot hold the slots of the others)."""
         now = self.clock()
         token = uuid.uuid4()
+        full = [key for key, n in self._per_receiver.items() if n >= PER_RECEIVER]
         async with self.pool.acquire() as conn, conn.transaction():
-            candidates = await conn.fetch(_CANDIDATES, now, limit * 4)
+            if self._expired_at is None or now - self._expired_at >= EXPIRE_EVERY:
+                await conn.execute(_EXPIRE, now, now - GIVE_UP_AFTER)
+                self._expired_at = now
+            candidates = await conn.fetch(_CANDIDATES, now, limit * 4, full)
             take: list[int] = []
             paced: dict[str, datetime] = {}
+            receivers: dict[int, str] = {}
+            taking = Counter(self._per_receiver)
             for row in candidates:
+                if taking[row["receiver"]] >= PER_RECEIVER:
+                    continue
                 spacing = channels.spacing(row["channel_type"])
                 if spacing > 0:
                     if row["channel_ref"] in paced:
                         continue
                     paced[row["channel_ref"]] = now + timedelta(seconds=spacing)
                 take.append(row["id"])
+                receivers[row["id"]] = row["receiver"]
+                taking[row["receiver"]] += 1
                 if len(take) >= limit:
                     break
             if not take:
@@ -306,7 +342,18 @@ class Worker:
             claimed: list[asyncpg.Record] = await conn.fetch(_CLAIMED, take, token, now + LEASE)
             if paced:
                 await conn.execute(_PACE, list(paced), list(paced.values()))
+        for row in claimed:
+            self._receiver_of[row["id"]] = key = receivers[row["id"]]
+            self._per_receiver[key] += 1
         return claimed
+
+    def _finished(self, row: Mapping[str, Any]) -> None:
+        """A claimed row's delivery is over (landed, failed, released or abandoned)."""
+        key = self._receiver_of.pop(row["id"], None)
+        if key is not None:
+            self._per_receiver[key] -= 1
+            if self._per_receiver[key] <= 0:
+                del self._per_receiver[key]
 
     async def deliver(self, row: Mapping[str, Any]) -> None:
         """One attempt at a claimed notification, and its outcome recorded."""
@@ -323,8 +370,32 @@ class Worker:
         if row["subscriber_id"] is not None:
             error = await subscriber_attempt(self.transport, self.keyring, row, notice)
         else:
-            error = await attempt(self.transport, self.keyring, Target.of(row), notice)
+            target = Target.of(row)
+            if target.channel_id is not None and row["channel_receiver"] is None:
+                await self._learn_receiver(row["id"], target)
+            error = await attempt(self.transport, self.keyring, target, notice)
         await self.record(row, error)
+
+    async def _learn_receiver(self, row_id: int, target: Target) -> None:
+        """Fill in the receiver of a channel created before it was recorded (version 7);
+        this delivery now counts against it."""
+        assert target.channel_id is not None
+        try:
+            secret = open_secret(
+                self.keyring, target.secret_envelope, target.org_id, target.channel_id
+            )
+        except (EnvelopeError, ValueError):
+            return
+        key = channels.receiver(target.channel_type, target.config, secret)
+        old = self._receiver_of.get(row_id)
+        if old is not None and old != key:
+            self._finished({"id": row_id})
+            self._receiver_of[row_id] = key
+            self._per_receiver[key] += 1
+        await self.pool.execute(
+            "UPDATE channels SET receiver = $2 WHERE id = $1 AND receiver IS NULL",
+            target.channel_id, key,
+        )  # fmt: skip
 
     async def record(self, row: Mapping[str, Any], error: TransportError | None) -> None:
         now = self.clock()
@@ -365,7 +436,7 @@ class Worker:
         await self.process_events()
         delivered = 0
         while rows := await self.claim(self.concurrency):
-            await asyncio.gather(*(self.deliver(row) for row in rows))
+            await asyncio.gather(*(self._guarded(row) for row in rows))
             delivered += len(rows)
         return delivered
 
@@ -420,6 +491,13 @@ class Worker:
         except DB_ERRORS as exc:
             # The outcome could not be written: the lease returns the row to the queue.
             log.warning("notification %d: outcome not recorded (%s)", row["id"], type(exc).__name__)
+        except Exception as exc:  # a bug: recorded as the row's error, never lost silently
+            log.error("notification %d: internal error (%s)", row["id"], type(exc).__name__)
+            error = TransportError(f"internal error ({type(exc).__name__})")
+            with contextlib.suppress(*DB_ERRORS):
+                await self.record(row, error)
+        finally:
+            self._finished(row)
 
     async def _release(self, row: Mapping[str, Any]) -> None:
         with contextlib.suppress(Exception):

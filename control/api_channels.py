@@ -58,9 +58,10 @@ async def create_channel(
         channel_id = await conn.fetchval("SELECT nextval('channels_id_seq')")
         envelope = seal_secret(st.keyring, secret, caller.org_id, channel_id) if secret else None
         row = await conn.fetchrow(
-            "INSERT INTO channels (id, org_id, type, name, config, secret_envelope)"
-            " VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING *",
+            "INSERT INTO channels (id, org_id, type, name, config, secret_envelope, receiver)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7) RETURNING *",
             channel_id, caller.org_id, body.type, body.name, json.dumps(public), envelope,
+            channels.receiver(body.type, public, secret),
         )  # fmt: skip
         await audit(conn, caller, request, "CREATE_CHANNEL", "channel", channel_id)
     shown = channel_json(row, public, secret)
@@ -126,8 +127,9 @@ async def update_channel(
         envelope = seal_secret(st.keyring, secret, caller.org_id, channel_id) if secret else None
         row = await conn.fetchrow(
             "UPDATE channels SET name = $3, config = $4::jsonb, secret_envelope = $5,"
-            " updated_at = now() WHERE id = $1 AND org_id = $2 RETURNING *",
+            " receiver = $6, updated_at = now() WHERE id = $1 AND org_id = $2 RETURNING *",
             channel_id, caller.org_id, name, json.dumps(public), envelope,
+            channels.receiver(row["type"], public, secret),
         )  # fmt: skip
         if row is None:
             raise NOT_FOUND

@@ -14,7 +14,18 @@ from notifier.base import Notice
 
 from .alerting import Target, attempt
 from .api_incidents import incident_json, recent_incidents
-from .app import MAX_ID, CallerDep, Id, MonitorWriter, StateDep, audit, iso, page, patch_fields
+from .app import (
+    MAX_ID,
+    TEST_ALERTS_PER_MINUTE,
+    CallerDep,
+    Id,
+    MonitorWriter,
+    StateDep,
+    audit,
+    iso,
+    page,
+    patch_fields,
+)
 from .auth import Caller
 from .crypto import EnvelopeError, open_envelope, seal
 from .errors import ApiError
@@ -318,6 +329,14 @@ ORDER BY r.channel_id NULLS LAST
 """
 
 
+TOO_MANY_TESTS = ApiError(
+    429,
+    "too_many_test_alerts",
+    f"at most {TEST_ALERTS_PER_MINUTE} test alerts a minute per"
+    f" monitor, {TEST_ALERTS_PER_MINUTE * 10} per organisation; wait",
+)
+
+
 @router.post("/monitors/{monitor_id}/test-alert")
 async def test_alert(
     monitor_id: Id, request: Request, caller: MonitorWriter, st: StateDep
@@ -331,6 +350,13 @@ async def test_alert(
         if monitor is None:
             raise NOT_FOUND
         targets = await conn.fetch(_TARGETS, monitor_id)
+    # Each test alert reaches every channel and address of the monitor: bounded, so the
+    # button (or a script) cannot be made into a mail or chat cannon.
+    limiter, per_monitor, per_org = st.test_alerts, f"monitor:{monitor_id}", f"org:{caller.org_id}"
+    if limiter.exceeded(per_monitor) or limiter.exceeded(per_org, limiter.limit * 10):
+        raise TOO_MANY_TESTS
+    limiter.count(per_monitor)
+    limiter.count(per_org)
     now = datetime.now(UTC)
     keys = [uuid.uuid4() for _ in targets]
     outcomes = await asyncio.gather(*(

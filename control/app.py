@@ -17,10 +17,11 @@ from fastapi import Depends, FastAPI, Header, Path, Request
 from pydantic import BaseModel
 
 from core.dbrole import create_app_pool
+from core.proxies import normalise
 from notifier.base import Settings, Transport
 
 from . import errors
-from .auth import MAX_FAILURES, Caller, FailureLimiter, authenticate
+from .auth import MAX_FAILURES, Caller, Limiter, authenticate
 from .crypto import Keyring
 from .models import MAX_ID as MAX_ID
 
@@ -29,8 +30,12 @@ from .models import MAX_ID as MAX_ID
 class State:
     pool: asyncpg.Pool
     keyring: Keyring
-    limiter: FailureLimiter
+    limiter: Limiter
     transport: Transport  # test alerts go out from the control process
+    test_alerts: Limiter  # per monitor and per organisation
+
+
+TEST_ALERTS_PER_MINUTE = 5  # per monitor; an organisation gets ten times that
 
 
 def state(request: Request) -> State:
@@ -39,7 +44,10 @@ def state(request: Request) -> State:
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client's IP address (the server has applied a trusted proxy's X-Forwarded-For);
+    "unknown" when there is none or a proxy sent something that is not an address."""
+    host = request.client.host if request.client else None
+    return (normalise(host) if host else None) or "unknown"
 
 
 async def caller(
@@ -129,7 +137,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_app_pool(dsn, min_size=1, max_size=10, command_timeout=10)
         transport = Transport(settings or Settings.from_env())
-        app.state.lastseen = State(pool, keyring, FailureLimiter(failure_limit), transport)
+        app.state.lastseen = State(
+            pool, keyring, Limiter(failure_limit), transport,
+            Limiter(TEST_ALERTS_PER_MINUTE, 60.0),
+        )  # fmt: skip
         try:
             yield
         finally:

@@ -252,7 +252,7 @@ async def edit_monitor(monitor_id: int, request: Request, st: StateDep) -> Respo
         "alertEmail": str(form.get("alertEmail", "")) or None,
     }
     if "channels-shown" in form:
-        body["channelIds"] = [int(str(v)) for v in form.getlist("channelIds")]
+        body["channelIds"] = [_int(str(v)) for v in form.getlist("channelIds")]
     done = await me.api("PATCH", f"/monitors/{monitor_id}", body)
     if done.status_code != 200:
         return back(f"/monitors/{monitor_id}", error=error_of(done))

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -29,7 +30,39 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, A
     return {"error": {"code": code, "message": message, "field": field}}
 
 
+class CatchAll:
+    """ASGI middleware: an exception no handler took becomes the JSON 500, logged here by
+    type only. (Starlette's handler for Exception answers, then re-raises to the server,
+    which logs the whole traceback, SQL parameters and all.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            log.error("internal error: %s", type(exc).__name__)
+            if started:
+                return  # the answer is on its way: the connection ends short
+            response = JSONResponse(error_body("internal", "internal error"), status_code=500)
+            await response(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
+    app.add_middleware(CatchAll)
+
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=exc.status)
@@ -54,12 +87,6 @@ def install(app: FastAPI) -> None:
         else:
             message = f"{field}: {first.get('msg', 'invalid value')}"
         return JSONResponse(error_body("invalid", message, field), status_code=422)
-
-    @app.exception_handler(Exception)
-    async def internal(_request: Request, exc: Exception) -> JSONResponse:
-        # Logged by type only: an exception's text can carry SQL parameters.
-        log.error("internal error: %s", type(exc).__name__)
-        return JSONResponse(error_body("internal", "internal error"), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

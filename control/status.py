@@ -9,6 +9,7 @@ existed have no data).
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,24 +18,27 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from notifier.schema import EMAIL
+from notifier.schema import AddressError
+from notifier.schema import address as email_address
 
 from . import subscribers
 from .app import StateDep, client_address, iso
-from .auth import FailureLimiter
+from .auth import Limiter, address_key
 from .errors import ApiError
+from .models import MAX_ID, SLUG
 
 router = APIRouter()
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 DAYS = 90
 RESOLVED_DAYS = 30
 NOT_FOUND = ApiError(404, "not_found", "no such status page")
+SLUG_SHAPE = re.compile(SLUG)
 STATES = {"up": "Operational", "down": "Down", "pending": "No data yet", "paused": "Paused"}
 # Subscribe form: per client address, and per email address, in an hour.
 ADDRESS_LIMIT = int(os.environ.get("LASTSEEN_SUBSCRIBE_PER_IP_PER_HOUR", "10"))
 EMAIL_LIMIT = 3
-by_address = FailureLimiter(ADDRESS_LIMIT)
-by_email = FailureLimiter(EMAIL_LIMIT)
+by_address = Limiter(ADDRESS_LIMIT)
+by_email = Limiter(EMAIL_LIMIT)
 
 
 def bar_class(share: float | None) -> str:
@@ -58,8 +62,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
+def known_shape(slug: str) -> str:
+    """The slug, if it could name a page at all; NOT_FOUND before any query otherwise (a
+    NUL or a lone surrogate would make the database refuse the query: a 500)."""
+    if not SLUG_SHAPE.fullmatch(slug):
+        raise NOT_FOUND
+    return slug
+
+
 async def page_data(conn: Any, slug: str, now: datetime) -> dict[str, Any]:
     """Everything a status page shows; raises NOT_FOUND for a missing or private page."""
+    known_shape(slug)
     page = await conn.fetchrow("SELECT * FROM status_pages WHERE slug = $1 AND public", slug)
     if page is None:
         raise NOT_FOUND
@@ -160,27 +173,31 @@ async def subscribe(
 ) -> HTMLResponse:
     """Always the same answer, whether the address is new, pending or subscribed."""
     address = email.strip()
+    known_shape(slug)
     async with st.pool.acquire() as conn:
         page = await conn.fetchrow(
             "SELECT id, title FROM status_pages WHERE slug = $1 AND public", slug
         )
     if page is None:
         raise NOT_FOUND
-    if not EMAIL.match(address):
-        return _message(request, slug, page["title"], "That is not an email address.", 422)
-    client = client_address(request)
     try:
-        by_address.check(client)
-        by_email.check(address.lower())
-    except ApiError:
+        address = email_address(address) if len(address) <= 320 else ""
+    except AddressError:
+        address = ""
+    if not address:
+        return _message(request, slug, page["title"], "That is not one email address.", 422)
+    # Counted as the same address however it is written (case, a Unicode domain).
+    same = address.casefold()
+    client = address_key(client_address(request))
+    if by_address.exceeded(client) or by_email.exceeded(same):
         return _message(request, slug, page["title"], "Too many requests. Try again later.", 429)
-    by_address.fail(client)
-    by_email.fail(address.lower())
+    by_address.count(client)
+    by_email.count(same)
     async with st.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO subscribers (page_id, email) VALUES ($1, $2)"
-            " ON CONFLICT (page_id, email) DO UPDATE SET email = EXCLUDED.email"
-            " RETURNING id, confirmed_at",
+            " ON CONFLICT (page_id, lower(email)) DO UPDATE SET email = subscribers.email"
+            " RETURNING id, email, confirmed_at",
             page["id"], address,
         )  # fmt: skip
         if row["confirmed_at"] is None:
@@ -190,7 +207,7 @@ async def subscribe(
                 " SELECT org_id, 'email', $2, 'subscriber:' || $1::bigint, 'confirm', now(), now(),"
                 " $1::bigint"
                 " FROM status_pages WHERE id = $3",
-                row["id"], address, page["id"],
+                row["id"], row["email"], page["id"],
             )  # fmt: skip
             await conn.execute("SELECT pg_notify('lastseen_notifications', '')")
     return _message(
@@ -201,6 +218,8 @@ async def subscribe(
 
 
 async def _subscriber(st: Any, slug: str, subscriber_id: int) -> Any:
+    if not (1 <= subscriber_id <= MAX_ID and SLUG_SHAPE.fullmatch(slug)):
+        return None  # an id beyond bigint, a slug no page can have: an invalid link
     return await st.pool.fetchrow(
         "SELECT s.id, s.email, s.confirmed_at, p.title FROM subscribers s"
         " JOIN status_pages p ON p.id = s.page_id WHERE s.id = $1 AND p.slug = $2",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote
 
@@ -37,7 +38,8 @@ def sign(keyring: Keyring, purpose: str, subscriber_id: int, address: str) -> st
 
 
 def verify(keyring: Keyring, purpose: str, subscriber_id: int, address: str, token: str) -> bool:
-    return hmac.compare_digest(sign(keyring, purpose, subscriber_id, address), token)
+    expected = sign(keyring, purpose, subscriber_id, address).encode()
+    return hmac.compare_digest(expected, token.encode("utf-8", "replace"))
 
 
 def link(
@@ -55,20 +57,25 @@ async def send_confirmation(
     base = transport.settings.public_url
     confirm = link(base, keyring, CONFIRM, row["page_slug"], row["subscriber_id"], row["address"])
     leave = link(base, keyring, UNSUBSCRIBE, row["page_slug"], row["subscriber_id"], row["address"])
-    mail = email.plain_message(
-        sender=transport.settings.smtp_from,
-        to=row["address"],
-        subject=f"[lastseen] Confirm your subscription to {row['page_title']}",
-        text=(
-            f"Someone (hopefully you) asked to hear about incidents on the status page "
-            f"“{row['page_title']}”.\n\nConfirm: {confirm}\n\n"
-            "If it was not you, ignore this mail: nothing else will be sent.\n"
-            f"Unsubscribe: {leave}"
-        ),
-        message_key=notice.idempotency_key,
-    )
-    mail["List-Unsubscribe"] = f"<{leave}>"
-    mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+
+    def make() -> EmailMessage:
+        mail = email.plain_message(
+            sender=transport.settings.smtp_from,
+            to=row["address"],
+            subject=f"[lastseen] Confirm your subscription to {row['page_title']}",
+            text=(
+                f"Someone (hopefully you) asked to hear about incidents on the status page "
+                f"“{row['page_title']}”.\n\nConfirm: {confirm}\n\n"
+                "If it was not you, ignore this mail: nothing else will be sent.\n"
+                f"Unsubscribe: {leave}"
+            ),
+            message_key=notice.idempotency_key,
+        )
+        mail["List-Unsubscribe"] = f"<{leave}>"
+        mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        return mail
+
+    mail = email.build(make)
     await email.send_message(mail, transport)
 
 
@@ -79,10 +86,15 @@ async def send_incident(
     base = transport.settings.public_url
     leave = link(base, keyring, UNSUBSCRIBE, row["page_slug"], row["subscriber_id"], row["address"])
     page = f"{base.rstrip('/')}/status/{quote(row['page_slug'])}"
-    mail = email.message(
-        notice, transport.settings.smtp_from, row["address"],
-        extra_text=f"\nStatus page: {page}\nUnsubscribe: {leave}\n",
-    )  # fmt: skip
-    mail["List-Unsubscribe"] = f"<{leave}>"
-    mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+
+    def make() -> EmailMessage:
+        mail = email.message(
+            notice, transport.settings.smtp_from, row["address"],
+            extra_text=f"\nStatus page: {page}\nUnsubscribe: {leave}\n",
+        )  # fmt: skip
+        mail["List-Unsubscribe"] = f"<{leave}>"
+        mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        return mail
+
+    mail = email.build(make)
     await email.send_message(mail, transport)

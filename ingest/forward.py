@@ -64,12 +64,10 @@ class Upstream:
     # Peers whose X-Forwarded-Proto/-Host are believed (a TLS proxy in front).
     trusted: Container[str] = field(default_factory=TrustedProxies.from_env)
     max_connections: int = MAX_UPSTREAM
+    open_connections: int = 0  # idle ones included
     _idle: list[tuple[trio.SocketStream, h11.Connection]] = field(default_factory=list)
-    _slots: trio.Semaphore | None = None
-
-    @property
-    def open_connections(self) -> int:
-        return 0 if self._slots is None else self.max_connections - self._slots.value
+    # Requests waiting for a connection (the cap reached, none idle).
+    _waiting: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
 
     async def forward(self, request: Forward, client: str) -> Answer:
         """Send `request` upstream; a JSON 502/504 if the control process fails us."""
@@ -93,8 +91,6 @@ class Upstream:
             (b"x-forwarded-host", given.get(b"x-forwarded-host", host) if trusted else host),
             (b"content-length", str(len(request.body)).encode()),
         ]
-        if self._slots is None:
-            self._slots = trio.Semaphore(self.max_connections)
         while True:
             reused = bool(self._idle)
             try:
@@ -119,26 +115,28 @@ class Upstream:
             await self._close(stream)
 
     async def _close(self, stream: trio.SocketStream) -> None:
-        assert self._slots is not None
-        self._slots.release()
+        self.open_connections -= 1
+        self._waiting.unpark()
         await stream.aclose()
 
-    async def _exchange(self, request: Forward, headers: Headers) -> Answer:
-        assert self._slots is not None
-        if self._idle:
-            stream, conn = self._idle.pop()
-        else:
-            await self._slots.acquire()
-            try:
-                if self._idle:  # one came back while we waited: use it, give the slot back
-                    self._slots.release()
-                    stream, conn = self._idle.pop()
-                else:
+    async def _connection(self) -> tuple[trio.SocketStream, h11.Connection]:
+        """An idle connection, a new one under the cap, or the first of either to free up."""
+        while True:
+            if self._idle:
+                return self._idle.pop()
+            if self.open_connections < self.max_connections:
+                self.open_connections += 1
+                try:
                     stream = await trio.open_tcp_stream(self.host, self.port)
-                    conn = h11.Connection(h11.CLIENT)
-            except BaseException:
-                self._slots.release()
-                raise
+                except BaseException:
+                    self.open_connections -= 1
+                    self._waiting.unpark()
+                    raise
+                return stream, h11.Connection(h11.CLIENT)
+            await self._waiting.park()
+
+    async def _exchange(self, request: Forward, headers: Headers) -> Answer:
+        stream, conn = await self._connection()
         keep = False
         try:
             data = conn.send(
@@ -177,5 +175,6 @@ class Upstream:
         finally:
             if keep:
                 self._idle.append((stream, conn))
+                self._waiting.unpark()
             else:
                 await self._close(stream)

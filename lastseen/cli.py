@@ -11,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
+from core.logs import configure as configure_logging
 from core.migrate import migrate_database
 from core.pg import EmbeddedPostgresError, database
 
@@ -57,7 +58,8 @@ def cmd_control(args: argparse.Namespace) -> int:
 
     from control.app import create_app
     from control.crypto import load_keyring
-    from ingest.service import parse_address
+    from core.proxies import TrustedProxies
+    from ingest.service import parse_address, raise_fd_limit
 
     host, port = parse_address(args.listen or os.environ.get("LASTSEEN_CONTROL_LISTEN", ""), 8081)
     host = host or "127.0.0.1"
@@ -67,12 +69,17 @@ def cmd_control(args: argparse.Namespace) -> int:
         if not os.environ.get("LASTSEEN_DATABASE_URL"):
             run_migrations(dsn)
         # Behind the ingest: trust its X-Forwarded-* (the client's address, for the failure
-        # limit and the audit log; the public host, for heartbeat URLs).
+        # limit and the audit log; the public host, for heartbeat URLs), and any other
+        # proxy in LASTSEEN_TRUSTED_PROXIES. As many descriptors as the ingest may forward
+        # connections for; idle client connections closed after 5 s; uvicorn's own
+        # logging goes through ours (log_config=None).
+        raise_fd_limit(65536)
         uvicorn.run(
             create_app(dsn, keyring, failure_limit=int(
                 os.environ.get("LASTSEEN_AUTH_FAILURES_PER_HOUR", "20"))),
-            host=host, port=port, log_level="warning",
-            proxy_headers=True, forwarded_allow_ips="127.0.0.1",
+            host=host, port=port, log_level="warning", log_config=None,
+            proxy_headers=True, forwarded_allow_ips=TrustedProxies.from_env().uvicorn_hosts(),
+            timeout_keep_alive=5,
         )  # fmt: skip
     return 0
 
@@ -219,15 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_migrate)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every request URL at INFO; alert URLs hold secrets (webhook paths, bot
-    # tokens), so they must never reach a log.
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    configure_logging(args.log_level)
     try:
         return int(args.func(args))
     except EmbeddedPostgresError as exc:

@@ -64,13 +64,21 @@ class Notice:
 
     @property
     def title(self) -> str:
-        verb = {"alert": "DOWN", "recovery": "RECOVERED"}.get(self.kind, "Test alert")
-        return f"{verb}: {self.monitor_name}"
+        return self.title_for(_plain)
 
     @property
     def text(self) -> str:
         """One plain sentence or two for chat channels and the email body."""
-        name = self.monitor_name
+        return self.text_for(_plain)
+
+    def title_for(self, escape: Callable[[str], str]) -> str:
+        """The title with the monitor's name passed through `escape`: a name is the
+        user's text, and must never become markup, a link or a mention in a channel."""
+        verb = {"alert": "DOWN", "recovery": "RECOVERED"}.get(self.kind, "Test alert")
+        return f"{verb}: {escape(self.monitor_name)}"
+
+    def text_for(self, escape: Callable[[str], str]) -> str:
+        name = escape(self.monitor_name)
         if self.kind == "alert":
             since = _when(self.opened_at)
             return f"Heartbeat monitor “{name}” stopped pinging: no ping since {since}."
@@ -96,6 +104,10 @@ class Notice:
             "incident": incident,
             "sentAt": _iso(self.sent_at),
         }
+
+
+def _plain(text: str) -> str:
+    return text
 
 
 def _iso(value: datetime | None) -> str | None:

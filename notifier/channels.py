@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
+import httpx
+
 from . import discord, email, slack, teams, telegram, webhook
 from .base import Notice, Transport, TransportError
 from .schema import ConfigError
@@ -35,6 +37,21 @@ def view(kind: str, public: Mapping[str, Any], secret: Mapping[str, Any]) -> dic
     """The configuration as the API shows it: secrets masked."""
     shown: dict[str, Any] = module(kind).view(public, secret)
     return shown
+
+
+def receiver(kind: str, public: Mapping[str, Any], secret: Mapping[str, Any]) -> str:
+    """Who receives a channel's messages, for the per-receiver limit on deliveries in
+    flight: the host of its URL (lower case), else its type (every email goes through the
+    one SMTP server, every Telegram message to the Bot API)."""
+    url = secret.get("url") or public.get("url")
+    if isinstance(url, str):
+        try:
+            host = httpx.URL(url).host
+        except httpx.InvalidURL:
+            host = ""
+        if host:
+            return host.lower()
+    return kind
 
 
 def spacing(kind: str) -> float:

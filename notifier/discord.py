@@ -4,6 +4,7 @@ its JSON body; errors carry ``message``."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,12 +24,21 @@ validate = schema.url_only
 view = schema.url_only_view
 
 
+# (Headings, quotes and lists start a line; a name never does: "DOWN: <name>".)
+_MARKDOWN = re.compile(r"([\\*_~`|\[\]()<:@])")
+
+
+def escape(text: str) -> str:
+    """Discord markdown escaped with backslashes, so a name cannot format, hide or mask
+    a link ([Sign in](https://…)); mentions are off anyway (allowed_mentions)."""
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
 def payload(notice: Notice) -> dict[str, Any]:
+    title, text = notice.title_for(escape), notice.text_for(escape)
     return {
-        "content": notice.title,
-        "embeds": [
-            {"title": notice.title, "description": notice.text, "color": COLOURS[notice.kind]}
-        ],
+        "content": title,
+        "embeds": [{"title": title, "description": text, "color": COLOURS[notice.kind]}],
         "allowed_mentions": {"parse": []},
     }
 

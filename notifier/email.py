@@ -7,8 +7,10 @@ connection problem are tried again.
 
 from __future__ import annotations
 
+import email.errors
 import html
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -61,9 +63,20 @@ class Server:
         )
 
 
+# Everything that ends a line for some reader of a header (CR, LF, VT, FF, the file,
+# group and record separators, NEL, U+2028/2029) and every other control character.
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def header_text(value: str) -> str:
+    """A user's text (a monitor's name, a page's title) made safe for a header: every line
+    break or control character becomes one space."""
+    return _BREAKS.sub(" ", value).strip()
+
+
 def message(notice: Notice, sender: str, to: str, *, extra_text: str = "") -> EmailMessage:
     mail = EmailMessage()
-    mail["Subject"] = f"[lastseen] {notice.title}"
+    mail["Subject"] = header_text(f"[lastseen] {notice.title}")
     mail["From"] = sender
     mail["To"] = to
     mail["Date"] = formatdate(notice.sent_at.timestamp(), usegmt=True)
@@ -84,7 +97,7 @@ def plain_message(
     *, sender: str, to: str, subject: str, text: str, message_key: str
 ) -> EmailMessage:
     mail = EmailMessage()
-    mail["Subject"] = subject
+    mail["Subject"] = header_text(subject)
     mail["From"] = sender
     mail["To"] = to
     mail["Date"] = formatdate(usegmt=True)
@@ -130,7 +143,19 @@ def schema_excerpt(text: str) -> str:
     return " ".join(text.split())[:200]
 
 
+def build(make: Callable[[], EmailMessage]) -> EmailMessage:
+    """A message from `make`; an address or header the email package refuses (a row
+    stored before addresses were checked) is a permanent failure, not a crash."""
+    try:
+        return make()
+    except (ValueError, TypeError, email.errors.HeaderParseError) as exc:
+        raise TransportError(
+            f"the message cannot be built: {schema_excerpt(str(exc))}", permanent=True
+        ) from None
+
+
 async def send(
     notice: Notice, public: Mapping[str, Any], secret: Mapping[str, Any], transport: Transport
 ) -> None:
-    await send_message(message(notice, transport.settings.smtp_from, public["to"]), transport)
+    mail = build(lambda: message(notice, transport.settings.smtp_from, public["to"]))
+    await send_message(mail, transport)

@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
+import email_validator
 import httpx
 
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s.]{1,63}$|^[^@\s]{1,64}@localhost$")
+
+class AddressError(ValueError):
+    """Not one email address; the message says why."""
+
+
+def address(value: str) -> str:
+    """One email address, checked by email-validator and normalised (the domain in lower
+    case and IDNA form; the local part as given): no display name, no second recipient,
+    no quoted local part, no line break or other control character. Special-use domains
+    are refused except ``.test`` and ``localhost`` (a self-hosted server may mail its
+    own host). ``address(a).casefold()`` is what counts as the same address."""
+    value = value.strip()
+    local, _, domain = value.rpartition("@")
+    localhost = domain.lower() == "localhost"
+    checked = f"{local}@localhost.test" if localhost else value
+    try:
+        result = email_validator.validate_email(
+            checked, check_deliverability=False, globally_deliverable=False,
+            test_environment=True, allow_display_name=False, allow_quoted_local=False,
+            allow_domain_literal=False, allow_smtputf8=True,
+        )  # fmt: skip
+    except email_validator.EmailNotValidError as exc:
+        raise AddressError(f"not one email address: {exc}") from None
+    if localhost:
+        return f"{result.local_part}@localhost"
+    return str(result.normalized)
 
 
 class ConfigError(Exception):
@@ -50,9 +75,10 @@ def url(config: Mapping[str, Any], key: str = "url") -> str:
 
 def email(config: Mapping[str, Any], key: str) -> str:
     value = text(config, key, limit=320)
-    if not EMAIL.match(value):
-        raise ConfigError(key, f"config.{key} is not an email address")
-    return value
+    try:
+        return address(value)
+    except AddressError as exc:
+        raise ConfigError(key, f"config.{key} is {exc}") from None
 
 
 def mask_url(value: str) -> str:

@@ -19,13 +19,20 @@ validate = schema.url_only
 view = schema.url_only_view
 
 
+def escape(text: str) -> str:
+    """Slack's own rule: &, < and > as entities, so a name cannot become a link
+    (<https://…|Sign in>) or a mention (<!channel>, <@U123>)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def payload(notice: Notice) -> dict[str, Any]:
+    title, text = notice.title_for(escape), notice.text_for(escape)
     return {
-        "text": f"{notice.title}. {notice.text}",
+        "text": f"{title}. {text}",
         "blocks": [
             {
                 "type": "section",
-                "text": {"type": "mrkdwn", "text": f"*{notice.title}*\n{notice.text}"},
+                "text": {"type": "mrkdwn", "text": f"*{title}*\n{text}"},
             }
         ],
     }

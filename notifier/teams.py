@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,13 @@ validate = schema.url_only
 view = schema.url_only_view
 
 
+def escape(text: str) -> str:
+    """Adaptive Cards render a Markdown subset (links, emphasis, lists) and have no escape
+    character: a zero-width space after every markup character keeps a name from
+    becoming a link ([Sign in](https://…)) or emphasis, and shows the same text."""
+    return re.sub(r"([\[\]()*_~`])", "\\1\u200b", text)
+
+
 def payload(notice: Notice) -> dict[str, Any]:
     colour = {"alert": "Attention", "recovery": "Good", "test": "Default"}[notice.kind]
     card = {
@@ -25,9 +33,9 @@ def payload(notice: Notice) -> dict[str, Any]:
         "type": "AdaptiveCard",
         "version": "1.4",
         "body": [
-            {"type": "TextBlock", "text": notice.title, "weight": "Bolder", "size": "Medium",
-             "color": colour, "wrap": True},
-            {"type": "TextBlock", "text": notice.text, "wrap": True},
+            {"type": "TextBlock", "text": notice.title_for(escape), "weight": "Bolder",
+             "size": "Medium", "color": colour, "wrap": True},
+            {"type": "TextBlock", "text": notice.text_for(escape), "wrap": True},
         ],
     }  # fmt: skip
     return {

@@ -137,6 +137,7 @@ class Mailbox:
     port: int
     messages: list[email.message.EmailMessage] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)  # recipients answered 550
+    recipients: list[str] = field(default_factory=list)  # every RCPT TO accepted, in order
 
     @property
     def url(self) -> str:
@@ -158,6 +159,7 @@ class _Handler:
         if address in self.box.refuse:
             return "550 5.1.1 user unknown"
         envelope.rcpt_tos.append(address)
+        self.box.recipients.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):

@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import httpx
@@ -30,6 +31,12 @@ class Control:
     base: str  # e.g. http://127.0.0.1:PORT/api/v1
     dsn: str
     env: dict[str, str]
+    log: Any = None  # the process's output so far: output()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        text: str = self.log.read().decode(errors="replace")
+        return text
 
     def bootstrap(self, org: str, email: str, role: str) -> str:
         out = subprocess.run(
@@ -108,7 +115,7 @@ def control(postgres_url: str, control_env: dict[str, str]) -> Iterator[Control]
                     if process.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError("lastseen control did not start") from None
                     time.sleep(0.1)
-            yield Control(f"http://127.0.0.1:{port}/api/v1", dsn, env)
+            yield Control(f"http://127.0.0.1:{port}/api/v1", dsn, env, log)
         finally:
             process.send_signal(signal.SIGTERM)
             try:

@@ -445,3 +445,107 @@ def test_a_storm_on_a_rate_limited_channel_never_loops_on_429s(database_url):
     assert hooks_at_once == 300  # the unlimited channel is not held behind the paced one
     assert refused == 0 and slack_requests == 300
     assert (last[-1] - last[0]).total_seconds() == 299  # one a second, no faster
+
+
+class Silent:
+    """A receiver that takes requests and never answers (on its own loopback host); it
+    reads what it is sent and counts the connections open at once."""
+
+    def __init__(self, host: str) -> None:
+        import selectors
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.sock.listen(1024)
+        self.url = f"http://{host}:{self.sock.getsockname()[1]}/hook"
+        self.open = self.peak = self.accepted = 0
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.sock, selectors.EVENT_READ)
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            for key, _ in self._selector.select(timeout=0.1):
+                s = key.fileobj
+                if s is self.sock:
+                    conn, _ = self.sock.accept()
+                    self._selector.register(conn, 1)
+                    self.accepted += 1
+                    self.open += 1
+                    self.peak = max(self.peak, self.open)
+                    continue
+                try:
+                    data = s.recv(65536)  # type: ignore[union-attr]
+                except OSError:
+                    data = b""
+                if not data:
+                    self._selector.unregister(s)
+                    s.close()  # type: ignore[union-attr]
+                    self.open -= 1
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(5)
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+
+
+def test_a_hanging_receiver_only_ever_delays_itself(database_url):
+    """Issue 16, item 2: 320 monitors share one receiver that takes requests and never
+    answers; before, they filled every delivery slot and another monitor's alert to a
+    healthy receiver waited for their timeouts (101 s in the probe). Now that receiver
+    gets at most PER_RECEIVER deliveries at a time, and the healthy one is told at once."""
+    from control.alerting import PER_RECEIVER
+
+    hanging = Silent("127.0.0.2")
+
+    async def scenario(fast):
+        conn = await asyncpg.connect(database_url)
+        org_id = await org(conn)
+        many = [await monitor(conn, org_id, f"m{i}") for i in range(320)]
+        secret = {"url": hanging.url, "signingSecret": "s" * 20}
+        await channel(conn, org_id, "webhook", {}, secret, *many)
+        healthy = await monitor(conn, org_id, "healthy")
+        await channel(conn, org_id, "webhook", {}, {"url": fast.url, "signingSecret": "s" * 20},
+                      healthy)  # fmt: skip
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=8)
+        from notifier.base import Settings, Transport
+
+        stop = asyncio.Event()
+        async with Transport(Settings(allow_private=True)) as transport:
+            w = Worker(pool, KEYRING, transport)
+            loop = asyncio.create_task(w.run(stop, database_url))
+            for m in many:
+                await event(conn, m, "incident_opened", datetime.now(UTC))
+            while hanging.open < PER_RECEIVER:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)  # every slot the hanging host may take is taken
+            sent = time.monotonic()
+            await event(conn, healthy, "incident_opened", datetime.now(UTC))
+            while not fast.requests:
+                await asyncio.sleep(0.02)
+            latency = fast.requests[0].at - sent
+            held = hanging.peak
+            stop.set()
+            await loop
+        await pool.close()
+        await conn.close()
+        return latency, held
+
+    try:
+        with http_receiver() as fast:
+            latency, held = run(scenario(fast))
+    finally:
+        hanging.close()
+    # The hanging host never had more than its share open at once, and the healthy
+    # receiver was told before the first of the hung requests could time out (10 s).
+    assert held == PER_RECEIVER
+    assert latency < 10
+    print(
+        f"\n320 alerts to a receiver that never answers: {held} in flight to it; the healthy"
+        f" receiver told {latency:.2f} s after its incident"
+    )

@@ -98,7 +98,7 @@ def test_patch_merges_config_and_keeps_omitted_secrets(control, owner, receiver)
         ({"type": "pager", "name": "x", "config": {}}, "type", "type must be one of 'email', 'webhook', 'slack', 'discord', 'teams' or 'telegram'"),
         ({"type": "slack", "name": "x", "config": {}}, "config.url", "config.url is required"),
         ({"type": "slack", "name": "x", "config": {"url": "gopher://x"}}, "config.url", "config.url must be an http:// or https:// URL"),
-        ({"type": "email", "name": "x", "config": {"to": "nope"}}, "config.to", "config.to is not an email address"),
+        ({"type": "email", "name": "x", "config": {"to": "nope"}}, "config.to", "config.to is not one email address: An email address must have an @-sign."),
         ({"type": "email", "name": "x", "config": {"to": "a@b.test"}, "extra": 1}, "extra", "unknown field 'extra'"),
     ],
 )  # fmt: skip

@@ -100,3 +100,67 @@ async def test_the_client_address_and_host_travel_upstream_and_connections_are_r
     assert b"host: public.example" in head
     assert b"x-forwarded-proto: http\r\n" in head + b"\r\n"  # a stranger's claim is ignored
     assert b"x-forwarded-proto: https" in seen[3].lower()  # the local proxy's is kept
+
+
+async def _counting_server(nursery: trio.Nursery, seen: list[bytes], opened: list[int]) -> int:
+    """An upstream that answers 200 after `delay` and counts connections opened."""
+
+    async def server(stream: trio.SocketStream) -> None:
+        opened.append(1)
+        buf = b""
+        while True:
+            chunk = await stream.receive_some()
+            if not chunk:
+                return
+            buf += chunk
+            while b"\r\n\r\n" in buf:
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                seen.append(head)
+                await trio.sleep(0.05)
+                await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    listeners = await nursery.start(partial(trio.serve_tcp, server, 0, host="127.0.0.1"))
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
+
+
+async def test_an_http_1_0_request_without_host_is_forwarded_and_keeps_idle_connections():
+    seen: list[bytes] = []
+    opened: list[int] = []
+    async with trio.open_nursery() as nursery:
+        port = await _counting_server(nursery, seen, opened)
+        upstream = Upstream("127.0.0.1", port, frozenset())
+        with_host = Forward(b"GET", b"/api/v1/me", [(b"host", b"h")], b"")
+        assert (await upstream.forward(with_host, "192.0.2.7")).status == 200
+        hostless = Forward(b"GET", b"/api/v1/me", [], b"")
+        answer = await upstream.forward(hostless, "192.0.2.7")
+        assert (answer.status, answer.body) == (200, b"ok")
+        assert (await upstream.forward(with_host, "192.0.2.7")).status == 200
+        nursery.cancel_scope.cancel()
+    assert f"host: 127.0.0.1:{port}".encode() in seen[1].lower()
+    assert len(opened) == 1  # one connection served all three: nothing was dropped
+
+
+async def test_upstream_connections_are_capped_and_requests_over_the_cap_wait():
+    seen: list[bytes] = []
+    opened: list[int] = []
+    async with trio.open_nursery() as nursery:
+        port = await _counting_server(nursery, seen, opened)
+        upstream = Upstream("127.0.0.1", port, frozenset(), max_connections=4)
+        request = Forward(b"GET", b"/api/v1/me", [(b"host", b"h")], b"")
+        statuses: list[int] = []
+        peak = 0
+
+        async def one() -> None:
+            nonlocal peak
+            statuses.append((await upstream.forward(request, "192.0.2.7")).status)
+
+        async with trio.open_nursery() as burst:
+            for _ in range(40):
+                burst.start_soon(one)
+            while len(statuses) < 40:
+                peak = max(peak, upstream.open_connections)
+                await trio.sleep(0.005)
+        nursery.cancel_scope.cancel()
+    assert statuses == [200] * 40
+    assert len(opened) <= 4 and peak <= 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -196,3 +197,79 @@ def test_secrets_are_shown_masked():
     assert channels.view("slack", public, secret) == {"url": "https://hooks.slack.com/…1234"}
     public, secret = channels.validate("telegram", {"botToken": BOT, "chatId": "@ops_room"})
     assert channels.view("telegram", public, secret) == {"chatId": "@ops_room", "botToken": "…AAAA"}
+
+
+# -- hostile names and addresses (issue 16, items 3, 9 and 10) ------------------------------
+
+BREAKS = ["\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("breaker", BREAKS, ids=[f"U+{ord(b):04X}" for b in BREAKS])
+def test_a_line_break_in_a_monitor_name_cannot_break_or_block_an_email(breaker):
+    name = f"nightly{breaker}Bcc: victim@example.test"
+    notice = dataclasses.replace(NOTICE, monitor_name=name)
+    with smtp_server() as box:
+        settings = Settings(allow_private=True, smtp_url=box.url, smtp_from="alerts@lastseen.test")
+        assert (
+            deliver("email", {"to": "ops@example.test"}, notice=notice, settings=settings) is None
+        )
+        (mail,) = box.messages
+        recipients = box.recipients
+    assert mail["Subject"] == "[lastseen] DOWN: nightly Bcc: victim@example.test"
+    assert mail["Bcc"] is None and recipients == ["ops@example.test"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a@b.example\r\nBcc: x@y.example", "a@b.example, c@d.example", "a<victim@example.test>",
+     "Ops <ops@example.test>", "a\x00b@c.example", "no-at-sign", "a@b@c.example", ""],
+)  # fmt: skip
+def test_an_email_channel_takes_exactly_one_address(value):
+    with pytest.raises(ConfigError) as refused:
+        channels.validate("email", {"to": value})
+    assert refused.value.field == "config.to"
+
+
+def test_addresses_are_normalised_and_localhost_is_allowed():
+    assert channels.validate("email", {"to": " Ops@Example.TEST "})[0] == {"to": "Ops@example.test"}
+    assert channels.validate("email", {"to": "root@localhost"})[0] == {"to": "root@localhost"}
+
+
+EVIL = "<!channel> <https://evil.example|Sign in> [Sign in](https://evil.example) *x*"
+
+
+def test_slack_escapes_a_name_so_it_cannot_mention_or_link():
+    notice = dataclasses.replace(NOTICE, monitor_name=EVIL)
+    with http_receiver() as receiver:
+        assert deliver("slack", {"url": f"{receiver.url}/services/T/B/x"}, notice=notice) is None
+        (request,) = receiver.requests
+    sent = request.json()
+    for text in (sent["text"], sent["blocks"][0]["text"]["text"]):
+        assert "<!channel>" not in text and "<https://" not in text
+        assert "&lt;!channel&gt; &lt;https://evil.example|Sign in&gt;" in text
+
+
+def test_discord_escapes_markdown_and_mentions_nobody():
+    notice = dataclasses.replace(NOTICE, monitor_name=EVIL + " @everyone")
+    with http_receiver() as receiver:
+        assert (
+            deliver("discord", {"url": f"{receiver.url}/api/webhooks/1/x"}, notice=notice) is None
+        )
+        (request,) = receiver.requests
+    sent = request.json()
+    assert sent["allowed_mentions"] == {"parse": []}
+    description = sent["embeds"][0]["description"]
+    assert "[Sign in](https" not in description
+    assert r"\[Sign in\]\(https\://evil.example\)" in description
+    assert r"\@everyone" in sent["content"]
+
+
+def test_teams_breaks_markdown_links_in_a_name():
+    notice = dataclasses.replace(NOTICE, monitor_name=EVIL)
+    with http_receiver() as receiver:
+        assert deliver("teams", {"url": f"{receiver.url}/webhook/x"}, notice=notice) is None
+        (request,) = receiver.requests
+    body = request.json()["attachments"][0]["content"]["body"]
+    for block in body:
+        assert "](" not in block["text"]
+    assert "Sign in" in body[1]["text"]
