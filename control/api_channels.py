@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request, Response
 from notifier import channels
 from notifier.schema import ConfigError
 
+from . import quotas
 from .alerting import open_secret, seal_secret
 from .app import MAX_ID, CallerDep, ChannelWriter, Id, StateDep, audit, iso, page, patch_fields
 from .errors import ApiError
@@ -55,6 +56,7 @@ async def create_channel(
 ) -> dict[str, Any]:
     public, secret = _validate(body.type, body.config)
     async with st.pool.acquire() as conn, conn.transaction():
+        await quotas.check(conn, "channels", caller.org_id, quotas.CHANNELS_PER_ORG, "channels")
         channel_id = await conn.fetchval("SELECT nextval('channels_id_seq')")
         envelope = seal_secret(st.keyring, secret, caller.org_id, channel_id) if secret else None
         row = await conn.fetchrow(

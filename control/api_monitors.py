@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from core.tokens import digest, new_token
 from notifier.base import Notice
 
+from . import quotas
 from .alerting import Target, attempt
 from .api_incidents import incident_json, recent_incidents
 from .app import (
@@ -84,6 +85,7 @@ async def create_monitor(
     _check_interval(caller, body.interval_sec)
     token = new_token()
     async with st.pool.acquire() as conn, conn.transaction():
+        await quotas.check(conn, "monitors", caller.org_id, quotas.MONITORS_PER_ORG, "monitors")
         monitor_id = await conn.fetchval("SELECT nextval('monitors_id_seq')")
         envelope = seal(
             st.keyring, token.encode(), purpose=TOKEN_PURPOSE,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 
+from . import quotas
 from .app import MAX_ID, Id, StateDep, StatusPageWriter, audit, iso, page, patch_fields
 from .auth import Caller
 from .errors import ApiError
@@ -59,6 +60,9 @@ async def create_status_page(
     body: StatusPageCreate, request: Request, caller: StatusPageWriter, st: StateDep
 ) -> dict[str, Any]:
     async with st.pool.acquire() as conn, conn.transaction():
+        await quotas.check(
+            conn, "status_pages", caller.org_id, quotas.STATUS_PAGES_PER_ORG, "status pages"
+        )
         try:
             page_id = await conn.fetchval(
                 "INSERT INTO status_pages (org_id, slug, title, public) VALUES ($1, $2, $3, $4)"

@@ -7,6 +7,7 @@ missing one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Header, Path, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from core.dbrole import create_app_pool
@@ -162,5 +164,16 @@ def create_app(
     for module in (api_me, api_monitors, api_channels, api_incidents, api_pages, api_audit):
         app.include_router(module.router, prefix="/api/v1", responses=errors.RESPONSES)
     app.include_router(status.router, include_in_schema=False)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz(request: Request) -> JSONResponse:
+        """200 when the control process can reach its database, else 503 saying so."""
+        try:
+            async with asyncio.timeout(2):
+                await request.app.state.lastseen.pool.fetchval("SELECT 1")
+        except (*errors.DATABASE_DOWN, asyncpg.PostgresError):
+            return JSONResponse({"status": "down", "down": ["database"]}, status_code=503)
+        return JSONResponse({"status": "ok", "down": []})
+
     app.include_router(dashboard.router, include_in_schema=False)
     return app

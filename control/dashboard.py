@@ -1,7 +1,11 @@
 """The admin dashboard at /dashboard: server-rendered pages over the same API.
 
-Signing in takes a PAT and keeps it, sealed under the keyring, in an HttpOnly,
-SameSite=Strict session cookie (Secure when the page is served over HTTPS). Every action
+Signing in takes a PAT and keeps it, sealed under the keyring with a session id, in an
+HttpOnly, SameSite=Strict session cookie (Secure when the page is served over HTTPS). The
+session is a row in ``dashboard_sessions``: signing out ends it (the old cookie no longer
+works), and it ends by itself after SESSION_HOURS whatever the token's lifetime. A
+message after an action travels in a short-lived flash cookie set by the redirect, never
+in the URL, so a link cannot put words in the dashboard's mouth. Every action
 is a request to ``/api/v1`` made in-process with the caller's PAT and address (an ASGI
 call, not a shortcut into the database), so the dashboard can never do more than the API
 allows the token, and every audit entry names the real client. Every POST carries a CSRF
@@ -13,9 +17,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import secrets
+import uuid
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, Form, Request
@@ -32,7 +37,9 @@ from .status import templates
 router = APIRouter(prefix="/dashboard")
 SESSION = "lastseen_session"
 CSRF = "lastseen_csrf"
+FLASH = "lastseen_flash"
 SESSION_PURPOSE = "dashboard-session"
+SESSION_HOURS = 12
 
 
 class Session:
@@ -64,27 +71,51 @@ async def call_api(
         )  # fmt: skip
 
 
-def _seal_session(st: Any, pat: str) -> str:
-    envelope = seal(st.keyring, pat.encode(), purpose=SESSION_PURPOSE, org_id=0, object_id=0)
+def _seal_session(st: Any, pat: str, sid: uuid.UUID) -> str:
+    plain = json.dumps({"pat": pat, "sid": str(sid)}).encode()
+    envelope = seal(st.keyring, plain, purpose=SESSION_PURPOSE, org_id=0, object_id=0)
     return base64.urlsafe_b64encode(envelope.encode()).decode().rstrip("=")
 
 
-def _open_session(st: Any, cookie: str) -> str | None:
+def _open_session(st: Any, cookie: str) -> tuple[str, uuid.UUID] | None:
+    """(token, session id) from a session cookie, or None (forged, or from before
+    sessions had ids)."""
     try:
         envelope = base64.urlsafe_b64decode(cookie + "=" * (-len(cookie) % 4)).decode()
-        pat = open_envelope(st.keyring, envelope, purpose=SESSION_PURPOSE, org_id=0, object_id=0)
-        return pat.decode()
-    except (EnvelopeError, ValueError, binascii.Error, UnicodeDecodeError):
+        plain = open_envelope(st.keyring, envelope, purpose=SESSION_PURPOSE, org_id=0, object_id=0)
+        value = json.loads(plain)
+        return str(value["pat"]), uuid.UUID(str(value["sid"]))
+    except (EnvelopeError, ValueError, binascii.Error, UnicodeDecodeError, KeyError, TypeError):
         return None
 
 
 async def session(request: Request, st: Any) -> Session | None:
     cookie = request.cookies.get(SESSION)
-    pat = _open_session(st, cookie) if cookie else None
-    if pat is None:
+    opened = _open_session(st, cookie) if cookie else None
+    if opened is None:
+        return None
+    pat, sid = opened
+    live = await st.pool.fetchval(
+        "SELECT true FROM dashboard_sessions"
+        " WHERE id = $1 AND ended_at IS NULL AND expires_at > now()",
+        sid,
+    )
+    if not live:
         return None
     me = await call_api(request, pat, "GET", "/me")
     return Session(request, pat, me.json()) if me.status_code == 200 else None
+
+
+def _flash(request: Request) -> tuple[str, str]:
+    """(message, error) that the last redirect left for this page."""
+    raw = request.cookies.get(FLASH)
+    if not raw:
+        return "", ""
+    try:
+        value = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        return str(value.get("msg", "")), str(value.get("error", ""))
+    except (ValueError, binascii.Error, AttributeError):
+        return "", ""
 
 
 def _csrf(request: Request) -> str:
@@ -107,6 +138,8 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
     )
     response.set_cookie(CSRF, token, httponly=True, samesite="strict", secure=_secure(request),
                         path="/dashboard")  # fmt: skip
+    if FLASH in request.cookies:
+        response.delete_cookie(FLASH, path="/dashboard")  # shown once
     response.headers["cache-control"] = "no-store"
     response.headers["x-frame-options"] = "DENY"
     response.headers["content-security-policy"] = (
@@ -117,8 +150,13 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
 
 
 def back(path: str, *, message: str = "", error: str = "") -> RedirectResponse:
-    query = f"?msg={quote(message)}" if message else f"?error={quote(error)}" if error else ""
-    return RedirectResponse(f"/dashboard{path}{query}", status_code=303)
+    response = RedirectResponse(f"/dashboard{path}", status_code=303)
+    if message or error:
+        value = json.dumps({"msg": message, "error": error}).encode()
+        response.set_cookie(FLASH, base64.urlsafe_b64encode(value).decode().rstrip("="),
+                            max_age=60, httponly=True, samesite="strict",
+                            path="/dashboard")  # fmt: skip
+    return response
 
 
 def error_of(response: httpx.Response) -> str:
@@ -138,7 +176,12 @@ def refused(request: Request) -> Response:
 
 
 @router.get("", response_class=HTMLResponse)
-async def overview(request: Request, st: StateDep, msg: str = "", error: str = "") -> Response:
+async def overview_page(request: Request, st: StateDep) -> Response:
+    msg, error = _flash(request)
+    return await overview(request, st, msg=msg, error=error)
+
+
+async def overview(request: Request, st: Any, *, msg: str = "", error: str = "") -> Response:
     me = await session(request, st)
     if me is None:
         return render(request, "signin.html", error=error)
@@ -164,12 +207,11 @@ async def live_monitors(request: Request, st: StateDep) -> Response:
 
 
 @router.get("/monitors/{monitor_id}", response_class=HTMLResponse)
-async def monitor_page(
-    monitor_id: int, request: Request, st: StateDep, msg: str = "", error: str = ""
-) -> Response:
+async def monitor_page(monitor_id: int, request: Request, st: StateDep) -> Response:
     me = await session(request, st)
     if me is None:
         return back("")
+    msg, error = _flash(request)
     return await monitor_view(me, monitor_id, msg=msg, error=error)
 
 
@@ -199,16 +241,31 @@ async def sign_in(request: Request, st: StateDep, token: Field = "", csrf: Field
     me = await call_api(request, token.strip(), "GET", "/me")
     if me.status_code != 200:
         return back("", error=error_of(me))
+    sid = uuid.uuid4()
+    await st.pool.execute(
+        "WITH gone AS (DELETE FROM dashboard_sessions WHERE expires_at < now() - interval '1 day')"
+        " INSERT INTO dashboard_sessions (id, expires_at)"
+        " VALUES ($1, now() + make_interval(hours => $2))",
+        sid, SESSION_HOURS,
+    )  # fmt: skip
     response = back("")
-    response.set_cookie(SESSION, _seal_session(st, token.strip()), httponly=True,
-                        samesite="strict", secure=_secure(request), path="/dashboard")  # fmt: skip
+    response.set_cookie(SESSION, _seal_session(st, token.strip(), sid), httponly=True,
+                        samesite="strict", secure=_secure(request), path="/dashboard",
+                        max_age=SESSION_HOURS * 3600)  # fmt: skip
     return response
 
 
 @router.post("/sign-out")
-async def sign_out(request: Request, csrf: Field = "") -> Response:
+async def sign_out(request: Request, st: StateDep, csrf: Field = "") -> Response:
     if not _csrf_ok(request, csrf):
         return refused(request)
+    cookie = request.cookies.get(SESSION)
+    opened = _open_session(st, cookie) if cookie else None
+    if opened is not None:
+        await st.pool.execute(
+            "UPDATE dashboard_sessions SET ended_at = now() WHERE id = $1 AND ended_at IS NULL",
+            opened[1],
+        )
     response = back("", message="Signed out.")
     response.delete_cookie(SESSION, path="/dashboard")
     return response

@@ -6,6 +6,7 @@ import logging
 import re
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,6 +15,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
+# What a lost or unreachable database raises: the API answers 503, not 500.
+DATABASE_DOWN = (
+    OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError, TimeoutError,
+)  # fmt: skip
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -53,10 +59,16 @@ class CatchAll:
         try:
             await self.app(scope, receive, tracking)
         except Exception as exc:
-            log.error("internal error: %s", type(exc).__name__)
+            unavailable = isinstance(exc, DATABASE_DOWN)
+            log.error("%s: %s", "database unavailable" if unavailable else "internal error",
+                      type(exc).__name__)  # fmt: skip
             if started:
                 return  # the answer is on its way: the connection ends short
-            response = JSONResponse(error_body("internal", "internal error"), status_code=500)
+            if unavailable:
+                body = error_body("database_unavailable", "the database is unavailable; retry")
+                response = JSONResponse(body, status_code=503, headers={"retry-after": "5"})
+            else:
+                response = JSONResponse(error_body("internal", "internal error"), status_code=500)
             await response(scope, receive, send)
 
 

@@ -8,8 +8,12 @@ existed have no data).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -142,9 +146,97 @@ async def page_data(conn: Any, slug: str, now: datetime) -> dict[str, Any]:
     }  # fmt: skip
 
 
+# What changes a page without the clock moving: its title, its monitors (names, order,
+# states) and their incidents. A cached page is served while this is unchanged and it
+# is younger than CACHE_SECONDS (its time-dependent figures, today's share of an ongoing
+# incident, are then at most that old).
+_FINGERPRINT = """
+SELECT md5(concat_ws('|', p.title, p.updated_at,
+    (SELECT string_agg(concat_ws(',', spm.monitor_id, spm.position, m.name, m.paused,
+                                 s.state, s.state_changed_at), ';' ORDER BY spm.position)
+     FROM status_page_monitors spm JOIN monitors m ON m.id = spm.monitor_id
+     LEFT JOIN monitor_state s ON s.monitor_id = m.id WHERE spm.page_id = p.id),
+    (SELECT concat_ws(',', max(i.id), count(i.resolved_at), max(i.resolved_at))
+     FROM status_page_monitors spm JOIN incidents i ON i.monitor_id = spm.monitor_id
+     WHERE spm.page_id = p.id)))
+FROM status_pages p WHERE p.slug = $1 AND p.public
+"""
+CACHE_SECONDS = 10.0
+CACHE_PAGES = 256
+RENDERS_AT_ONCE = 2  # anonymous page renders in progress at once, all pages together
+
+
+@dataclass
+class _Rendered:
+    fingerprint: str
+    at: float
+    data: dict[str, Any]
+    html: str | None = None
+
+
+class PageCache:
+    """Rendered status pages, briefly: a public page costs one small query per request,
+    and a full render only when it changed or every CACHE_SECONDS. Concurrent requests
+    for one page wait for the same render, and at most RENDERS_AT_ONCE renders run at
+    once, so a crowd (or an attacker) cannot make the control process do more than that."""
+
+    def __init__(self) -> None:
+        self._pages: OrderedDict[str, _Rendered] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._renders: asyncio.Semaphore | None = None
+
+    def _fresh(self, slug: str, fingerprint: str) -> _Rendered | None:
+        entry = self._pages.get(slug)
+        if (
+            entry
+            and entry.fingerprint == fingerprint
+            and time.monotonic() - entry.at < CACHE_SECONDS
+        ):
+            return entry
+        return None
+
+    async def get(self, pool: Any, slug: str) -> _Rendered:
+        known_shape(slug)
+        fingerprint = await pool.fetchval(_FINGERPRINT, slug)
+        if fingerprint is None:
+            raise NOT_FOUND
+        if entry := self._fresh(slug, fingerprint):
+            return entry
+        lock = self._locks.setdefault(slug, asyncio.Lock())
+        try:
+            async with lock:
+                if entry := self._fresh(slug, fingerprint):
+                    return entry  # rendered while this request waited
+                if self._renders is None:
+                    self._renders = asyncio.Semaphore(RENDERS_AT_ONCE)
+                async with self._renders, pool.acquire() as conn:
+                    data = await page_data(conn, slug, datetime.now(UTC))
+                entry = _Rendered(fingerprint, time.monotonic(), data)
+                self._pages[slug] = entry
+                self._pages.move_to_end(slug)
+                while len(self._pages) > CACHE_PAGES:
+                    self._pages.popitem(last=False)
+                return entry
+        finally:
+            if not lock.locked() and self._locks.get(slug) is lock:
+                del self._locks[slug]
+
+
+pages = PageCache()
+# A public page may be shown in no one else's frame, and runs no script at all.
+PAGE_HEADERS = {
+    "cache-control": "no-store",
+    "x-frame-options": "DENY",
+    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self';"
+    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
 def _html(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     response = templates.TemplateResponse(request, name, context, status_code=status)
-    response.headers["cache-control"] = "no-store"
+    response.headers.update(PAGE_HEADERS)
     return response
 
 
@@ -154,17 +246,19 @@ def _message(request: Request, slug: str, title: str, text: str, status: int = 2
 
 @router.get("/status/{slug}.json")
 async def status_json(slug: str, st: StateDep) -> JSONResponse:
-    async with st.pool.acquire() as conn:
-        data = await page_data(conn, slug, datetime.now(UTC))
-    return JSONResponse(data, headers={"cache-control": "no-store"})
+    entry = await pages.get(st.pool, slug)
+    return JSONResponse(entry.data, headers={"cache-control": "no-store"})
 
 
 @router.get("/status/{slug}", response_class=HTMLResponse)
 async def status_html(slug: str, request: Request, st: StateDep) -> HTMLResponse:
-    async with st.pool.acquire() as conn:
-        data = await page_data(conn, slug, datetime.now(UTC))
-    return _html(request, "status.html", page=data, bar_class=bar_class, duration=_duration,
-                 today=date.today())  # fmt: skip
+    entry = await pages.get(st.pool, slug)
+    if entry.html is None:
+        entry.html = templates.get_template("status.html").render(
+            request=request, page=entry.data, bar_class=bar_class, duration=_duration,
+            today=date.today(),
+        )  # fmt: skip
+    return HTMLResponse(entry.html, headers=PAGE_HEADERS)
 
 
 @router.post("/status/{slug}/subscribe", response_class=HTMLResponse)

@@ -1,4 +1,9 @@
-"""Logging for every process: one format, and a repeated error logged once with a count.
+"""Logging for every process: one format, errors by type only, and a repeated error
+logged once with a count.
+
+Errors are logged by type, never with their text or traceback, whoever logs them (our
+code, asyncpg, uvicorn, asyncio): an exception's text can carry SQL parameters, a URL
+with a secret in its path, a token. ``TypeOnly`` turns ``exc_info`` into the type's name.
 
 A fault that repeats (EMFILE on every accept, a database that is down for every request)
 must not write the same line, or traceback, thousands of times a second: that fills disks
@@ -49,11 +54,22 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+class TypeOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None:
+            record.msg = f"{record.msg} [{record.exc_info[0].__name__}]"
+            record.exc_info = None
+            record.exc_text = None
+        record.stack_info = None
+        return True
+
+
 def configure(level: str | int = "INFO") -> None:
     """Every process's logging: to stderr, one format, repeats held back. Libraries that
     log request URLs at INFO (httpx: alert URLs hold secrets) are kept at WARNING."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(TypeOnly())
     handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

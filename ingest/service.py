@@ -430,9 +430,15 @@ class Ingest:
     # -- observability
 
     def health(self) -> tuple[bool, dict[str, object]]:
+        """Serving (200) once the listener is up: pings are answered from memory even
+        while the database is down, so a load balancer must keep sending them here; the
+        body says what is down ("degraded")."""
         lag = self.flush_lag()
-        return True, {
-            "status": "ok",
+        down = [] if self.db_up else ["database"]
+        serving = self.listener is not None
+        return serving, {
+            "status": "starting" if not serving else "degraded" if down else "ok",
+            "down": down,
             "monitors": len(self.table),
             "database": "up" if self.db_up else "down",
             "flush_lag_seconds": None if math.isinf(lag) else round(lag, 3),

@@ -9,20 +9,24 @@ owner's PAT once and writes it to <data-dir>/owner-token (mode 0600).
 Each child runs `python -m lastseen <role>` with LASTSEEN_DATABASE_URL pointing at the
 database. A child that exits unexpectedly is logged and restarted: at once the first
 time (a dead ingest is a blind monitor), then after 1 s doubling to 30 s, reset once it
-has run for a minute. SIGINT or SIGTERM stops them all with SIGTERM,
-waits for them (they stop gracefully within 5 s), kills what is left, then stops the
-embedded database.
+has run for a minute. The embedded PostgreSQL is supervised the same way: if its
+postmaster dies (kill -9, the OOM killer), it is started again on the same port, every
+second until it runs; the children reconnect by themselves. SIGINT or SIGTERM stops them
+all with SIGTERM, waits for them (they stop gracefully within 5 s), kills what is left,
+then stops the embedded database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -31,7 +35,7 @@ import asyncpg
 
 from control.bootstrap import bootstrap
 from control.crypto import Keyring, load_keyring
-from core.pg import database
+from core.pg import EmbeddedPostgres, EmbeddedPostgresError, database
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +73,10 @@ def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> in
     admin_listen = admin_listen or os.environ.get("LASTSEEN_ADMIN_LISTEN", "127.0.0.1:9108")
     control_listen = os.environ.get("LASTSEEN_CONTROL_LISTEN", "127.0.0.1:8081")
     keyring = load_keyring(os.environ, data_dir)
-    with database(data_dir) as dsn:
+    embedded = None if os.environ.get("LASTSEEN_DATABASE_URL") else EmbeddedPostgres(data_dir)
+    with database(data_dir) if embedded is None else _started(embedded) as dsn:
         run_migrations(dsn)
+        keeper = DatabaseKeeper(embedded) if embedded is not None else None
         owner_token = _first_run(dsn, keyring, data_dir)
         env = {
             **os.environ,
@@ -104,6 +110,8 @@ def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> in
             time.sleep(0.2)
             if stopping:
                 break
+            if keeper is not None:
+                keeper.check()
             for child in children:
                 _keep_alive(child, env)
         log.info("stopping")
@@ -121,6 +129,43 @@ def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> in
                 child.process.kill()
                 child.process.wait()
     return 0
+
+
+@contextlib.contextmanager
+def _started(pg: EmbeddedPostgres) -> Iterator[str]:
+    try:
+        yield pg.start()
+    finally:
+        pg.stop()
+
+
+@dataclass
+class DatabaseKeeper:
+    """Starts the embedded PostgreSQL again when its postmaster has gone."""
+
+    pg: EmbeddedPostgres
+    down_since: float | None = None
+    next_try: float = 0.0
+
+    def check(self) -> None:
+        if self.pg.running_port() is not None:
+            if self.down_since is not None:
+                log.info("the embedded PostgreSQL is back after %.1f s",
+                         time.monotonic() - self.down_since)  # fmt: skip
+                self.down_since = None
+            return
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            log.error("the embedded PostgreSQL has stopped; starting it again")
+        if now < self.next_try:
+            return
+        try:
+            self.pg.start()
+        except (EmbeddedPostgresError, subprocess.SubprocessError, OSError) as exc:
+            # Its old backends may still hold the shared memory for a moment: try again.
+            log.warning("the embedded PostgreSQL did not start yet (%s)", type(exc).__name__)
+            self.next_try = time.monotonic() + 1.0
 
 
 def _first_run(dsn: str, keyring: Keyring, data_dir: Path) -> str | None:

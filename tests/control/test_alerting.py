@@ -479,19 +479,19 @@ class Silent:
                     self.peak = max(self.peak, self.open)
                     continue
                 try:
-                    data = s.recv(65536)  # type: ignore[union-attr]
+                    data = s.recv(65536)
                 except OSError:
                     data = b""
                 if not data:
                     self._selector.unregister(s)
-                    s.close()  # type: ignore[union-attr]
+                    s.close()
                     self.open -= 1
 
     def close(self) -> None:
         self._stop = True
         self.thread.join(5)
         for key in list(self._selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
+            key.fileobj.close()
 
 
 def test_a_hanging_receiver_only_ever_delays_itself(database_url):

@@ -32,3 +32,19 @@ def test_it_remembers_a_bounded_number_of_kinds():
     for i in range(10_000):
         assert f.filter(record(f"one-off {i}"))
     assert len(f._kinds) == 100
+
+
+def test_an_exception_is_logged_by_its_type_only():
+    from core.logs import TypeOnly
+
+    try:
+        raise ValueError("INSERT ... VALUES ('secret-value')")
+    except ValueError:
+        import sys
+
+        rec = logging.LogRecord("asyncpg.pool", logging.WARNING, __file__, 1, "failed; retrying",
+                                (), sys.exc_info())  # fmt: skip
+    assert TypeOnly().filter(rec)
+    formatted = logging.Formatter("%(message)s").format(rec)
+    assert formatted == "failed; retrying [ValueError]"
+    assert "secret-value" not in formatted and "Traceback" not in formatted
