@@ -3,9 +3,17 @@
 Binaries come from the ``pgserver`` wheel (PostgreSQL 16, CPython 3.11/3.12), else from a
 PostgreSQL installed on the machine (``initdb``/``pg_ctl`` on PATH, or Debian's
 ``/usr/lib/postgresql/*/bin``). The cluster lives in ``<data_dir>/pg``, listens on
-127.0.0.1 only (no Unix socket), trusts local connections, and is stopped by ``stop()``.
-PostgreSQL refuses to run as root: as root, the cluster belongs to the system user
-``lastseen-pg`` (created if missing).
+127.0.0.1 only (no Unix socket), and is stopped by ``stop()``. PostgreSQL refuses to run
+as root: as root, the cluster belongs to the system user ``lastseen-pg`` (created if
+missing).
+
+No local account gets in without a password: every connection authenticates with
+SCRAM-SHA-256 (``pg_hba.conf`` has no ``trust`` line; a cluster created by an older
+lastseen with ``trust`` is switched over at its next start). Two logins, their passwords
+generated once and kept in the data directory (mode 0600): the superuser ``lastseen``,
+for migrations only, and ``lastseen_service`` (``service_dsn()``), which the processes use:
+no superuser, and every session of it runs as ``lastseen_app`` (migration 0004), which
+may append to the audit log but never change it.
 """
 
 from __future__ import annotations
@@ -16,19 +24,28 @@ import importlib.util
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
 SYSTEM_USER = "lastseen-pg"
 DB_USER = "lastseen"
 DB_NAME = "lastseen"
+SERVICE_USER = "lastseen_service"
+SUPERUSER_SECRET = "pg-superuser.password"
+SERVICE_SECRET = "pg-service.password"
+HBA = """# Written by lastseen: passwords (SCRAM) for everyone, TCP on loopback only.
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -127,8 +144,23 @@ class EmbeddedPostgres:
 
     @property
     def dsn(self) -> str:
+        """The superuser's DSN (password included): for migrations and tests only."""
         assert self.port is not None, "not started"
-        return f"postgresql://{DB_USER}@127.0.0.1:{self.port}/{DB_NAME}"
+        password = quote(self._password(SUPERUSER_SECRET), safe="")
+        return f"postgresql://{DB_USER}:{password}@127.0.0.1:{self.port}/{DB_NAME}"
+
+    def _password(self, name: str) -> str:
+        """A password kept in the data directory (mode 0600), made on first use."""
+        path = self.data_dir / name
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        password = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        return password
 
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         kwargs: dict[str, object] = {}
@@ -188,11 +220,21 @@ class EmbeddedPostgres:
         self._prepare_dirs()
         if not (self.pgdata / "PG_VERSION").exists():
             log.info("creating an embedded PostgreSQL cluster in %s", self.pgdata)
-            args = ["initdb", "-D", str(self.pgdata), "-U", DB_USER, "--auth=trust", "-E", "UTF8"]
-            args += ["--locale=C"]
-            if not self.durable:
-                args.append("--no-sync")
-            self._run(*args)
+            pwfile = self.data_dir / ".initdb-password"
+            pwfile.write_text(self._password(SUPERUSER_SECRET) + "\n")
+            try:
+                pwfile.chmod(0o600)
+                if self._run_as is not None:
+                    os.chown(pwfile, self._run_as.pw_uid, self._run_as.pw_gid)
+                args = ["initdb", "-D", str(self.pgdata), "-U", DB_USER, "-E", "UTF8",
+                        "--auth-host=scram-sha-256", "--auth-local=peer",
+                        f"--pwfile={pwfile}", "--locale=C"]  # fmt: skip
+                if not self.durable:
+                    args.append("--no-sync")
+                self._run(*args)
+            finally:
+                pwfile.unlink(missing_ok=True)
+            self._write_hba()
         port = self.running_port()
         if port is None:
             port = self.port or free_port()  # a restart keeps its address
@@ -210,29 +252,74 @@ class EmbeddedPostgres:
             )  # fmt: skip
             self._started_here = True
         self.port = port
+        if "trust" in self._hba_lines():
+            self._leave_trust()
         self._create_database()
         return self.dsn
+
+    def _hba_lines(self) -> str:
+        path = self.pgdata / "pg_hba.conf"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return "\n".join(line for line in lines if line.strip() and not line.startswith("#"))
+
+    def _write_hba(self) -> None:
+        path = self.pgdata / "pg_hba.conf"
+        path.write_text(HBA)
+        if self._run_as is not None:
+            os.chown(path, self._run_as.pw_uid, self._run_as.pw_gid)
+
+    def _leave_trust(self) -> None:
+        """A cluster created by an older lastseen trusted every local connection: give the
+        superuser its password (while trust still lets us in), then require passwords."""
+        log.info("the embedded PostgreSQL trusted local connections: switching to passwords")
+        password = self._password(SUPERUSER_SECRET).replace("'", "''")
+        self._psql("postgres", f"ALTER ROLE {DB_USER} PASSWORD '{password}'")
+        self._write_hba()
+        self._run("pg_ctl", "reload", "-D", str(self.pgdata))
+
+    def _psql(self, database: str, sql: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PGPASSWORD": self._password(SUPERUSER_SECRET)}
+        return subprocess.run(
+            [str(self.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port),
+             "-U", DB_USER, "-d", database, "-v", "ON_ERROR_STOP=1", "-tAc", sql],
+            capture_output=True, text=True, timeout=30, env=env,
+        )  # fmt: skip
+
+    def service_dsn(self) -> str:
+        """The processes' login (no superuser; sessions run as lastseen_app), created or
+        given its password now; call after the migrations (they create lastseen_app)."""
+        password = self._password(SERVICE_SECRET).replace("'", "''")
+        sql = f"""
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{SERVICE_USER}') THEN
+        CREATE ROLE {SERVICE_USER} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE;
+    END IF;
+    ALTER ROLE {SERVICE_USER} LOGIN NOSUPERUSER PASSWORD '{password}';
+    GRANT lastseen_app TO {SERVICE_USER};
+    ALTER ROLE {SERVICE_USER} SET role = 'lastseen_app';
+END $$;
+"""
+        result = self._psql(DB_NAME, sql)
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(f"the service login: {result.stderr.strip()}")
+        quoted = quote(self._password(SERVICE_SECRET), safe="")
+        return f"postgresql://{SERVICE_USER}:{quoted}@127.0.0.1:{self.port}/{DB_NAME}"
 
     def _create_database(self) -> None:
         deadline = time.monotonic() + 30
         while True:
             query = f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'"
-            result = subprocess.run(
-                [str(self.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port),
-                 "-U", DB_USER, "-d", "postgres", "-tAc", query],
-                capture_output=True, text=True, timeout=30,
-            )  # fmt: skip
+            result = self._psql("postgres", query)
             if result.returncode == 0:
                 break
             if time.monotonic() > deadline:
                 raise EmbeddedPostgresError(f"PostgreSQL did not answer: {result.stderr.strip()}")
             time.sleep(0.2)
         if result.stdout.strip() != "1":
-            subprocess.run(
-                [str(self.bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                 "-U", DB_USER, DB_NAME],
-                check=True, capture_output=True, timeout=30,
-            )  # fmt: skip
+            created = self._psql("postgres", f"CREATE DATABASE {DB_NAME}")
+            if created.returncode != 0:
+                raise EmbeddedPostgresError(f"creating the database: {created.stderr.strip()}")
 
     def pids(self) -> list[int]:
         """The postmaster and its children (for fault tests that stop or kill them)."""
@@ -269,5 +356,22 @@ def database(data_dir: Path, *, durable: bool = True) -> Iterator[str]:
     pg = EmbeddedPostgres(data_dir, durable=durable)
     try:
         yield pg.start()
+    finally:
+        pg.stop()
+
+
+@contextlib.contextmanager
+def service_database(data_dir: Path, migrate: Callable[[str], object]) -> Iterator[str]:
+    """For a process of the service: LASTSEEN_DATABASE_URL if set (the operator migrates
+    and chooses the login), else the embedded cluster, migrated as its superuser, and the
+    service login's DSN."""
+    url = os.environ.get("LASTSEEN_DATABASE_URL")
+    if url:
+        yield url
+        return
+    pg = EmbeddedPostgres(data_dir)
+    try:
+        migrate(pg.start())
+        yield pg.service_dsn()
     finally:
         pg.stop()

@@ -13,7 +13,7 @@ import asyncpg
 
 from core.logs import configure as configure_logging
 from core.migrate import migrate_database
-from core.pg import EmbeddedPostgresError, database
+from core.pg import EmbeddedPostgresError, database, service_database
 
 log = logging.getLogger("lastseen")
 
@@ -45,9 +45,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         overrides["host"], overrides["port"] = parse_address(args.listen, 8080)
     if args.admin_listen:
         overrides["admin_host"], overrides["admin_port"] = parse_address(args.admin_listen, 9108)
-    with database(_data_dir(args)) as dsn:
-        if not os.environ.get("LASTSEEN_DATABASE_URL"):
-            run_migrations(dsn)
+    with service_database(_data_dir(args), run_migrations) as dsn:
         config = IngestConfig.from_env({**os.environ, "LASTSEEN_DATABASE_URL": dsn}, **overrides)
         trio.run(lambda: Ingest(config).run(handle_signals=True))
     return 0
@@ -65,9 +63,7 @@ def cmd_control(args: argparse.Namespace) -> int:
     host = host or "127.0.0.1"
     data_dir = _data_dir(args)
     keyring = load_keyring(os.environ, data_dir)
-    with database(data_dir) as dsn:
-        if not os.environ.get("LASTSEEN_DATABASE_URL"):
-            run_migrations(dsn)
+    with service_database(data_dir, run_migrations) as dsn:
         # Behind the ingest: trust its X-Forwarded-* (the client's address, for the failure
         # limit and the audit log; the public host, for heartbeat URLs), and any other
         # proxy in LASTSEEN_TRUSTED_PROXIES. As many descriptors as the ingest may forward
@@ -91,9 +87,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     data_dir = _data_dir(args)
     keyring = load_keyring(os.environ, data_dir)
-    with database(data_dir) as dsn:
-        if not os.environ.get("LASTSEEN_DATABASE_URL"):
-            run_migrations(dsn)
+    with service_database(data_dir, run_migrations) as dsn:
         asyncio.run(worker_main(dsn, keyring, Settings.from_env(os.environ)))
     return 0
 

@@ -76,7 +76,11 @@ def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> in
     embedded = None if os.environ.get("LASTSEEN_DATABASE_URL") else EmbeddedPostgres(data_dir)
     with database(data_dir) if embedded is None else _started(embedded) as dsn:
         run_migrations(dsn)
-        keeper = DatabaseKeeper(embedded) if embedded is not None else None
+        keeper = None
+        if embedded is not None:
+            # The superuser only migrates; the processes log in as the service login.
+            dsn = embedded.service_dsn()
+            keeper = DatabaseKeeper(embedded)
         owner_token = _first_run(dsn, keyring, data_dir)
         env = {
             **os.environ,
