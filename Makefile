@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SOURCES := pyproject.toml setup.py $(wildcard core/*.pyx core/*.pxd ingest/*.pyx ingest/*.pxd)
 
-.PHONY: run test test-faults lint typecheck pytest bench bench-smoke install clean screenshots
+.PHONY: run test test-faults lint typecheck pytest bench bench-smoke install clean screenshots \
+	system-deps
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,12 +37,16 @@ typecheck: $(STAMP)
 pytest: $(STAMP) $(SNIPPETS_STAMP)
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck bench-smoke pytest
+# wrk, nginx, Node.js, npm, curl and Chromium: installed if missing (apt-get), or named.
+system-deps:
+	@.ci/system-deps
+
+test: system-deps lint typecheck bench-smoke pytest
 
 # The fault and security suite at full length (60 s outages, 100,000 monitors, 1,000,000
 # fuzzed requests, 200 worker kills, 500 schemathesis examples per route);
 # `make test` runs the same tests in their short versions.
-test-faults: $(STAMP) $(SNIPPETS_STAMP)
+test-faults: system-deps $(STAMP) $(SNIPPETS_STAMP)
 	LASTSEEN_SLOW=1 $(BIN)/python -m pytest -q -s -m "faults or security"
 
 bench: $(STAMP)

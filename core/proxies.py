@@ -74,20 +74,3 @@ class TrustedProxies:
     def uvicorn_hosts(self) -> list[str]:
         """The same list in the form uvicorn's proxy-headers middleware takes."""
         return [str(net) for net in self.networks]
-
-
-def client_of(peer: str, forwarded_for: str | None, proxies: TrustedProxies) -> str:
-    """The client's address: the peer's, or, when the peer is a trusted proxy, the
-    nearest address in its X-Forwarded-For chain that is not itself a trusted proxy.
-    An entry that is not an IP address ends the search at the proxy that added it."""
-    current = normalise(peer) or peer
-    if current not in proxies or not forwarded_for:
-        return current
-    for entry in reversed(forwarded_for.split(",")):
-        address = normalise(entry)
-        if address is None:
-            return current
-        current = address
-        if current not in proxies:
-            return current
-    return current

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -308,7 +309,7 @@ def test_an_organisations_plan_sets_the_shortest_interval(control, owner):
 
 def test_a_pg_dump_holds_no_heartbeat_token_and_no_pat(control, owner):
     import subprocess
-    from urllib.parse import urlsplit
+    from urllib.parse import unquote, urlsplit
 
     from core.pg import find_bin_dir
 
@@ -317,10 +318,11 @@ def test_a_pg_dump_holds_no_heartbeat_token_and_no_pat(control, owner):
         token = body(c.get(f"/monitors/{monitor['id']}/secrets"))["heartbeatToken"]
         minted = body(c.post("/me/tokens", json={"name": "d", "scopes": ["monitors:read"]}))
     url = urlsplit(control.dsn)
+    env = {**os.environ, "PGPASSWORD": unquote(url.password or "")}
     dump = subprocess.run(
         [str(find_bin_dir() / "pg_dump"), "-h", url.hostname, "-p", str(url.port),
          "-U", url.username, url.path.lstrip("/")],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True, text=True, check=True, timeout=60, env=env,
     ).stdout  # fmt: skip
     assert "READ_MONITOR_SECRETS" in dump  # the dump is real and has the data
     for secret in (token, owner, minted["token"]):
