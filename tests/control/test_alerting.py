@@ -549,3 +549,58 @@ def test_a_hanging_receiver_only_ever_delays_itself(database_url):
         f"\n320 alerts to a receiver that never answers: {held} in flight to it; the healthy"
         f" receiver told {latency:.2f} s after its incident"
     )
+
+
+def test_a_row_that_never_gets_an_outcome_still_ends_after_48_hours(database_url):
+    """Issue 16, item 3: a delivery that takes the worker down every time (its claim's
+    lease runs out, again and again) used to be re-claimed forever."""
+    clock = FakeClock()
+
+    async def scenario(receiver):
+        conn = await asyncpg.connect(database_url)
+        async with worker(database_url, clock) as w:
+            await _one_webhook(conn, receiver)
+            await w.process_events()
+            claims = 0
+            # Claimed, then the worker "dies" before recording anything: lease after lease.
+            while clock.now < T0 + timedelta(hours=49):
+                claims += len(await w.claim(10))
+                w._per_receiver.clear()  # (a new worker process would start from nothing)
+                w._receiver_of.clear()
+                clock.advance(LEASE.total_seconds())
+            (row,) = await notifications(conn)
+        await conn.close()
+        return claims, row
+
+    with http_receiver() as receiver:
+        claims, row = run(scenario(receiver))
+    assert row["status"] == "expired"
+    assert row["last_error"] == "gave up after 48 h; last error: none recorded"
+    # One claim per lease for 48 h, and at most the minute between two expiry sweeps more.
+    assert claims == row["attempts"] <= (48 * 3600 + 60) / LEASE.total_seconds() + 1
+
+
+def test_an_unexpected_error_in_a_delivery_is_recorded_not_lost(database_url, monkeypatch):
+    """Every delivery path catches everything: a bug in a channel or in the subscriber
+    mail becomes the row's error, retried with backoff, never a crashed task."""
+    from notifier import channels as registry
+
+    clock = FakeClock()
+
+    async def broken(*_args, **_kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(registry, "send", broken)
+
+    async def scenario(receiver):
+        conn = await asyncpg.connect(database_url)
+        async with worker(database_url, clock) as w:
+            await _one_webhook(conn, receiver)
+            await w.run_once()
+            (row,) = await notifications(conn)
+        await conn.close()
+        return row
+
+    with http_receiver() as receiver:
+        row = run(scenario(receiver))
+    assert (row["status"], row["last_error"]) == ("pending", "internal error (KeyError)")

@@ -6,9 +6,12 @@ subscribers counted however their address is written, test alerts bounded."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from control.alerting import utcnow
 
@@ -315,6 +318,90 @@ def test_quotas_refuse_with_403_naming_the_limit(control, owner):
     assert statuses[-1].status_code == 403
     assert body(statuses[-1])["error"]["code"] == "quota_exceeded"
     assert "at most 100 tokens per user" in body(statuses[-1])["error"]["message"]
+
+
+# -- the HTML routes and forms, fuzzed (issue 16, item 11) --------------------------------
+
+_ODD = st.lists(
+    st.one_of(
+        st.characters(codec="utf-8", exclude_categories=("Cs",)),
+        st.sampled_from(["\x00", "\r\n", "%00", "%ED%A0%80", "..", "/", "?", "#", "&", "=", "é",
+                         "\u2028", "@", "<", ">", ","]),
+    ),
+    max_size=20,
+).map("".join)  # fmt: skip
+_NUMBERISH = st.one_of(
+    _ODD, st.integers(min_value=-(2**70), max_value=2**70).map(str), st.just(BEYOND_BIGINT)
+)
+
+
+def _no_5xx(response: httpx.Response) -> None:
+    assert response.status_code < 500, (response.request.url, response.status_code)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(slug=_ODD, s=_NUMBERISH, t=_ODD, email=_ODD)
+def test_fuzzed_public_routes_never_answer_5xx(control, page, slug, s, t, email):
+    with public(control) as p:
+        quoted = quote(slug, safe="")
+        _no_5xx(p.get(f"/status/{quoted}"))
+        _no_5xx(p.get(f"/status/{quoted}.json"))
+        for action in ("confirm", "unsubscribe"):
+            _no_5xx(p.get(f"/status/{page}/{action}", params={"s": s, "t": t}))
+        _no_5xx(p.post(f"/status/{page}/unsubscribe", params={"s": s, "t": t}))
+        _no_5xx(p.post(f"/status/{quoted}/subscribe", data={"email": email}))
+
+
+@pytest.fixture(scope="module")
+def dashboard(control: Control, owner: str) -> Iterator[tuple[httpx.Client, str]]:
+    import re
+
+    client = _signed_in(control, owner)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/dashboard").text).group(1)
+    yield client, csrf
+    client.close()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    name=_ODD, interval=_NUMBERISH, grace=_NUMBERISH, threshold=_NUMBERISH, address=_ODD,
+    channel_ids=st.lists(_NUMBERISH, max_size=3), kind=_ODD, url=_ODD, action=_ODD,
+    monitor=st.one_of(_NUMBERISH, st.integers(1, 40).map(str)),
+)  # fmt: skip
+def test_fuzzed_dashboard_forms_never_answer_5xx(
+    dashboard,
+    name,
+    interval,
+    grace,
+    threshold,
+    address,
+    channel_ids,
+    kind,
+    url,
+    action,
+    monitor,
+):
+    client, csrf = dashboard
+    made = client.post("/dashboard/monitors", data={
+        "csrf": csrf, "name": name, "intervalSec": interval, "heartbeatGraceSec": grace,
+        "alertThreshold": threshold, "alertEmail": address,
+    })  # fmt: skip
+    _no_5xx(made)
+    target = quote(monitor, safe="")
+    _no_5xx(client.post(f"/dashboard/monitors/{target}/edit", data={
+        "csrf": csrf, "name": name, "intervalSec": interval, "heartbeatGraceSec": grace,
+        "alertThreshold": threshold, "channelIds": channel_ids, "alertEmail": address,
+        "channels-shown": "1",
+    }))  # fmt: skip
+    _no_5xx(client.post(f"/dashboard/monitors/{target}/{quote(action, safe='')}",
+                        data={"csrf": csrf}))  # fmt: skip
+    _no_5xx(client.post("/dashboard/channels", data={
+        "csrf": csrf, "type": kind, "name": name, "url": url, "to": address,
+        "botToken": name, "chatId": threshold,
+    }))  # fmt: skip
+    _no_5xx(client.get(f"/dashboard/monitors/{target}"))
+    _no_5xx(client.post("/dashboard/sign-in", data={"csrf": name, "token": url}))
+    assert "Sign out" in client.get("/dashboard").text  # still signed in
 
 
 def test_nothing_above_logged_a_traceback(control):
