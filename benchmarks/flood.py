@@ -1,4 +1,4 @@
-"""Does a flood of unknown tokens slow valid pings? (issue 6, scenario 20)
+"""Does a flood of unknown tokens slow valid pings? (docs/reliability.md, scenario 20)
 
     python -m benchmarks.flood [--monitors 100000] [--seconds 10] [--out FILE]
 

@@ -46,6 +46,13 @@ NONCE_BYTES = 12
 DEFAULT_KID = "default"
 
 
+# What each kind of envelope seals (bound into its associated data: an envelope of one
+# purpose never opens as another).
+TOKEN_PURPOSE = "heartbeat-token"  # a monitor's heartbeat token
+CHANNEL_PURPOSE = "channel-secret"  # a channel's secret configuration
+SESSION_PURPOSE = "dashboard-session"  # a dashboard session cookie
+
+
 class EnvelopeError(Exception):
     """An envelope could not be opened: malformed, unknown key, or tampered with."""
 

@@ -6,7 +6,6 @@ import logging
 import re
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,12 +13,11 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core import problems
+
 log = logging.getLogger(__name__)
 # What a lost or unreachable database raises: the API answers 503, not 500.
-DATABASE_DOWN = (
-    OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError, TimeoutError,
-)  # fmt: skip
+DATABASE_DOWN = problems.DATABASE_DOWN
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -32,8 +30,7 @@ class ApiError(Exception):
         self.field = field
 
 
-def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "field": field}}
+error_body = problems.error_body
 
 
 class CatchAll:

@@ -13,9 +13,16 @@ from pathlib import Path
 
 import asyncpg
 
-from .alerting import CHANNEL_PURPOSE
-from .api_monitors import TOKEN_PURPOSE
-from .crypto import Keyring, KeyringError, envelope_kid, open_envelope, seal, write_keyring
+from .crypto import (
+    CHANNEL_PURPOSE,
+    TOKEN_PURPOSE,
+    Keyring,
+    KeyringError,
+    envelope_kid,
+    open_envelope,
+    seal,
+    write_keyring,
+)
 
 BATCH = 500
 

@@ -37,6 +37,8 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
+from core.records import DirtyRows
+
 EVENT_UP = "up"
 EVENT_DOWN = "down"
 EVENT_INCIDENT_OPENED = "incident_opened"
@@ -605,10 +607,7 @@ cdef class DeadlineTable:
     def take_dirty(self):
         """Hand over every monitor changed since the last call, and mark it clean.
 
-        Returns (seen_ids, seen_last_seen, ids, last_seen, states, misses, incidents): the
-        monitors whose only change is a later last_seen (the common case: a ping to an up
-        monitor), then those whose state changed too, with all of it. last_seen 0.0 means
-        never.
+        Returns a ``core.records.DirtyRows``.
         """
         cdef list seen_ids = [], seen_times = []
         cdef list ids = [], times = [], states = [], misses = [], incidents = []
@@ -633,7 +632,7 @@ cdef class DeadlineTable:
                 seen_times.append(m.last_seen)
             m.flags &= ~(FLAG_DIRTY | FLAG_CHANGED)
         self._dirty_len = 0
-        return seen_ids, seen_times, ids, times, states, misses, incidents
+        return DirtyRows(seen_ids, seen_times, ids, times, states, misses, incidents)
 
     def mark_dirty(self, ids):
         """Mark monitors dirty again, whole state included (e.g. after a failed flush);

@@ -31,7 +31,7 @@ DECLINE = -1
 
 # process() stop reasons
 NEED_MORE = 0
-DECLINED = 1
+FOR_H11 = 1
 CLOSE = 2
 
 cdef enum:
@@ -306,7 +306,7 @@ cdef class FastPath:
         """Answer the complete pings at the start of `buf`, at most `budget` of them.
 
         Returns (output, consumed, answered, reason): `reason` is NEED_MORE (the rest is an
-        incomplete request or nothing), DECLINED (the request at `consumed` is h11's) or
+        incomplete request or nothing), FOR_H11 (the request at `consumed` is h11's) or
         CLOSE (the connection must close after `output`: the client asked, or `budget`
         ran out and the last answer says so).
         """
@@ -326,14 +326,14 @@ cdef class FastPath:
             if state == 0:
                 break
             if state == -1:
-                reason = DECLINED
+                reason = FOR_H11
                 break
             target = p + pos + h.target_start
             target_len = h.target_end - h.target_start
             if (target_len <= _PREFIX_LEN
                     or memcmp(target, PyBytes_AS_STRING(PING_PREFIX), _PREFIX_LEN) != 0
                     or _token_end(target, target_len) < 0):
-                reason = DECLINED
+                reason = FOR_H11
                 break
             found = self._ping(target, target_len, now)
             self.requests += 1

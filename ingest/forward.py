@@ -10,13 +10,13 @@ control process is down or too slow, the client gets a JSON 502 or 504, never a 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Container
 from dataclasses import dataclass, field
 
 import h11
 import trio
 
+from core.problems import error_json
 from core.proxies import TrustedProxies
 
 HOP_BY_HOP = {
@@ -49,8 +49,7 @@ class Answer:
 
 
 def _error(status: int, code: str, message: str) -> Answer:
-    body = json.dumps({"error": {"code": code, "message": message, "field": None}}).encode()
-    return Answer(status, [(b"content-type", b"application/json")], body)
+    return Answer(status, [(b"content-type", b"application/json")], error_json(code, message))
 
 
 class UpstreamError(Exception):

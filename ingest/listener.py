@@ -40,7 +40,6 @@ from __future__ import annotations
 import errno
 import heapq
 import itertools
-import json
 import logging
 import math
 import socket as stdlib_socket
@@ -49,6 +48,8 @@ from dataclasses import dataclass, field
 
 import trio
 from trio.lowlevel import wait_readable, wait_writable
+
+from core.problems import error_json
 
 from .clock import Clock
 from .forward import Answer, Upstream
@@ -351,10 +352,7 @@ class Listener:
                 self._idle.set()
 
 
-_TOO_MANY_BODY = json.dumps({"error": {
-    "code": "too_many_connections", "message": "too many connections from your address",
-    "field": None,
-}}).encode()  # fmt: skip
+_TOO_MANY_BODY = error_json("too_many_connections", "too many connections from your address")
 TOO_MANY_FROM_ADDRESS = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Content-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s"

@@ -8,11 +8,12 @@ second).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from email.utils import formatdate
 
 import h11
+
+from core.problems import error_json
 
 from ._fastpath import FastPath
 
@@ -45,7 +46,7 @@ class Reply:
 def _error(
     status: int, reason: bytes, code: str, message: str, *extra: tuple[bytes, bytes]
 ) -> Reply:
-    body = json.dumps({"error": {"code": code, "message": message, "field": None}}).encode()
+    body = error_json(code, message)
     return Reply(status, reason, ((b"Content-Type", b"application/json"), *extra), body)
 
 

@@ -18,11 +18,12 @@ and reconnects.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple
 
 import asyncpg
 
 from core import DeadlineTable
+from core.records import DirtyRows
 
 from ._copyload import CopyLoader
 
@@ -73,7 +74,21 @@ SELECT (SELECT count(*) FROM seen) + (SELECT count(*) FROM state) AS rows,
 
 BATCH_ROWS = 5_000  # rows per statement: the event loop runs pings between batches
 
-MonitorRow: TypeAlias = Any  # an asyncpg.Record of _MONITORS' columns
+
+class MonitorRow(NamedTuple):
+    """A monitor as the ingest loads it: _MONITORS' columns, in their order (the binary
+    COPY of the initial load, ``_copyload``, reads the same columns in the same order)."""
+
+    id: int
+    digest: bytes
+    interval: int
+    grace: int
+    threshold: int
+    paused: bool
+    state: str
+    misses: int
+    last_seen: float  # epoch seconds; 0.0 if never
+    incident_open: bool
 
 
 @dataclass(frozen=True)
@@ -81,21 +96,15 @@ class Dirty:
     """What a flush writes: the table's dirty rows (DeadlineTable.take_dirty()) and the
     events since the last flush."""
 
-    seen_ids: list[int]
-    seen_last_seen: list[float]
-    ids: list[int]
-    last_seen: list[float]
-    states: list[str]
-    misses: list[int]
-    incidents: list[bool]
+    rows: DirtyRows
     events: list[tuple[int, str, float]]
 
     def __bool__(self) -> bool:
-        return bool(self.seen_ids or self.ids or self.events)
+        return bool(self.rows.seen_ids or self.rows.ids or self.events)
 
     @property
     def all_ids(self) -> list[int]:
-        return self.seen_ids + self.ids
+        return self.rows.seen_ids + self.rows.ids
 
 
 async def connect(dsn: str, statement_seconds: float, application: str) -> asyncpg.Connection:
@@ -140,7 +149,9 @@ async def changes_since(
     """Changed monitors, deleted ids, and the xmin to pass next time."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         next_xmin: str = await conn.fetchval(_XMIN, timeout=statement_seconds)
-        changed = await conn.fetch(_CHANGED, xmin, timeout=statement_seconds)
+        changed = [
+            MonitorRow(*r) for r in await conn.fetch(_CHANGED, xmin, timeout=statement_seconds)
+        ]
         deleted = [r[0] for r in await conn.fetch(_DELETED, xmin, timeout=statement_seconds)]
     return changed, deleted, next_xmin
 
@@ -148,7 +159,7 @@ async def changes_since(
 async def monitors_by_id(
     conn: asyncpg.Connection, ids: list[int], statement_seconds: float
 ) -> list[MonitorRow]:
-    return list(await conn.fetch(_BY_ID, ids, timeout=statement_seconds))
+    return [MonitorRow(*r) for r in await conn.fetch(_BY_ID, ids, timeout=statement_seconds)]
 
 
 async def prune_deletions(conn: asyncpg.Connection, statement_seconds: float) -> None:
@@ -161,20 +172,21 @@ async def flush(
     """Write `dirty` in one transaction; returns (monitor rows, events) written."""
     rows = events = 0
     async with conn.transaction():
-        n = max(len(dirty.seen_ids), len(dirty.ids), 1)
+        d = dirty.rows
+        n = max(len(d.seen_ids), len(d.ids), 1)
         for start in range(0, n, BATCH_ROWS):
             end = start + BATCH_ROWS
             # The events go with the first batch: one NOTIFY, in order.
             batch_events = dirty.events if start == 0 else []
             record: Any = await conn.fetchrow(
                 _FLUSH,
-                dirty.seen_ids[start:end],
-                dirty.seen_last_seen[start:end],
-                dirty.ids[start:end],
-                dirty.last_seen[start:end],
-                dirty.states[start:end],
-                dirty.misses[start:end],
-                dirty.incidents[start:end],
+                d.seen_ids[start:end],
+                d.seen_last_seen[start:end],
+                d.ids[start:end],
+                d.last_seen[start:end],
+                d.states[start:end],
+                d.misses[start:end],
+                d.incidents[start:end],
                 [e[0] for e in batch_events],
                 [e[1] for e in batch_events],
                 [e[2] for e in batch_events],

@@ -22,13 +22,9 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir or os.environ.get("LASTSEEN_DATA_DIR", "./var"))
 
 
-def run_migrations(dsn: str) -> list[str]:
-    return migrate_database(dsn)
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     with database(_data_dir(args)) as dsn:
-        applied = run_migrations(dsn)
+        applied = migrate_database(dsn)
         print(
             f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
         )
@@ -38,14 +34,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     import trio
 
-    from ingest.service import Ingest, IngestConfig, parse_address
+    from ingest.config import IngestConfig, parse_address
+    from ingest.service import Ingest
 
     overrides: dict[str, object] = {}
     if args.listen:
         overrides["host"], overrides["port"] = parse_address(args.listen, 8080)
     if args.admin_listen:
         overrides["admin_host"], overrides["admin_port"] = parse_address(args.admin_listen, 9108)
-    with service_database(_data_dir(args), run_migrations) as dsn:
+    with service_database(_data_dir(args), migrate_database) as dsn:
         config = IngestConfig.from_env({**os.environ, "LASTSEEN_DATABASE_URL": dsn}, **overrides)
         trio.run(lambda: Ingest(config).run(handle_signals=True))
     return 0
@@ -57,13 +54,13 @@ def cmd_control(args: argparse.Namespace) -> int:
     from control.app import create_app
     from control.crypto import load_keyring
     from core.proxies import TrustedProxies
-    from ingest.service import parse_address, raise_fd_limit
+    from ingest.config import parse_address, raise_fd_limit
 
     host, port = parse_address(args.listen or os.environ.get("LASTSEEN_CONTROL_LISTEN", ""), 8081)
     host = host or "127.0.0.1"
     data_dir = _data_dir(args)
     keyring = load_keyring(os.environ, data_dir)
-    with service_database(data_dir, run_migrations) as dsn:
+    with service_database(data_dir, migrate_database) as dsn:
         # Behind the ingest: trust its X-Forwarded-* (the client's address, for the failure
         # limit and the audit log; the public host, for heartbeat URLs), and any other
         # proxy in LASTSEEN_TRUSTED_PROXIES. As many descriptors as the ingest may forward
@@ -81,13 +78,13 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from control.alerting import main as worker_main
     from control.crypto import load_keyring
+    from control.worker import main as worker_main
     from notifier.base import Settings
 
     data_dir = _data_dir(args)
     keyring = load_keyring(os.environ, data_dir)
-    with service_database(data_dir, run_migrations) as dsn:
+    with service_database(data_dir, migrate_database) as dsn:
         asyncio.run(worker_main(dsn, keyring, Settings.from_env(os.environ)))
     return 0
 
@@ -106,7 +103,7 @@ def cmd_org_set_plan(args: argparse.Namespace) -> int:
             await conn.close()
 
     with database(_data_dir(args)) as dsn:
-        run_migrations(dsn)
+        migrate_database(dsn)
         if asyncio.run(go(dsn)) != "UPDATE 1":
             print(f"lastseen: no organisation named {args.org!r}", file=sys.stderr)
             return 2
@@ -121,7 +118,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
     keyring = load_keyring(os.environ, data_dir)
     with database(data_dir) as dsn:
-        run_migrations(dsn)
+        migrate_database(dsn)
         try:
             token = asyncio.run(bootstrap(dsn, keyring, args.org, args.email, args.role))
         except BootstrapError as exc:
@@ -152,7 +149,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
             await conn.close()
 
     with database(data_dir) as dsn:
-        run_migrations(dsn)
+        migrate_database(dsn)
         count = asyncio.run(go(dsn))
     print(f"current key {keyring.current!r}; re-wrapped {count} envelope(s)")
     return 0

@@ -35,6 +35,7 @@ import asyncpg
 
 from control.bootstrap import bootstrap
 from control.crypto import Keyring, load_keyring
+from core.migrate import migrate_database
 from core.pg import EmbeddedPostgres, EmbeddedPostgresError, database
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,6 @@ class Child:
 
 
 def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> int:
-    from .cli import run_migrations
-
     stopping = False
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -75,7 +74,7 @@ def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> in
     keyring = load_keyring(os.environ, data_dir)
     embedded = None if os.environ.get("LASTSEEN_DATABASE_URL") else EmbeddedPostgres(data_dir)
     with database(data_dir) if embedded is None else _started(embedded) as dsn:
-        run_migrations(dsn)
+        migrate_database(dsn)
         keeper = None
         if embedded is not None:
             # The superuser only migrates; the processes log in as the service login.

@@ -95,14 +95,14 @@ class Notice:
         if self.incident_id is not None:
             incident = {
                 "id": self.incident_id,
-                "openedAt": _iso(self.opened_at),
-                "resolvedAt": _iso(self.resolved_at),
+                "openedAt": iso(self.opened_at),
+                "resolvedAt": iso(self.resolved_at),
             }
         return {
             "event": self.event,
             "monitor": {"id": self.monitor_id, "name": self.monitor_name},
             "incident": incident,
-            "sentAt": _iso(self.sent_at),
+            "sentAt": iso(self.sent_at),
         }
 
 
@@ -110,7 +110,8 @@ def _plain(text: str) -> str:
     return text
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 for the API and payloads; None stays None."""
     return value.isoformat() if value is not None else None
 
 

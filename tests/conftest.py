@@ -20,8 +20,8 @@ import pytest
 from core.migrate import migrate_database
 from core.pg import EmbeddedPostgres
 
-from . import exposure
-from .aio import run
+from .support import exposure
+from .support.aio import run
 
 TEMPLATE = "lastseen_test_template"
 _counter = itertools.count()
@@ -104,7 +104,7 @@ def fresh_database(postgres_url: str) -> Iterator[str]:
         _admin(drop)
 
 
-# -- data exposure over the whole suite (tests/exposure.py) ---------------------------------
+# -- data exposure over the whole suite (tests/support/exposure.py) ---------------------------------
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -16,10 +16,10 @@ import httpx
 
 from core.pg import free_port
 
-from .aio import fetch
-from .exposure import EXPOSURE
-from .receivers import http_receiver, smtp_server
-from .test_serve import answers, wait_until
+from .support.aio import fetch
+from .support.exposure import EXPOSURE
+from .support.receivers import http_receiver, smtp_server
+from .support.serving import answers, wait_until
 
 BOT = "123456:" + "C" * 35
 

@@ -13,7 +13,7 @@ import trio
 
 from core.pg import free_port
 
-from .ingest.dbhelp import fetch, ping, seed, wait_for
+from .support.dbhelp import fetch, ping, seed, wait_for
 
 
 @pytest.mark.faults

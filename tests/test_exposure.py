@@ -1,4 +1,4 @@
-"""The data-exposure search (tests/exposure.py) finds what it is meant to find: a pytest
+"""The data-exposure search (tests/support/exposure.py) finds what it is meant to find: a pytest
 run whose test leaks a secret into a log line or a response fails, naming the leak by
 its first characters only; answers meant to carry the secret do not count."""
 
@@ -14,7 +14,7 @@ import pytest
 from control import pat
 from core.tokens import new_token
 
-from .exposure import EXPOSURE, Exposure, record_response
+from .support.exposure import EXPOSURE, Exposure, record_response
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -25,8 +25,8 @@ import trio
 
 from core.seed import seed_monitors
 
-from .aio import run
-from .serving import serving
+from .support.aio import run
+from .support.serving import serving
 
 pytestmark = pytest.mark.faults
 SLOW = bool(os.environ.get("LASTSEEN_SLOW"))

@@ -8,8 +8,8 @@ import pytest
 from core.dbrole import APP_ROLE, create_app_pool
 from core.migrate import migrate, migrations
 
-from .aio import run
-from .ingest.dbhelp import execute, fetch, with_conn
+from .support.aio import run
+from .support.dbhelp import execute, fetch, with_conn
 
 
 async def test_migrations_are_applied_once_each(database_url):

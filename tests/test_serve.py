@@ -7,28 +7,14 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from core.pg import free_port
 
-from .exposure import EXPOSURE
-
-
-def wait_until(predicate, within: float) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
+from .support.exposure import EXPOSURE
+from .support.serving import answers, wait_until
 
 
 def test_serve_provisions_and_pings_like_the_docs(database_url, tmp_path: Path):

@@ -15,8 +15,8 @@ import pytest
 
 from core.pg import free_port
 
-from .exposure import EXPOSURE
-from .test_serve import answers, wait_until
+from .support.exposure import EXPOSURE
+from .support.serving import answers, stop, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -56,12 +56,7 @@ def test_a_killed_embedded_postgres_is_started_again(tmp_path: Path):
         back = time.monotonic() - killed
         ingest_health = httpx.get(f"http://127.0.0.1:{admin}/healthz", timeout=5).json()
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, signal.SIGINT, within=60)
         output = log_path.read_text(errors="replace")
         EXPOSURE.text("lastseen serve output", "process outputs", output, allowed=(pat,))
     assert seen[-1] == 200, (seen, output[-3000:])

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import fresh_database
-from .serving import Served, serving
-from .test_serve import wait_until
+from .support.serving import Served, serving, wait_until
 
 SNIPPETS = Path(__file__).parent / "snippets"
 DOCS_BASE = "https://api.24observe.com/api/v1"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,9 +20,11 @@ from control import pat
 from control.crypto import Keyring
 from core.pg import free_port
 
-from ..aio import run
 from ..conftest import fresh_database
-from ..exposure import EXPOSURE
+from ..support.aio import run
+from ..support.exposure import EXPOSURE
+from ..support.receivers import Mailbox, smtp_server
+from ..support.serving import stop
 
 
 @dataclass
@@ -117,16 +118,23 @@ def control(postgres_url: str, control_env: dict[str, str]) -> Iterator[Control]
                     time.sleep(0.1)
             yield Control(f"http://127.0.0.1:{port}/api/v1", dsn, env, log)
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, within=10)
             log.seek(0)
             output = log.read().decode(errors="replace")
             log.close()
             EXPOSURE.text("lastseen control output", "process outputs", output)
+
+
+@pytest.fixture(scope="module")
+def mailbox() -> Iterator[Mailbox]:
+    """A real SMTP server on 127.0.0.1 for the module (set LASTSEEN_SMTP_URL to its url)."""
+    with smtp_server() as box:
+        yield box
+
+
+def public(control: Control) -> httpx.Client:
+    """A client of the control process's public pages (no token)."""
+    return httpx.Client(base_url=control.base.removesuffix("/api/v1"), timeout=10)
 
 
 def body(response: httpx.Response) -> dict:

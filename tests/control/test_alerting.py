@@ -15,10 +15,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from control.alerting import LEASE, Worker
+from control.worker import LEASE, Worker
 
-from ..receivers import http_receiver, smtp_server, stall, status
-from .alerthelp import (
+from ..support.alerthelp import (
     KEYRING,
     T0,
     FakeClock,
@@ -30,6 +29,7 @@ from .alerthelp import (
     run,
     worker,
 )
+from ..support.receivers import http_receiver, smtp_server, stall, status
 
 
 def test_an_incident_opens_once_and_every_channel_hears_of_it_and_of_the_recovery(database_url):
@@ -499,7 +499,7 @@ def test_a_hanging_receiver_only_ever_delays_itself(database_url):
     answers; before, they filled every delivery slot and another monitor's alert to a
     healthy receiver waited for their timeouts (101 s in the probe). Now that receiver
     gets at most PER_RECEIVER deliveries at a time, and the healthy one is told at once."""
-    from control.alerting import PER_RECEIVER
+    from control.worker import PER_RECEIVER
 
     hanging = Silent("127.0.0.2")
 

@@ -11,7 +11,7 @@ import pytest
 
 from core.tokens import digest
 
-from ..aio import run
+from ..support.aio import run
 from .conftest import Control, body
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ..aio import fetch
-from ..receivers import HttpReceiver, Mailbox, http_receiver, smtp_server, status
+from ..support.aio import fetch
+from ..support.receivers import HttpReceiver, Mailbox, http_receiver, smtp_server, status
 from .conftest import Control, body
 
 BOT = "123456:" + "B" * 35

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from control.api_monitors import TOKEN_PURPOSE
-from control.crypto import Keyring, envelope_kid, open_envelope, seal
+from control.crypto import TOKEN_PURPOSE, Keyring, envelope_kid, open_envelope, seal
 from control.keys import rewrap
 from core.seed import ensure_org
 from core.tokens import digest, new_token
 
-from ..ingest.dbhelp import with_conn
+from ..support.dbhelp import with_conn
 
 
 async def test_an_interrupted_rotation_finishes_on_a_rerun(database_url):

@@ -13,18 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from control.alerting import utcnow
+from control.worker import utcnow
 
-from ..aio import run
-from ..receivers import Mailbox, smtp_server
-from .alerthelp import worker
-from .conftest import Control, body
-
-
-@pytest.fixture(scope="module")
-def mailbox() -> Iterator[Mailbox]:
-    with smtp_server() as box:
-        yield box
+from ..support.aio import run
+from ..support.alerthelp import worker
+from .conftest import Control, body, public
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +28,6 @@ def control_env(mailbox) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def owner(control: Control) -> str:
     return control.bootstrap("acme", "owner@acme.test", "owner")
-
-
-def public(control: Control) -> httpx.Client:
-    return httpx.Client(base_url=control.base.removesuffix("/api/v1"), timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -5,25 +5,17 @@ worker and a real SMTP server."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import httpx
 import pytest
 
 from control.crypto import Keyring
 
-from ..aio import run
-from ..receivers import Mailbox, smtp_server, text_of
-from .alerthelp import worker
-from .conftest import Control, body
-
-
-@pytest.fixture(scope="module")
-def mailbox() -> Iterator[Mailbox]:
-    with smtp_server() as box:
-        yield box
+from ..support.aio import run
+from ..support.alerthelp import worker
+from ..support.receivers import text_of
+from .conftest import Control, body, public
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +26,6 @@ def control_env(mailbox) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def owner(control: Control) -> str:
     return control.bootstrap("acme", "owner@acme.test", "owner")
-
-
-def public(control: Control) -> httpx.Client:
-    return httpx.Client(base_url=control.base.removesuffix("/api/v1"), timeout=10)
 
 
 def monitor(control: Control, token: str, name: str) -> dict:

@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from ..aio import run
-from ..receivers import Received, http_receiver, ok
-from .alerthelp import KEYRING, channel, event, org
+from ..support.aio import run
+from ..support.alerthelp import KEYRING, channel, event, org
+from ..support.receivers import Received, http_receiver, ok
 
 SLOW = bool(os.environ.get("LASTSEEN_SLOW"))
 INCIDENTS = 1000 if SLOW else 100

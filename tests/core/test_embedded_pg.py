@@ -12,8 +12,8 @@ import pytest
 from core.migrate import migrate_database
 from core.pg import DB_NAME, DB_USER, SERVICE_USER, EmbeddedPostgres
 
-from ..aio import run
 from ..conftest import throwaway_dir
+from ..support.aio import run
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from ingest.config import IngestConfig
 from ingest.protocol import Limits
-from ingest.service import IngestConfig
 
 
 def test_variables_set_addresses_intervals_and_limits():

@@ -10,7 +10,7 @@ from core import DeadlineTable
 from ingest import store
 from ingest._copyload import CopyLoader
 
-from .dbhelp import execute, seed, with_conn
+from ..support.dbhelp import execute, seed, with_conn
 
 NOW = 1_800_000_000.0
 

@@ -17,7 +17,7 @@ import trio
 from core.pg import EmbeddedPostgres
 
 from ..conftest import throwaway_dir
-from .dbhelp import execute, fetch, ping, running, seed, wait_for
+from ..support.dbhelp import execute, fetch, ping, running, seed, wait_for
 
 pytestmark = pytest.mark.faults
 OUTAGE_SECONDS = 60.0 if os.environ.get("LASTSEEN_SLOW") else 1.0
@@ -65,7 +65,7 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
 async def _migrated(pg: EmbeddedPostgres) -> str:
     from core.migrate import migrate
 
-    from .dbhelp import with_conn
+    from ..support.dbhelp import with_conn
 
     await with_conn(pg.dsn, migrate)
     return pg.dsn

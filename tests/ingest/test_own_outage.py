@@ -16,9 +16,9 @@ import trio
 
 from ingest.clock import Clock
 
-from ..aio import run
-from ..control.alerthelp import worker
-from .dbhelp import fetch, running, seed
+from ..support.aio import run
+from ..support.alerthelp import worker
+from ..support.dbhelp import fetch, running, seed
 
 INTERVAL = 30
 GRACE = 5

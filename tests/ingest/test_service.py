@@ -6,7 +6,7 @@ import trio
 
 from core.tokens import digest, new_token
 
-from .dbhelp import execute, fetch, http, notifications, ping, running, seed, wait_for
+from ..support.dbhelp import execute, fetch, http, notifications, ping, running, seed, wait_for
 
 
 async def test_pings_are_answered_and_flushed_with_the_exact_receive_time(database_url):

@@ -14,8 +14,8 @@ from notifier import channels
 from notifier.base import Notice, Settings, Transport, TransportError
 from notifier.schema import ConfigError
 
-from ..aio import run
-from ..receivers import http_receiver, smtp_server, stall, status, text_of
+from ..support.aio import run
+from ..support.receivers import http_receiver, smtp_server, stall, status, text_of
 
 OPENED = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
 NOTICE = Notice(

@@ -9,8 +9,8 @@ import pytest
 from notifier.base import Settings, Transport, TransportError
 from notifier.guard import is_public
 
-from ..aio import run
-from ..receivers import http_receiver
+from ..support.aio import run
+from ..support.receivers import http_receiver
 
 REFUSED = [
     "127.0.0.1", "127.8.9.10", "10.0.0.5", "172.16.0.1", "172.31.255.255", "192.168.1.1",

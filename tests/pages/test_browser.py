@@ -21,10 +21,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from ..aio import run
 from ..conftest import fresh_database
-from ..receivers import HttpReceiver, Mailbox, http_receiver, smtp_server, text_of
-from ..serving import Served, serving
+from ..support.aio import run
+from ..support.receivers import HttpReceiver, Mailbox, http_receiver, smtp_server, text_of
+from ..support.serving import Served, serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS_IMG = Path(__file__).parents[2] / "docs" / "img"

@@ -16,7 +16,7 @@ import trio
 
 from benchmarks import harness
 
-from ..ingest.dbhelp import ingest_process, probe, seed
+from ..support.dbhelp import ingest_process, probe, seed
 
 SECONDS = 3
 

@@ -22,14 +22,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from ..ingest.dbhelp import fetch, ingest_process, seed, wait_for
-from ..ingest.dbhelp import ping as one_ping
-from .test_idle_flood import metrics
+from ..support.dbhelp import fetch, ingest_process, metrics, seed, wait_for
+from ..support.dbhelp import ping as one_ping
 
 SLOW = bool(os.environ.get("LASTSEEN_SLOW"))
 CAP = 10_000 if SLOW else 2_000
 SHARE = CAP // 8
-HELPER = Path(__file__).with_name("slow_heads.py")
+HELPER = Path(__file__).parent.parent / "support" / "slow_heads.py"
 
 pytestmark = pytest.mark.security
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import subprocess
 import sys
 
@@ -19,8 +18,9 @@ import trio
 from control.crypto import Keyring
 from core.pg import free_port
 
-from ..exposure import EXPOSURE
-from ..ingest.dbhelp import ingest_process, seed, wait_for
+from ..support.dbhelp import ingest_process, seed, wait_for
+from ..support.exposure import EXPOSURE
+from ..support.serving import stop
 
 REQUESTS = 1_500
 pytestmark = pytest.mark.security
@@ -84,12 +84,7 @@ async def test_a_burst_of_forwarded_requests_cannot_exhaust_the_control_process(
                         await trio.sleep(0.01)
             took = trio.current_time() - start
     finally:
-        control.send_signal(signal.SIGTERM)
-        try:
-            control.wait(10)
-        except subprocess.TimeoutExpired:
-            control.kill()
-            control.wait()
+        stop(control, within=10)
         output = control_log.read_text(errors="replace")
         EXPOSURE.text("lastseen control output", "process outputs", output)
     statuses = sorted({a.split(b" ", 2)[1].decode() for a in answers if a})

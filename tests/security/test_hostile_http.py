@@ -8,8 +8,8 @@ import re
 import pytest
 import trio
 
-from ..exposure import EXPOSURE
-from ..ingest.dbhelp import running, seed
+from ..support.dbhelp import running, seed
+from ..support.exposure import EXPOSURE
 
 STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3}) ", re.M)
 

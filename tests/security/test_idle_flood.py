@@ -9,7 +9,6 @@ descriptor limit may be below 20,000.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +16,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from ..ingest.dbhelp import http, ingest_process, seed, wait_for
-from ..ingest.dbhelp import ping as one_ping
+from ..support.dbhelp import ingest_process, metrics, seed, wait_for
+from ..support.dbhelp import ping as one_ping
 
 CAP = 10_000
 WAVE = 10_000
-HELPER = Path(__file__).with_name("idle_clients.py")
+HELPER = Path(__file__).parent.parent / "support" / "idle_clients.py"
 
 pytestmark = pytest.mark.security
 
@@ -66,14 +65,6 @@ class Clients:
         if self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
-
-
-async def metrics(admin: int) -> dict[str, float]:
-    answer = await http(admin, b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
-    return {
-        name.decode(): float(value)
-        for name, value in re.findall(rb"^lastseen_(\w+) ([0-9.e+-]+)\r?$", answer, re.M)
-    }
 
 
 async def test_twenty_thousand_idle_connections_cannot_lock_pings_out(database_url, tmp_path):

@@ -10,8 +10,8 @@ import resource
 import pytest
 import trio
 
-from ..ingest.dbhelp import ingest_process, seed
-from ..ingest.dbhelp import probe as probe_from_elsewhere
+from ..support.dbhelp import ingest_process, seed
+from ..support.dbhelp import probe as probe_from_elsewhere
 
 SLOW = 1000
 HEAD_TIMEOUT = 10.0

@@ -18,8 +18,8 @@ from notifier import channels
 from notifier.base import Settings, Transport, TransportError
 from notifier.schema import ConfigError
 
-from ..aio import run
-from ..receivers import http_receiver, status
+from ..support.aio import run
+from ..support.receivers import http_receiver, status
 
 pytestmark = pytest.mark.security
 

@@ -25,11 +25,11 @@ from fastapi.templating import Jinja2Templates
 from notifier.schema import AddressError
 from notifier.schema import address as email_address
 
-from . import subscribers
-from .app import StateDep, client_address, iso
-from .auth import Limiter, address_key
-from .errors import ApiError
-from .models import MAX_ID, SLUG
+from .. import subscribers
+from ..auth import Limiter, address_key
+from ..deps import StateDep, client_address, iso
+from ..errors import ApiError
+from ..models import MAX_ID, SLUG
 
 router = APIRouter()
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")

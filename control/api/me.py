@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from . import access, pat, quotas
-from .app import MAX_ID, CallerDep, Id, StateDep, TokenWriter, audit, page
-from .errors import ApiError
-from .models import TokenCreate
+from .. import access, pat, quotas
+from ..deps import MAX_ID, CallerDep, Id, StateDep, TokenWriter, audit, page
+from ..errors import ApiError
+from ..models import TokenCreate
 
 router = APIRouter()
 QUOTA_LOCK = 0x746F6B6E  # with the user id: one token mint at a time per user

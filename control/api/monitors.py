@@ -12,10 +12,11 @@ from fastapi import APIRouter, Query, Request, Response
 from core.tokens import digest, new_token
 from notifier.base import Notice
 
-from . import quotas
-from .alerting import Target, attempt
-from .api_incidents import incident_json, recent_incidents
-from .app import (
+from .. import quotas
+from ..auth import Caller
+from ..crypto import TOKEN_PURPOSE, EnvelopeError, open_envelope, seal
+from ..delivery import Target, attempt
+from ..deps import (
     MAX_ID,
     TEST_ALERTS_PER_MINUTE,
     CallerDep,
@@ -23,17 +24,16 @@ from .app import (
     MonitorWriter,
     StateDep,
     audit,
+    delete_owned,
     iso,
     page,
     patch_fields,
 )
-from .auth import Caller
-from .crypto import EnvelopeError, open_envelope, seal
-from .errors import ApiError
-from .models import INTERVALS, PLAN_FLOORS, MonitorCreate, MonitorUpdate
+from ..errors import ApiError
+from ..models import INTERVALS, PLAN_FLOORS, MonitorCreate, MonitorUpdate
+from .incidents import incident_json, recent_incidents
 
 router = APIRouter()
-TOKEN_PURPOSE = "heartbeat-token"
 
 _SELECT = """
 SELECT m.*, s.state, s.misses, s.last_seen_at,
@@ -311,13 +311,7 @@ async def delete_monitor(
     monitor_id: Id, request: Request, caller: CallerDep, st: StateDep
 ) -> Response:
     caller.require("monitors:write")
-    async with st.pool.acquire() as conn, conn.transaction():
-        done = await conn.execute(
-            "DELETE FROM monitors WHERE id = $1 AND org_id = $2", monitor_id, caller.org_id
-        )
-        if done != "DELETE 1":
-            raise NOT_FOUND
-        await audit(conn, caller, request, "DELETE_MONITOR", "monitor", monitor_id)
+    await delete_owned(st, caller, request, "monitors", monitor_id, NOT_FOUND)
     return Response(status_code=204)
 
 

@@ -33,34 +33,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import signal
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from core.dbrole import create_app_pool
+from core.problems import DATABASE_ERRORS
 from notifier import channels
 from notifier.base import Notice, Settings, Transport, TransportError
 
-from .crypto import EnvelopeError, Keyring, open_envelope, seal
+from .crypto import EnvelopeError, Keyring
+from .delivery import Target, attempt, open_secret, subscriber_attempt
 
 log = logging.getLogger(__name__)
 
-CHANNEL_PURPOSE = "channel-secret"
 LEASE = timedelta(seconds=45)
 GIVE_UP_AFTER = timedelta(hours=48)
 FIRST_RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 300.0
 POLL_SECONDS = 1.0
-DELIVERY_SECONDS = 30.0  # a whole attempt, SMTP dialogue included; well within LEASE
 EVENT_BATCH = 1000
 EVENTS_LOCK = 0x6C617375  # one event reader at a time
 PER_RECEIVER = 8  # deliveries in flight to one receiver (a host, or the SMTP server)
@@ -68,7 +66,7 @@ EXPIRE_EVERY = timedelta(minutes=1)
 
 Clock = Callable[[], datetime]
 # What a lost or unusable database connection raises; the loop retries, the lease returns rows.
-DB_ERRORS = (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+DB_ERRORS = DATABASE_ERRORS
 
 
 def utcnow() -> datetime:
@@ -80,93 +78,6 @@ def backoff(attempts: int, rng: random.Random) -> float:
     5 min, less up to 20% of jitter (so retries of a storm spread out)."""
     base = min(FIRST_RETRY_SECONDS * 2.0 ** max(0, attempts - 1), MAX_RETRY_SECONDS)
     return float(base * (1.0 - 0.2 * rng.random()))
-
-
-def seal_secret(keyring: Keyring, secret: Mapping[str, Any], org_id: int, channel_id: int) -> str:
-    return seal(
-        keyring, json.dumps(dict(secret)).encode(), purpose=CHANNEL_PURPOSE,
-        org_id=org_id, object_id=channel_id,
-    )  # fmt: skip
-
-
-def open_secret(keyring: Keyring, envelope: str | None, org_id: int, channel_id: int) -> Any:
-    if envelope is None:
-        return {}
-    plain = open_envelope(
-        keyring, envelope, purpose=CHANNEL_PURPOSE, org_id=org_id, object_id=channel_id
-    )
-    return json.loads(plain)
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where one notification goes: a channel, or a monitor's own alertEmail."""
-
-    org_id: int
-    channel_type: str
-    channel_id: int | None
-    config: Mapping[str, Any]
-    secret_envelope: str | None
-
-    @classmethod
-    def of(cls, row: Mapping[str, Any]) -> Target:
-        if row["channel_id"] is None:  # the implicit email channel
-            return cls(row["org_id"], "email", None, {"to": row["address"]}, None)
-        config = row["config"]
-        if isinstance(config, str):
-            config = json.loads(config)
-        return cls(
-            row["org_id"], row["channel_type"], row["channel_id"], config, row["secret_envelope"]
-        )
-
-
-async def attempt(
-    transport: Transport, keyring: Keyring, target: Target, notice: Notice
-) -> TransportError | None:
-    """Try one delivery; None when it landed, else the reason (never raises for a
-    receiver's failure: an unexpected exception is recorded as a retryable error)."""
-    try:
-        secret = (
-            open_secret(keyring, target.secret_envelope, target.org_id, target.channel_id)
-            if target.channel_id is not None
-            else {}
-        )
-    except (EnvelopeError, ValueError):
-        return TransportError("the channel's secret cannot be opened with this keyring")
-    try:
-        async with asyncio.timeout(DELIVERY_SECONDS):
-            await channels.send(target.channel_type, notice, target.config, secret, transport)
-    except TransportError as exc:
-        return exc
-    except TimeoutError:
-        return TransportError(f"no answer within {DELIVERY_SECONDS:g} s")
-    except Exception as exc:  # a bug in a channel must not lose the notification
-        # By type only: an exception's text may carry the channel's secret URL.
-        log.error("delivery through %s failed unexpectedly (%s)", target.channel_type,
-                  type(exc).__name__)  # fmt: skip
-        return TransportError(f"internal error ({type(exc).__name__})")
-    return None
-
-
-async def subscriber_attempt(
-    transport: Transport, keyring: Keyring, row: Mapping[str, Any], notice: Notice
-) -> TransportError | None:
-    """A status-page subscriber's mail: its confirmation, or an incident with an
-    unsubscribe link."""
-    from . import subscribers
-
-    send = subscribers.send_confirmation if row["kind"] == "confirm" else subscribers.send_incident
-    try:
-        async with asyncio.timeout(DELIVERY_SECONDS):
-            await send(transport, keyring, row, notice)
-    except TransportError as exc:
-        return exc
-    except TimeoutError:
-        return TransportError(f"no answer within {DELIVERY_SECONDS:g} s")
-    except Exception as exc:  # a bug must not lose the notification, nor loop on it
-        log.error("subscriber mail failed unexpectedly (%s)", type(exc).__name__)
-        return TransportError(f"internal error ({type(exc).__name__})")
-    return None
 
 
 _OPEN = """
@@ -534,7 +445,7 @@ async def main(dsn: str, keyring: Keyring, settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     # Connections opened up front: a worker that had to connect while recording its first
     # outcomes left each 2xx unrecorded for longer, and a crash in that window means the
-    # notification goes out again (the storm kill test: 10x the repeats with min_size=1).
+    # notification goes out again (docs/reliability.md, scenario 8).
     pool = await create_app_pool(dsn, min_size=8, max_size=8, command_timeout=10)
     try:
         async with Transport(settings) as transport:

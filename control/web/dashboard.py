@@ -28,21 +28,20 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from notifier.channels import TYPES
 
-from .access import effective
-from .app import StateDep, client_address
-from .crypto import EnvelopeError, open_envelope, seal
-from .models import INTERVALS
+from ..access import effective
+from ..crypto import SESSION_PURPOSE, EnvelopeError, open_envelope, seal
+from ..deps import StateDep, client_address
+from ..models import INTERVALS
 from .status import templates
 
 router = APIRouter(prefix="/dashboard")
 SESSION = "lastseen_session"
 CSRF = "lastseen_csrf"
 FLASH = "lastseen_flash"
-SESSION_PURPOSE = "dashboard-session"
 SESSION_HOURS = 12
 
 
-class Session:
+class SignedIn:
     """The signed-in caller, as the API describes them (GET /me)."""
 
     def __init__(self, request: Request, pat: str, me: dict[str, Any]) -> None:
@@ -89,7 +88,7 @@ def _open_session(st: Any, cookie: str) -> tuple[str, uuid.UUID] | None:
         return None
 
 
-async def session(request: Request, st: Any) -> Session | None:
+async def signed_in(request: Request, st: Any) -> SignedIn | None:
     cookie = request.cookies.get(SESSION)
     opened = _open_session(st, cookie) if cookie else None
     if opened is None:
@@ -103,7 +102,7 @@ async def session(request: Request, st: Any) -> Session | None:
     if not live:
         return None
     me = await call_api(request, pat, "GET", "/me")
-    return Session(request, pat, me.json()) if me.status_code == 200 else None
+    return SignedIn(request, pat, me.json()) if me.status_code == 200 else None
 
 
 def _flash(request: Request) -> tuple[str, str]:
@@ -182,7 +181,7 @@ async def overview_page(request: Request, st: StateDep) -> Response:
 
 
 async def overview(request: Request, st: Any, *, msg: str = "", error: str = "") -> Response:
-    me = await session(request, st)
+    me = await signed_in(request, st)
     if me is None:
         return render(request, "signin.html", error=error)
     monitors = (await me.api("GET", "/monitors?limit=500")).json().get("monitors", [])
@@ -199,7 +198,7 @@ async def overview(request: Request, st: Any, *, msg: str = "", error: str = "")
 @router.get("/api/monitors")
 async def live_monitors(request: Request, st: StateDep) -> Response:
     """The monitors list for the page's live refresh."""
-    me = await session(request, st)
+    me = await signed_in(request, st)
     if me is None:
         return JSONResponse({"error": "signed out"}, status_code=401)
     response = await me.api("GET", "/monitors?limit=500")
@@ -208,14 +207,14 @@ async def live_monitors(request: Request, st: StateDep) -> Response:
 
 @router.get("/monitors/{monitor_id}", response_class=HTMLResponse)
 async def monitor_page(monitor_id: int, request: Request, st: StateDep) -> Response:
-    me = await session(request, st)
+    me = await signed_in(request, st)
     if me is None:
         return back("")
     msg, error = _flash(request)
     return await monitor_view(me, monitor_id, msg=msg, error=error)
 
 
-async def monitor_view(me: Session, monitor_id: int, **extra: Any) -> Response:
+async def monitor_view(me: SignedIn, monitor_id: int, **extra: Any) -> Response:
     got = await me.api("GET", f"/monitors/{monitor_id}")
     if got.status_code != 200:
         return render(me.request, "message.html", got.status_code, slug="", heading="Not found",
@@ -283,7 +282,7 @@ async def create_monitor(
     request: Request, st: StateDep, csrf: Field = "", name: Field = "", intervalSec: Field = "",
     heartbeatGraceSec: Field = "60", alertThreshold: Field = "1", alertEmail: Field = "",
 ) -> Response:  # fmt: skip
-    me = await session(request, st)
+    me = await signed_in(request, st)
     if me is None or not _csrf_ok(request, csrf):
         return refused(request)
     body = {"name": name, "url": f"internal://{name}", "type": "heartbeat",
@@ -297,7 +296,7 @@ async def create_monitor(
 
 @router.post("/monitors/{monitor_id}/edit")
 async def edit_monitor(monitor_id: int, request: Request, st: StateDep) -> Response:
-    me = await session(request, st)
+    me = await signed_in(request, st)
     form = await request.form()
     if me is None or not _csrf_ok(request, str(form.get("csrf", ""))):
         return refused(request)
@@ -320,7 +319,7 @@ async def edit_monitor(monitor_id: int, request: Request, st: StateDep) -> Respo
 async def monitor_action(
     monitor_id: int, action: str, request: Request, st: StateDep, csrf: Field = ""
 ) -> Response:
-    me = await session(request, st)
+    me = await signed_in(request, st)
     if me is None or not _csrf_ok(request, csrf):
         return refused(request)
     if action == "delete":
@@ -353,7 +352,7 @@ async def create_channel(
     request: Request, st: StateDep, csrf: Field = "", type: Field = "", name: Field = "",
     url: Field = "", to: Field = "", botToken: Field = "", chatId: Field = "",
 ) -> Response:  # fmt: skip
-    me = await session(request, st)
+    me = await signed_in(request, st)
     if me is None or not _csrf_ok(request, csrf):
         return refused(request)
     config: dict[str, Any] = (

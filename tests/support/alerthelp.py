@@ -13,11 +13,12 @@ from typing import Any
 
 import asyncpg
 
-from control.alerting import Worker, seal_secret
 from control.crypto import Keyring
+from control.delivery import seal_secret
+from control.worker import Worker
 from notifier.base import Settings, Transport
 
-from ..aio import run as run
+from .aio import run as run
 
 T0 = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
 KEYRING = Keyring.generate()

@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from .app import MAX_ID, CallerDep, Id, StateDep, iso, page
-from .errors import ApiError
+from ..deps import MAX_ID, CallerDep, Id, StateDep, iso, page
+from ..errors import ApiError
 
 router = APIRouter()
 NOT_FOUND = ApiError(404, "not_found", "no such incident")

@@ -16,11 +16,22 @@ from fastapi import APIRouter, Query, Request, Response
 from notifier import channels
 from notifier.schema import ConfigError
 
-from . import quotas
-from .alerting import open_secret, seal_secret
-from .app import MAX_ID, CallerDep, ChannelWriter, Id, StateDep, audit, iso, page, patch_fields
-from .errors import ApiError
-from .models import ChannelCreate, ChannelUpdate
+from .. import quotas
+from ..delivery import open_secret, seal_secret
+from ..deps import (
+    MAX_ID,
+    CallerDep,
+    ChannelWriter,
+    Id,
+    StateDep,
+    audit,
+    delete_owned,
+    iso,
+    page,
+    patch_fields,
+)
+from ..errors import ApiError
+from ..models import ChannelCreate, ChannelUpdate
 
 router = APIRouter()
 NOT_FOUND = ApiError(404, "not_found", "no such channel")
@@ -143,11 +154,5 @@ async def update_channel(
 async def delete_channel(
     channel_id: Id, request: Request, caller: ChannelWriter, st: StateDep
 ) -> Response:
-    async with st.pool.acquire() as conn, conn.transaction():
-        done = await conn.execute(
-            "DELETE FROM channels WHERE id = $1 AND org_id = $2", channel_id, caller.org_id
-        )
-        if done != "DELETE 1":
-            raise NOT_FOUND
-        await audit(conn, caller, request, "DELETE_CHANNEL", "channel", channel_id)
+    await delete_owned(st, caller, request, "channels", channel_id, NOT_FOUND)
     return Response(status_code=204)

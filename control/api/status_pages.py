@@ -7,11 +7,21 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 
-from . import quotas
-from .app import MAX_ID, Id, StateDep, StatusPageWriter, audit, iso, page, patch_fields
-from .auth import Caller
-from .errors import ApiError
-from .models import StatusPageCreate, StatusPageUpdate
+from .. import quotas
+from ..auth import Caller
+from ..deps import (
+    MAX_ID,
+    Id,
+    StateDep,
+    StatusPageWriter,
+    audit,
+    delete_owned,
+    iso,
+    page,
+    patch_fields,
+)
+from ..errors import ApiError
+from ..models import StatusPageCreate, StatusPageUpdate
 
 router = APIRouter()
 NOT_FOUND = ApiError(404, "not_found", "no such status page")
@@ -131,11 +141,5 @@ async def update_status_page(
 async def delete_status_page(
     page_id: Id, request: Request, caller: StatusPageWriter, st: StateDep
 ) -> Response:
-    async with st.pool.acquire() as conn, conn.transaction():
-        done = await conn.execute(
-            "DELETE FROM status_pages WHERE id = $1 AND org_id = $2", page_id, caller.org_id
-        )
-        if done != "DELETE 1":
-            raise NOT_FOUND
-        await audit(conn, caller, request, "DELETE_STATUS_PAGE", "status_page", page_id)
+    await delete_owned(st, caller, request, "status_pages", page_id, NOT_FOUND)
     return Response(status_code=204)

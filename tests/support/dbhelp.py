@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -20,10 +21,11 @@ import trio
 from core.pg import free_port
 from core.seed import SeededMonitor, seed_monitors
 from ingest.clock import Clock
-from ingest.service import Ingest, IngestConfig
+from ingest.config import IngestConfig
+from ingest.service import Ingest
 
-from ..aio import run
-from ..exposure import EXPOSURE
+from .aio import run
+from .exposure import EXPOSURE
 
 
 def _in_thread(dsn: str, fn: Any) -> Any:
@@ -101,6 +103,15 @@ async def ping(port: int, token: str, method: str = "POST") -> int:
     )
     answer = await http(port, request.encode())
     return int(answer.split(b" ", 2)[1])
+
+
+async def metrics(admin: int) -> dict[str, float]:
+    """The ingest's /metrics (its admin port) as {name without lastseen_: value}."""
+    answer = await http(admin, b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+    return {
+        name.decode(): float(value)
+        for name, value in re.findall(rb"^lastseen_(\w+) ([0-9.e+-]+)\r?$", answer, re.M)
+    }
 
 
 async def wait_for(predicate: Any, within: float = 5.0, step: float = 0.02) -> float:

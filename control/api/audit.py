@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from .app import MAX_ID, CallerDep, StateDep, page
+from ..deps import MAX_ID, CallerDep, StateDep, page
 
 router = APIRouter()
 

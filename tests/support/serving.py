@@ -7,15 +7,46 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from core.pg import free_port
 
 from .exposure import EXPOSURE
-from .test_serve import answers, wait_until
+
+
+def wait_until(predicate, within: float) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def stop(
+    process: subprocess.Popen[bytes] | subprocess.Popen[str],
+    sig: int = signal.SIGTERM,
+    within: float = 30,
+) -> None:
+    """Stop a process we started, by its PID: `sig`, then SIGKILL if it is still there
+    after `within` seconds."""
+    process.send_signal(sig)
+    try:
+        process.wait(within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @dataclass
@@ -50,11 +81,6 @@ def serving(dsn: str, data_dir: Path, **env: str) -> Iterator[Served]:
         pat = token_file.read_text().strip() if token_file.exists() else ""
         yield Served(origin, pat, data_dir, dsn)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, signal.SIGINT)
         output = log_path.read_text(errors="replace")
         EXPOSURE.text("lastseen serve output", "process outputs", output, allowed=(pat,))
