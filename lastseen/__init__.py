@@ -1,1 +1,3 @@
-"""The `lastseen` command line: serve, ingest, migrate."""
+"""The `lastseen` command line (``cli``: serve, ingest, control, worker, migrate,
+bootstrap, org, keys) and the ``serve`` supervisor of the processes and the embedded
+PostgreSQL."""
