@@ -18,30 +18,32 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from core.dbrole import create_app_pool
-from notifier.base import Settings, Transport
+from core.settings import Settings
+from notifier.base import Transport
 
 from . import errors
 from .api import audit, channels, incidents, me, monitors, status_pages
-from .auth import MAX_FAILURES, Limiter
+from .auth import Limiter
 from .crypto import Keyring
-from .deps import TEST_ALERTS_PER_MINUTE, State
+from .delivery import channel_settings
+from .deps import SUBSCRIBE_PER_EMAIL_PER_HOUR, TEST_ALERTS_PER_MINUTE, State
 from .web import dashboard, status
 
 
-def create_app(
-    dsn: str,
-    keyring: Keyring,
-    *,
-    failure_limit: int = MAX_FAILURES,
-    settings: Settings | None = None,
-) -> FastAPI:
+def create_app(dsn: str, keyring: Keyring, settings: Settings | None = None) -> FastAPI:
+    """The control process's app; `settings` default to the environment's."""
+    config = settings or Settings.from_env()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_app_pool(dsn, min_size=1, max_size=10, command_timeout=10)
-        transport = Transport(settings or Settings.from_env())
+        transport = Transport(channel_settings(config))
         app.state.lastseen = State(
-            pool, keyring, Limiter(failure_limit), transport,
-            Limiter(TEST_ALERTS_PER_MINUTE, 60.0),
+            pool, keyring, config, transport,
+            limiter=Limiter(config.auth_failures_per_hour),
+            test_alerts=Limiter(TEST_ALERTS_PER_MINUTE, 60.0),
+            subscribers_by_address=Limiter(config.subscribe_per_ip_per_hour),
+            subscribers_by_email=Limiter(SUBSCRIBE_PER_EMAIL_PER_HOUR),
         )  # fmt: skip
         try:
             yield

@@ -126,10 +126,11 @@ class Keyring:
         return Keyring(kid, {**self.keys, kid: secrets.token_bytes(KEY_BYTES)}, self.pat_key)
 
 
-def load_keyring(env: Mapping[str, str], data_dir: Path) -> Keyring:
-    """LASTSEEN_KEYRING, else <data_dir>/keyring.json (created, mode 0600, if missing)."""
-    if env.get("LASTSEEN_KEYRING"):
-        return Keyring.from_json(env["LASTSEEN_KEYRING"])
+def load_keyring(keyring_json: str | None, data_dir: Path) -> Keyring:
+    """`keyring_json` (LASTSEEN_KEYRING) if set, else <data_dir>/keyring.json (created, mode
+    0600, if missing)."""
+    if keyring_json:
+        return Keyring.from_json(keyring_json)
     path = data_dir / "keyring.json"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from core.settings import Settings as Configuration
 from notifier import channels
-from notifier.base import Notice, Transport, TransportError
+from notifier.base import Notice, Settings, Transport, TransportError
 
 from . import subscribers
 from .crypto import CHANNEL_PURPOSE, EnvelopeError, Keyring, open_envelope, seal
@@ -26,6 +27,17 @@ from .crypto import CHANNEL_PURPOSE, EnvelopeError, Keyring, open_envelope, seal
 log = logging.getLogger(__name__)
 
 DELIVERY_SECONDS = 30.0  # a whole attempt, SMTP dialogue included; well within the lease
+
+
+def channel_settings(config: Configuration) -> Settings:
+    """What the channels need of the process's configuration."""
+    return Settings(
+        allow_private=config.allow_private_targets,
+        smtp_url=config.smtp_url,
+        smtp_from=config.smtp_from,
+        telegram_api=config.telegram_api,
+        public_url=config.public_origin,
+    )
 
 
 def seal_secret(keyring: Keyring, secret: Mapping[str, Any], org_id: int, channel_id: int) -> str:

@@ -16,6 +16,7 @@ from fastapi import Depends, Header, Path, Request
 from pydantic import BaseModel
 
 from core.proxies import normalise
+from core.settings import Settings
 from notifier.base import Transport
 from notifier.base import iso as iso
 
@@ -29,12 +30,16 @@ from .models import MAX_ID as MAX_ID
 class State:
     pool: asyncpg.Pool
     keyring: Keyring
-    limiter: Limiter
+    settings: Settings
     transport: Transport  # test alerts go out from the control process
+    limiter: Limiter  # failed authentications
     test_alerts: Limiter  # per monitor and per organisation
+    subscribers_by_address: Limiter  # status-page subscriptions per client address
+    subscribers_by_email: Limiter  # and per address subscribed
 
 
 TEST_ALERTS_PER_MINUTE = 5  # per monitor; an organisation gets ten times that
+SUBSCRIBE_PER_EMAIL_PER_HOUR = 3
 
 
 def state(request: Request) -> State:

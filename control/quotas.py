@@ -1,35 +1,16 @@
 """How much one organisation (or user) may create: bounds that keep one tenant, or one
-leaked token, from filling the database. Each is a LASTSEEN_* variable; the defaults fit
-a fleet (a million monitors) and stop a runaway script.
+leaked token, from filling the database. Each is a LASTSEEN_MAX_* variable (the limits
+are in core.settings); the defaults fit a fleet (a million monitors) and stop a runaway
+script.
 
 Exceeding one answers 403 ``quota_exceeded``, naming the quota and the limit.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from .errors import ApiError
-
-
-def _limit(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
-    if number < 1:
-        raise ValueError(f"{name} must be at least 1")
-    return number
-
-
-MONITORS_PER_ORG = _limit("LASTSEEN_MAX_MONITORS_PER_ORG", 1_000_000)
-CHANNELS_PER_ORG = _limit("LASTSEEN_MAX_CHANNELS_PER_ORG", 1_000)
-STATUS_PAGES_PER_ORG = _limit("LASTSEEN_MAX_STATUS_PAGES_PER_ORG", 1_000)
-TOKENS_PER_USER = _limit("LASTSEEN_MAX_TOKENS_PER_USER", 100)
 
 
 def exceeded(what: str, limit: int, scope: str = "per organisation") -> ApiError:

@@ -347,9 +347,9 @@ END $$;
 
 
 @contextlib.contextmanager
-def database(data_dir: Path, *, durable: bool = True) -> Iterator[str]:
-    """LASTSEEN_DATABASE_URL if set, else an embedded cluster in data_dir; yields a DSN."""
-    url = os.environ.get("LASTSEEN_DATABASE_URL")
+def database(data_dir: Path, url: str | None, *, durable: bool = True) -> Iterator[str]:
+    """`url` (LASTSEEN_DATABASE_URL) if set, else an embedded cluster in data_dir; yields
+    a DSN (the embedded superuser's: for migrations and administration)."""
     if url:
         yield url
         return
@@ -361,11 +361,12 @@ def database(data_dir: Path, *, durable: bool = True) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def service_database(data_dir: Path, migrate: Callable[[str], object]) -> Iterator[str]:
-    """For a process of the service: LASTSEEN_DATABASE_URL if set (the operator migrates
-    and chooses the login), else the embedded cluster, migrated as its superuser, and the
-    service login's DSN."""
-    url = os.environ.get("LASTSEEN_DATABASE_URL")
+def service_database(
+    data_dir: Path, url: str | None, migrate: Callable[[str], object]
+) -> Iterator[str]:
+    """For a process of the service: `url` (LASTSEEN_DATABASE_URL) if set (the operator
+    migrates and chooses the login), else the embedded cluster, migrated as its superuser,
+    and the service login's DSN."""
     if url:
         yield url
         return

@@ -1,5 +1,5 @@
-"""The ingest process's configuration: the LASTSEEN_* variables it reads, with their units
-in the names, and the descriptor limit it needs."""
+"""The ingest process's configuration, from the one settings seam (core.settings), with
+units in the names; and the descriptor limit it needs."""
 
 from __future__ import annotations
 
@@ -8,15 +8,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.proxies import TrustedProxies
+from core.settings import Settings, SettingsError
 
 from .protocol import SECONDS, Limits
-
-
-def parse_address(value: str, default_port: int) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host:
-        return value, default_port
-    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True)
@@ -36,52 +30,33 @@ class IngestConfig:
     # The control process, for everything that is not a heartbeat (None: 404 instead).
     upstream: tuple[str, int] | None = None
     # LASTSEEN_TRUSTED_PROXIES: whose X-Forwarded-* to believe, who may hold many connections.
-    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies.from_env)
+    trusted_proxies: TrustedProxies = field(default_factory=lambda: Settings().trusted_proxies)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> IngestConfig:
+        """From the process's configuration; `overrides` (e.g. from the command line) win."""
+        host, port = settings.ingest_listen
+        admin_host, admin_port = settings.admin_listen
+        limits: dict[str, Any] = dict(settings.limits)
+        values: dict[str, Any] = {
+            "host": host, "port": port, "admin_host": admin_host, "admin_port": admin_port,
+            "flush_interval": settings.flush_interval,
+            "poll_interval": settings.poll_interval,
+            "db_timeout": settings.db_timeout,
+            "limits": replace(Limits(), **limits),
+            "upstream": settings.control_upstream,
+            "trusted_proxies": settings.trusted_proxies,
+        }  # fmt: skip
+        if settings.database_url:
+            values["database_url"] = settings.database_url
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "database_url" not in values:
+            raise SettingsError("no database: set LASTSEEN_DATABASE_URL")
+        return cls(**values)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> IngestConfig:
-        """Read LASTSEEN_* variables; `overrides` (e.g. from the command line) win."""
-        values: dict[str, Any] = {}
-        if "LASTSEEN_DATABASE_URL" in env:
-            values["database_url"] = env["LASTSEEN_DATABASE_URL"]
-        if "LASTSEEN_INGEST_LISTEN" in env:
-            values["host"], values["port"] = parse_address(env["LASTSEEN_INGEST_LISTEN"], 8080)
-        values["trusted_proxies"] = TrustedProxies.from_env(env)
-        if env.get("LASTSEEN_CONTROL_UPSTREAM"):
-            values["upstream"] = parse_address(env["LASTSEEN_CONTROL_UPSTREAM"], 8081)
-        if "LASTSEEN_ADMIN_LISTEN" in env:
-            values["admin_host"], values["admin_port"] = parse_address(
-                env["LASTSEEN_ADMIN_LISTEN"], 9108
-            )
-        for name, var in [
-            ("flush_interval", "LASTSEEN_FLUSH_INTERVAL_SECONDS"),
-            ("poll_interval", "LASTSEEN_POLL_INTERVAL_SECONDS"),
-            ("db_timeout", "LASTSEEN_DB_TIMEOUT_SECONDS"),
-        ]:
-            if var in env:
-                values[name] = float(env[var])
-        limit_values: dict[str, Any] = {}
-        for name, var in [
-            ("max_connections", "LASTSEEN_MAX_CONNECTIONS"),
-            ("max_connections_per_address", "LASTSEEN_MAX_CONNECTIONS_PER_ADDRESS"),
-            ("max_requests_per_connection", "LASTSEEN_MAX_REQUESTS_PER_CONNECTION"),
-            ("max_head_bytes", "LASTSEEN_MAX_HEAD_BYTES"),
-            ("max_body_bytes", "LASTSEEN_MAX_BODY_BYTES"),
-        ]:
-            if var in env:
-                limit_values[name] = int(env[var])
-        for name, var in [
-            ("head_timeout", "LASTSEEN_HEAD_TIMEOUT_SECONDS"),
-            ("body_timeout", "LASTSEEN_BODY_TIMEOUT_SECONDS"),
-            ("keepalive_timeout", "LASTSEEN_KEEPALIVE_TIMEOUT_SECONDS"),
-        ]:
-            if var in env:
-                limit_values[name] = float(env[var])
-        values["limits"] = replace(Limits(), **limit_values)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if "database_url" not in values:
-            raise ValueError("no database: set LASTSEEN_DATABASE_URL")
-        return cls(**values)
+        return cls.from_settings(Settings.from_env(env), **overrides)
 
 
 def raise_fd_limit(wanted: int) -> None:

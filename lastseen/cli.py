@@ -14,16 +14,17 @@ import asyncpg
 from core.logs import configure as configure_logging
 from core.migrate import migrate_database
 from core.pg import EmbeddedPostgresError, database, service_database
+from core.settings import Settings, SettingsError, parse_address
 
 log = logging.getLogger("lastseen")
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    return Path(args.data_dir or os.environ.get("LASTSEEN_DATA_DIR", "./var"))
+    return Path(args.data_dir) if args.data_dir else args.settings.data_dir
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    with database(_data_dir(args)) as dsn:
+    with database(_data_dir(args), args.settings.database_url) as dsn:
         applied = migrate_database(dsn)
         print(
             f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
@@ -34,16 +35,18 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     import trio
 
-    from ingest.config import IngestConfig, parse_address
+    from ingest.config import IngestConfig
     from ingest.service import Ingest
 
     overrides: dict[str, object] = {}
     if args.listen:
-        overrides["host"], overrides["port"] = parse_address(args.listen, 8080)
+        overrides["host"], overrides["port"] = parse_address(args.listen, "--listen")
     if args.admin_listen:
-        overrides["admin_host"], overrides["admin_port"] = parse_address(args.admin_listen, 9108)
-    with service_database(_data_dir(args), migrate_database) as dsn:
-        config = IngestConfig.from_env({**os.environ, "LASTSEEN_DATABASE_URL": dsn}, **overrides)
+        overrides["admin_host"], overrides["admin_port"] = parse_address(
+            args.admin_listen, "--admin-listen"
+        )
+    with service_database(_data_dir(args), args.settings.database_url, migrate_database) as dsn:
+        config = IngestConfig.from_settings(args.settings, database_url=dsn, **overrides)
         trio.run(lambda: Ingest(config).run(handle_signals=True))
     return 0
 
@@ -53,14 +56,13 @@ def cmd_control(args: argparse.Namespace) -> int:
 
     from control.app import create_app
     from control.crypto import load_keyring
-    from core.proxies import TrustedProxies
-    from ingest.config import parse_address, raise_fd_limit
+    from ingest.config import raise_fd_limit
 
-    host, port = parse_address(args.listen or os.environ.get("LASTSEEN_CONTROL_LISTEN", ""), 8081)
-    host = host or "127.0.0.1"
+    settings: Settings = args.settings
+    host, port = parse_address(args.listen, "--listen") if args.listen else settings.control_listen
     data_dir = _data_dir(args)
-    keyring = load_keyring(os.environ, data_dir)
-    with service_database(data_dir, migrate_database) as dsn:
+    keyring = load_keyring(args.settings.keyring, data_dir)
+    with service_database(data_dir, args.settings.database_url, migrate_database) as dsn:
         # Behind the ingest: trust its X-Forwarded-* (the client's address, for the failure
         # limit and the audit log; the public host, for heartbeat URLs), and any other
         # proxy in LASTSEEN_TRUSTED_PROXIES. As many descriptors as the ingest may forward
@@ -68,10 +70,9 @@ def cmd_control(args: argparse.Namespace) -> int:
         # logging goes through ours (log_config=None).
         raise_fd_limit(65536)
         uvicorn.run(
-            create_app(dsn, keyring, failure_limit=int(
-                os.environ.get("LASTSEEN_AUTH_FAILURES_PER_HOUR", "20"))),
+            create_app(dsn, keyring, settings),
             host=host, port=port, log_level="warning", log_config=None,
-            proxy_headers=True, forwarded_allow_ips=TrustedProxies.from_env().uvicorn_hosts(),
+            proxy_headers=True, forwarded_allow_ips=settings.trusted_proxies.uvicorn_hosts(),
             timeout_keep_alive=5,
         )  # fmt: skip
     return 0
@@ -79,13 +80,13 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from control.crypto import load_keyring
+    from control.delivery import channel_settings
     from control.worker import main as worker_main
-    from notifier.base import Settings
 
     data_dir = _data_dir(args)
-    keyring = load_keyring(os.environ, data_dir)
-    with service_database(data_dir, migrate_database) as dsn:
-        asyncio.run(worker_main(dsn, keyring, Settings.from_env(os.environ)))
+    keyring = load_keyring(args.settings.keyring, data_dir)
+    with service_database(data_dir, args.settings.database_url, migrate_database) as dsn:
+        asyncio.run(worker_main(dsn, keyring, channel_settings(args.settings)))
     return 0
 
 
@@ -102,7 +103,7 @@ def cmd_org_set_plan(args: argparse.Namespace) -> int:
         finally:
             await conn.close()
 
-    with database(_data_dir(args)) as dsn:
+    with database(_data_dir(args), args.settings.database_url) as dsn:
         migrate_database(dsn)
         if asyncio.run(go(dsn)) != "UPDATE 1":
             print(f"lastseen: no organisation named {args.org!r}", file=sys.stderr)
@@ -116,8 +117,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     from control.crypto import load_keyring
 
     data_dir = _data_dir(args)
-    keyring = load_keyring(os.environ, data_dir)
-    with database(data_dir) as dsn:
+    keyring = load_keyring(args.settings.keyring, data_dir)
+    with database(data_dir, args.settings.database_url) as dsn:
         migrate_database(dsn)
         try:
             token = asyncio.run(bootstrap(dsn, keyring, args.org, args.email, args.role))
@@ -134,12 +135,14 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from control.keys import rewrap, rotate_keyring
 
     data_dir = _data_dir(args)
-    if os.environ.get("LASTSEEN_KEYRING"):
+    if args.settings.keyring:
         print("lastseen: the keyring comes from LASTSEEN_KEYRING: add a key there and make it "
               "current, then run this again to re-wrap", file=sys.stderr)  # fmt: skip
-        keyring = load_keyring(os.environ, data_dir)
+        keyring = load_keyring(args.settings.keyring, data_dir)
     else:
-        keyring = rotate_keyring(data_dir / "keyring.json", load_keyring(os.environ, data_dir))
+        keyring = rotate_keyring(
+            data_dir / "keyring.json", load_keyring(args.settings.keyring, data_dir)
+        )
 
     async def go(dsn: str) -> int:
         conn = await asyncpg.connect(dsn)
@@ -148,7 +151,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         finally:
             await conn.close()
 
-    with database(data_dir) as dsn:
+    with database(data_dir, args.settings.database_url) as dsn:
         migrate_database(dsn)
         count = asyncio.run(go(dsn))
     print(f"current key {keyring.current!r}; re-wrapped {count} envelope(s)")
@@ -158,12 +161,12 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .supervise import serve
 
-    return serve(_data_dir(args), listen=args.listen, admin_listen=args.admin_listen)
+    return serve(_data_dir(args), args.settings, listen=args.listen, admin_listen=args.admin_listen)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lastseen", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("LASTSEEN_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", help="DEBUG, INFO, ... (LASTSEEN_LOG_LEVEL, INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="everything on one origin, on an embedded database")
@@ -217,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_migrate)
 
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
+    try:
+        args.settings = Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"lastseen: {exc}", file=sys.stderr)  # one line, no traceback: a fault to fix
+        return 2
+    configure_logging(args.log_level or args.settings.log_level)
     try:
         return int(args.func(args))
     except EmbeddedPostgresError as exc:

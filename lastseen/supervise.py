@@ -37,6 +37,7 @@ from control.bootstrap import bootstrap
 from control.crypto import Keyring, load_keyring
 from core.migrate import migrate_database
 from core.pg import EmbeddedPostgres, EmbeddedPostgresError, database
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,9 @@ class Child:
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
 
-def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> int:
+def serve(
+    data_dir: Path, settings: Settings, *, listen: str | None, admin_listen: str | None
+) -> int:
     stopping = False
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -68,12 +71,14 @@ def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> in
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    listen = listen or os.environ.get("LASTSEEN_LISTEN", "127.0.0.1:8080")
-    admin_listen = admin_listen or os.environ.get("LASTSEEN_ADMIN_LISTEN", "127.0.0.1:9108")
-    control_listen = os.environ.get("LASTSEEN_CONTROL_LISTEN", "127.0.0.1:8081")
-    keyring = load_keyring(os.environ, data_dir)
-    embedded = None if os.environ.get("LASTSEEN_DATABASE_URL") else EmbeddedPostgres(data_dir)
-    with database(data_dir) if embedded is None else _started(embedded) as dsn:
+    listen = listen or _text(settings.ingest_listen)
+    admin_listen = admin_listen or _text(settings.admin_listen)
+    control_listen = _text(settings.control_listen)
+    keyring = load_keyring(settings.keyring, data_dir)
+    embedded = None if settings.database_url else EmbeddedPostgres(data_dir)
+    with (
+        database(data_dir, settings.database_url) if embedded is None else _started(embedded) as dsn
+    ):
         migrate_database(dsn)
         keeper = None
         if embedded is not None:
@@ -87,7 +92,7 @@ def serve(data_dir: Path, *, listen: str | None, admin_listen: str | None) -> in
             "LASTSEEN_DATA_DIR": str(data_dir),
             "LASTSEEN_CONTROL_UPSTREAM": control_listen,
             # Links in mails (status pages, unsubscribe) point at the public origin.
-            "LASTSEEN_PUBLIC_URL": os.environ.get("LASTSEEN_PUBLIC_URL") or f"http://{listen}",
+            "LASTSEEN_PUBLIC_URL": settings.public_url or f"http://{listen}",
         }
         me = [sys.executable, "-m", "lastseen"]
         children = [
@@ -140,6 +145,11 @@ def _started(pg: EmbeddedPostgres) -> Iterator[str]:
         yield pg.start()
     finally:
         pg.stop()
+
+
+def _text(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass

@@ -10,7 +10,6 @@ long the receiver asked us to wait.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -121,7 +120,8 @@ def _when(value: datetime | None) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    """Where alerts go out from: SMTP, the Telegram Bot API, and the guard."""
+    """Where alerts go out from: SMTP, the Telegram Bot API, and the guard (built from
+    the process's configuration, core.settings, by control.delivery.channel_settings)."""
 
     allow_private: bool = False
     smtp_url: str | None = None
@@ -130,19 +130,6 @@ class Settings:
     # Where links in mails point (status pages, unsubscribe): the public origin.
     public_url: str = "http://127.0.0.1:8080"
     timeout: float = TIMEOUT_SECONDS
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        return cls(
-            allow_private=env.get("LASTSEEN_ALLOW_PRIVATE_TARGETS", "") in ("1", "true", "yes"),
-            smtp_url=env.get("LASTSEEN_SMTP_URL") or None,
-            smtp_from=env.get("LASTSEEN_SMTP_FROM") or "lastseen@localhost",
-            telegram_api=(env.get("LASTSEEN_TELEGRAM_API") or cls.telegram_api).rstrip("/"),
-            public_url=(
-                env.get("LASTSEEN_PUBLIC_URL")
-                or f"http://{env.get('LASTSEEN_LISTEN') or '127.0.0.1:8080'}"
-            ).rstrip("/"),
-        )
 
 
 def clamp_retry_after(seconds: float | None) -> float | None:

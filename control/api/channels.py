@@ -67,7 +67,9 @@ async def create_channel(
 ) -> dict[str, Any]:
     public, secret = _validate(body.type, body.config)
     async with st.pool.acquire() as conn, conn.transaction():
-        await quotas.check(conn, "channels", caller.org_id, quotas.CHANNELS_PER_ORG, "channels")
+        await quotas.check(
+            conn, "channels", caller.org_id, st.settings.max_channels_per_org, "channels"
+        )
         channel_id = await conn.fetchval("SELECT nextval('channels_id_seq')")
         envelope = seal_secret(st.keyring, secret, caller.org_id, channel_id) if secret else None
         row = await conn.fetchrow(

@@ -59,8 +59,9 @@ async def create_token(
             " AND (expires_at IS NULL OR expires_at > now())",
             caller.user_id,
         )
-        if live >= quotas.TOKENS_PER_USER:
-            raise quotas.exceeded("tokens", quotas.TOKENS_PER_USER, "per user; revoke one first")
+        most = st.settings.max_tokens_per_user
+        if live >= most:
+            raise quotas.exceeded("tokens", most, "per user; revoke one first")
         row = await conn.fetchrow(
             "INSERT INTO access_tokens (org_id, user_id, name, scopes, token_hash, token_hint,"
             " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",

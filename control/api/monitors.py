@@ -85,7 +85,9 @@ async def create_monitor(
     _check_interval(caller, body.interval_sec)
     token = new_token()
     async with st.pool.acquire() as conn, conn.transaction():
-        await quotas.check(conn, "monitors", caller.org_id, quotas.MONITORS_PER_ORG, "monitors")
+        await quotas.check(
+            conn, "monitors", caller.org_id, st.settings.max_monitors_per_org, "monitors"
+        )
         monitor_id = await conn.fetchval("SELECT nextval('monitors_id_seq')")
         envelope = seal(
             st.keyring, token.encode(), purpose=TOKEN_PURPOSE,

@@ -71,7 +71,11 @@ async def create_status_page(
 ) -> dict[str, Any]:
     async with st.pool.acquire() as conn, conn.transaction():
         await quotas.check(
-            conn, "status_pages", caller.org_id, quotas.STATUS_PAGES_PER_ORG, "status pages"
+            conn,
+            "status_pages",
+            caller.org_id,
+            st.settings.max_status_pages_per_org,
+            "status pages",
         )
         try:
             page_id = await conn.fetchval(

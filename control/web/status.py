@@ -9,7 +9,6 @@ existed have no data).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from collections import OrderedDict
@@ -26,7 +25,7 @@ from notifier.schema import AddressError
 from notifier.schema import address as email_address
 
 from .. import subscribers
-from ..auth import Limiter, address_key
+from ..auth import address_key
 from ..deps import StateDep, client_address, iso
 from ..errors import ApiError
 from ..models import MAX_ID, SLUG
@@ -39,10 +38,6 @@ NOT_FOUND = ApiError(404, "not_found", "no such status page")
 SLUG_SHAPE = re.compile(SLUG)
 STATES = {"up": "Operational", "down": "Down", "pending": "No data yet", "paused": "Paused"}
 # Subscribe form: per client address, and per email address, in an hour.
-ADDRESS_LIMIT = int(os.environ.get("LASTSEEN_SUBSCRIBE_PER_IP_PER_HOUR", "10"))
-EMAIL_LIMIT = 3
-by_address = Limiter(ADDRESS_LIMIT)
-by_email = Limiter(EMAIL_LIMIT)
 
 
 def bar_class(share: float | None) -> str:
@@ -283,6 +278,7 @@ async def subscribe(
     # Counted as the same address however it is written (case, a Unicode domain).
     same = address.casefold()
     client = address_key(client_address(request))
+    by_address, by_email = st.subscribers_by_address, st.subscribers_by_email
     if by_address.exceeded(client) or by_email.exceeded(same):
         return _message(request, slug, page["title"], "Too many requests. Try again later.", 429)
     by_address.count(client)

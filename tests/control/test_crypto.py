@@ -86,18 +86,18 @@ def test_a_rotated_keyring_opens_old_envelopes_and_seals_new_ones_with_the_new_k
 
 
 def test_the_keyring_file_is_created_once_with_mode_600(tmp_path):
-    first = load_keyring({}, tmp_path)
+    first = load_keyring(None, tmp_path)
     path = tmp_path / "keyring.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_keyring({}, tmp_path).keys == first.keys
+    assert load_keyring(None, tmp_path).keys == first.keys
     os.chmod(path, 0o644)
     with pytest.raises(KeyringError, match="chmod 600"):
-        load_keyring({}, tmp_path)
+        load_keyring(None, tmp_path)
 
 
 def test_the_environment_keyring_wins_and_may_be_a_bare_map():
     env = {"LASTSEEN_KEYRING": json.dumps({"a": "A" * 43, "b": "B" * 43})}
-    keyring = load_keyring(env, __import__("pathlib").Path("/nonexistent"))
+    keyring = load_keyring(env["LASTSEEN_KEYRING"], __import__("pathlib").Path("/nonexistent"))
     assert keyring.current == "b"
     assert len(keyring.pat_key) == 32
     with pytest.raises(KeyringError, match="malformed"):

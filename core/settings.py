@@ -1,0 +1,194 @@
+"""The one place every process reads its configuration: the LASTSEEN_* variables.
+
+``Settings.from_env()`` reads every variable once, checks it, and fails with a
+``SettingsError`` that names the variable and what it allows (the command line prints it
+in one line and stops; no traceback, no restart loop). Each process takes what it needs
+from the one object: the ingest its listener and limits, the control process its quotas
+and limits, the worker and the control process the channels' settings. A variable
+nobody reads is not defined here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .proxies import VARIABLE as TRUSTED_PROXIES
+from .proxies import TrustedProxies
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("", "0", "false", "no", "off")
+
+
+class SettingsError(ValueError):
+    """A variable's value is not allowed; the message names it and says what is."""
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    return value if value else None
+
+
+def address(env: Mapping[str, str], name: str, default: str) -> tuple[str, int]:
+    return parse_address(_text(env, name) or default, name)
+
+
+def parse_address(value: str, name: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets): e.g. 127.0.0.1:8080 or [::1]:8080; `name` is where
+    the value came from (a variable, an option), for the error."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise SettingsError(f"{name} must be HOST:PORT (e.g. 127.0.0.1:8080), not {value!r}")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise SettingsError(f"{name}: the port must be 0 to 65535, not {port!r}")
+    return host.strip("[]"), number
+
+
+def whole(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    value = _text(env, name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {value!r}") from None
+    if number < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, not {number}")
+    return number
+
+
+def seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _text(env, name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise SettingsError(f"{name} must be a positive number of seconds, not {value!r}")
+    return number
+
+
+def flag(env: Mapping[str, str], name: str) -> bool:
+    value = (env.get(name) or "").strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise SettingsError(f"{name} must be 1 or 0 (true/false, yes/no), not {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where the data is.
+    database_url: str | None = None  # LASTSEEN_DATABASE_URL; None: the embedded one
+    data_dir: Path = Path("./var")  # LASTSEEN_DATA_DIR
+    keyring: str | None = field(default=None, repr=False)  # LASTSEEN_KEYRING (a secret)
+    log_level: str = "INFO"  # LASTSEEN_LOG_LEVEL
+    # Where each process listens, and who is in front.
+    ingest_listen: tuple[str, int] = ("127.0.0.1", 8080)  # LASTSEEN_INGEST_LISTEN
+    admin_listen: tuple[str, int] = ("127.0.0.1", 9108)  # LASTSEEN_ADMIN_LISTEN
+    control_listen: tuple[str, int] = ("127.0.0.1", 8081)  # LASTSEEN_CONTROL_LISTEN
+    control_upstream: tuple[str, int] | None = None  # LASTSEEN_CONTROL_UPSTREAM
+    public_url: str | None = None  # LASTSEEN_PUBLIC_URL; None: http://<ingest_listen>
+    trusted_proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies.parse(
+        "127.0.0.1,::1"))  # fmt: skip
+    # The ingest.
+    flush_interval: float = 1.0  # LASTSEEN_FLUSH_INTERVAL_SECONDS
+    poll_interval: float = 5.0  # LASTSEEN_POLL_INTERVAL_SECONDS
+    db_timeout: float = 5.0  # LASTSEEN_DB_TIMEOUT_SECONDS
+    # Connection limits of the ingest's listener (only those set; the rest its defaults).
+    limits: Mapping[str, float] = field(default_factory=dict)
+    # The control process.
+    auth_failures_per_hour: int = 20  # LASTSEEN_AUTH_FAILURES_PER_HOUR
+    subscribe_per_ip_per_hour: int = 10  # LASTSEEN_SUBSCRIBE_PER_IP_PER_HOUR
+    max_monitors_per_org: int = 1_000_000  # LASTSEEN_MAX_MONITORS_PER_ORG
+    max_channels_per_org: int = 1_000  # LASTSEEN_MAX_CHANNELS_PER_ORG
+    max_status_pages_per_org: int = 1_000  # LASTSEEN_MAX_STATUS_PAGES_PER_ORG
+    max_tokens_per_user: int = 100  # LASTSEEN_MAX_TOKENS_PER_USER
+    # Alert delivery (the control process's test alerts and the worker).
+    smtp_url: str | None = field(default=None, repr=False)  # LASTSEEN_SMTP_URL (a secret)
+    smtp_from: str = "lastseen@localhost"  # LASTSEEN_SMTP_FROM
+    telegram_api: str = "https://api.telegram.org"  # LASTSEEN_TELEGRAM_API
+    allow_private_targets: bool = False  # LASTSEEN_ALLOW_PRIVATE_TARGETS
+
+    @property
+    def public_origin(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host, port = self.ingest_listen
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        level = (env.get("LASTSEEN_LOG_LEVEL") or "INFO").upper()
+        if level not in LOG_LEVELS:
+            raise SettingsError(f"LASTSEEN_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        try:
+            proxies = TrustedProxies.from_env(env)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        upstream = address(env, "LASTSEEN_CONTROL_UPSTREAM", "") if _text(
+            env, "LASTSEEN_CONTROL_UPSTREAM") else None  # fmt: skip
+        # LASTSEEN_LISTEN: what `serve` read before LASTSEEN_INGEST_LISTEN; still accepted.
+        listen_name = "LASTSEEN_INGEST_LISTEN" if _text(env, "LASTSEEN_INGEST_LISTEN") else (
+            "LASTSEEN_LISTEN")  # fmt: skip
+        limits: dict[str, float] = {}
+        for key, name in LIMIT_WHOLES.items():
+            if _text(env, name) is not None:
+                limits[key] = whole(env, name, 0)
+        for key, name in LIMIT_SECONDS.items():
+            if _text(env, name) is not None:
+                limits[key] = seconds(env, name, 0.0)
+        return cls(
+            database_url=_text(env, "LASTSEEN_DATABASE_URL"),
+            data_dir=Path(_text(env, "LASTSEEN_DATA_DIR") or "./var"),
+            keyring=_text(env, "LASTSEEN_KEYRING"),
+            log_level=level,
+            ingest_listen=address(env, listen_name, "127.0.0.1:8080"),
+            admin_listen=address(env, "LASTSEEN_ADMIN_LISTEN", "127.0.0.1:9108"),
+            control_listen=address(env, "LASTSEEN_CONTROL_LISTEN", "127.0.0.1:8081"),
+            control_upstream=upstream,
+            public_url=_text(env, "LASTSEEN_PUBLIC_URL"),
+            trusted_proxies=proxies,
+            flush_interval=seconds(env, "LASTSEEN_FLUSH_INTERVAL_SECONDS", 1.0),
+            poll_interval=seconds(env, "LASTSEEN_POLL_INTERVAL_SECONDS", 5.0),
+            db_timeout=seconds(env, "LASTSEEN_DB_TIMEOUT_SECONDS", 5.0),
+            limits=limits,
+            auth_failures_per_hour=whole(env, "LASTSEEN_AUTH_FAILURES_PER_HOUR", 20),
+            subscribe_per_ip_per_hour=whole(env, "LASTSEEN_SUBSCRIBE_PER_IP_PER_HOUR", 10),
+            max_monitors_per_org=whole(env, "LASTSEEN_MAX_MONITORS_PER_ORG", 1_000_000),
+            max_channels_per_org=whole(env, "LASTSEEN_MAX_CHANNELS_PER_ORG", 1_000),
+            max_status_pages_per_org=whole(env, "LASTSEEN_MAX_STATUS_PAGES_PER_ORG", 1_000),
+            max_tokens_per_user=whole(env, "LASTSEEN_MAX_TOKENS_PER_USER", 100),
+            smtp_url=_text(env, "LASTSEEN_SMTP_URL"),
+            smtp_from=_text(env, "LASTSEEN_SMTP_FROM") or "lastseen@localhost",
+            telegram_api=(_text(env, "LASTSEEN_TELEGRAM_API") or "https://api.telegram.org").rstrip(
+                "/"
+            ),
+            allow_private_targets=flag(env, "LASTSEEN_ALLOW_PRIVATE_TARGETS"),
+        )
+
+
+# The ingest listener's limits (ingest.protocol.Limits field -> variable).
+LIMIT_WHOLES = {
+    "max_connections": "LASTSEEN_MAX_CONNECTIONS",
+    "max_connections_per_address": "LASTSEEN_MAX_CONNECTIONS_PER_ADDRESS",
+    "max_requests_per_connection": "LASTSEEN_MAX_REQUESTS_PER_CONNECTION",
+    "max_head_bytes": "LASTSEEN_MAX_HEAD_BYTES",
+    "max_body_bytes": "LASTSEEN_MAX_BODY_BYTES",
+}
+LIMIT_SECONDS = {
+    "head_timeout": "LASTSEEN_HEAD_TIMEOUT_SECONDS",
+    "body_timeout": "LASTSEEN_BODY_TIMEOUT_SECONDS",
+    "keepalive_timeout": "LASTSEEN_KEEPALIVE_TIMEOUT_SECONDS",
+}
+__all__ = ["TRUSTED_PROXIES", "Settings", "SettingsError"]
