@@ -61,8 +61,6 @@ cdef class DeadlineTable:
 
     cdef list _events
 
-    cdef readonly uint64_t pings_found
-    cdef readonly uint64_t pings_unknown
 
     cdef int ping_digest(self, const uint8_t* digest, double now) except -1
     cpdef upsert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,

@@ -335,9 +335,7 @@ cdef class DeadlineTable:
         cdef int32_t slot = self._find_digest(digest)
         cdef Monitor* m
         if slot < 0:
-            self.pings_unknown += 1
             return 0
-        self.pings_found += 1
         m = &self._mons[slot]
         m.last_seen = now
         self._mark_dirty(slot, False)
@@ -690,12 +688,11 @@ cdef class DeadlineTable:
         )
 
     def statistics(self):
-        """Counts for metrics: monitors, scheduled, heap entries, dirty, pings."""
+        """Counts for metrics: monitors, scheduled, heap entries, dirty. (Pings are
+        counted by the fast path, which answers them.)"""
         return {
             "monitors": self._count,
             "scheduled": self._scheduled,
             "heap_entries": self._heap_len,
             "dirty": self._dirty_len,
-            "pings_found": self.pings_found,
-            "pings_unknown": self.pings_unknown,
         }

@@ -58,8 +58,6 @@ class DeadlineModel:
         self._by_digest: dict[bytes, _Monitor] = {}
         self._events: list[Event] = []
         self._dirty_order: list[int] = []
-        self.pings_found = 0
-        self.pings_unknown = 0
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -78,9 +76,7 @@ class DeadlineModel:
             raise ValueError("a digest is 32 bytes")
         m = self._by_digest.get(digest)
         if m is None:
-            self.pings_unknown += 1
             return False
-        self.pings_found += 1
         m.last_seen = now
         self._mark_dirty(m, changed=m.state in ("pending", "down"))
         if m.state == "pending":

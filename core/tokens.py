@@ -11,6 +11,7 @@ import secrets
 from blake3 import blake3
 
 TOKEN_BYTES = 32
+TOKEN_LENGTH = 2 * TOKEN_BYTES  # lowercase hex characters in a ping URL
 
 
 def new_token() -> str:

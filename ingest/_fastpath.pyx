@@ -24,6 +24,8 @@ from core._deadline cimport DeadlineTable
 
 from blake3 import blake3 as _blake3
 
+from core.tokens import TOKEN_LENGTH
+
 # parse_head results
 INCOMPLETE = 0
 COMPLETE = 1
@@ -40,7 +42,8 @@ cdef enum:
 
 PING_PREFIX = b"/api/v1/heartbeats/"
 cdef Py_ssize_t _PREFIX_LEN = 19
-TOKEN_LENGTH = 64
+# The token's format has one definition (core.tokens); the hot path reads it as a C value.
+cdef Py_ssize_t _TOKEN_LEN = TOKEN_LENGTH
 
 # Bit flags of header names the fast path must look at; 0 for any other name.
 cdef enum:
@@ -281,14 +284,14 @@ cdef class FastPath:
         cdef Py_ssize_t i, end = _token_end(target, n)
         cdef const uint8_t* token = target + _PREFIX_LEN
         cdef bytes digest
-        if end - _PREFIX_LEN != TOKEN_LENGTH:
+        if end - _PREFIX_LEN != _TOKEN_LEN:
             self.pings_malformed += 1
             return -1
-        for i in range(TOKEN_LENGTH):
+        for i in range(_TOKEN_LEN):
             if not _is_lower_hex(token[i]):
                 self.pings_malformed += 1
                 return -1
-        digest = _blake3(PyBytes_FromStringAndSize(<const char*>token, TOKEN_LENGTH)).digest()
+        digest = _blake3(PyBytes_FromStringAndSize(<const char*>token, _TOKEN_LEN)).digest()
         if self.table.ping_digest(<const uint8_t*>PyBytes_AS_STRING(digest), now):
             self.pings_ok += 1
             return 1
