@@ -7,10 +7,10 @@ with a secret in its path, a token. ``TypeOnly`` turns ``exc_info`` into the typ
 
 A fault that repeats (EMFILE on every accept, a database that is down for every request)
 must not write the same line, or traceback, thousands of times a second: that fills disks
-and buries the first, useful line. ``RepeatFilter`` lets the first record of a kind
-(logger, level, message template) through, holds back the same kind for ``window``
-seconds, counting, and adds the count to the next one it lets through. Its memory is
-bounded: at most ``max_kinds`` kinds are remembered.
+and buries the first, useful line. ``RepeatFilter`` lets the first warning or error of a
+kind (logger, level, message template) through, holds back the same kind for ``window``
+seconds, counting, and adds the count to the next one it lets through. Information is
+never held back. Its memory is bounded: at most ``max_kinds`` kinds are remembered.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class RepeatFilter(logging.Filter):
         self._kinds: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True  # what went right is told every time ("applied migration 0002")
         kind = (record.name, record.levelno, str(record.msg))
         now = self.clock()
         seen = self._kinds.get(kind)

@@ -48,3 +48,8 @@ def test_an_exception_is_logged_by_its_type_only():
     formatted = logging.Formatter("%(message)s").format(rec)
     assert formatted == "failed; retrying [ValueError]"
     assert "secret-value" not in formatted and "Traceback" not in formatted
+
+
+def test_information_is_never_held_back():
+    f = RepeatFilter(window=60, clock=lambda: 0.0)
+    assert all(f.filter(record("applied migration %s", i, level=logging.INFO)) for i in range(8))
