@@ -1,0 +1,133 @@
+"""Shard leases in PostgreSQL: which ingest process owns which shard, without any
+consensus code of ours (migration 0009, ``core/shards.py``).
+
+A lease is a row (owner, epoch, expires_at) per shard; times are the database's. An owner
+takes free or expired shards with ``acquire`` (each taken shard's epoch goes up by one),
+keeps them with ``renew`` (only under the epoch it took them with), hands them back with
+``release`` (a graceful move: another owner may take them at once), and fences every
+write with ``fence``: inside the writing transaction, it locks its lease rows (FOR
+SHARE) and checks they are still its own under the same epochs, else raises ``Fenced``
+and the transaction rolls back. A taker's UPDATE waits for that lock, so a process that
+was paused or partitioned past its lease can never write once another owns the shard,
+and an owner cannot lose a shard in the middle of a write.
+
+``fair_share`` is how many shards an owner should hold: all of them divided by the live
+owners (rounded up), so a host that joins gets about 1/N of them as the others release
+their excess, and a host that dies has its shards taken once its leases expire.
+
+Not yet used by the ingest service (issue 11: the service still owns every monitor).
+"""
+
+from __future__ import annotations
+
+import math
+
+import asyncpg
+
+from core.shards import SHARDS
+
+LEASE_SECONDS = 10.0
+
+Held = dict[int, int]  # shard -> the epoch it is held under
+
+
+class Fenced(Exception):
+    """A write under leases this owner no longer holds: nothing was written."""
+
+    def __init__(self, lost: list[int]) -> None:
+        super().__init__(f"{len(lost)} shard(s) no longer held: {lost[:8]}")
+        self.lost = lost
+
+
+_ACQUIRE = """
+WITH free AS (
+    SELECT shard FROM shard_leases
+    WHERE owner IS NULL OR expires_at <= now()
+    ORDER BY shard
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE shard_leases l
+SET owner = $1, epoch = l.epoch + 1, expires_at = now() + make_interval(secs => $3)
+FROM free WHERE l.shard = free.shard
+RETURNING l.shard, l.epoch
+"""
+_RENEW = """
+UPDATE shard_leases l SET expires_at = now() + make_interval(secs => $4)
+FROM unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch)
+WHERE l.shard = h.shard AND l.owner = $1 AND l.epoch = h.epoch AND l.expires_at > now()
+RETURNING l.shard, l.epoch
+"""
+_RELEASE = """
+UPDATE shard_leases SET owner = NULL, expires_at = '-infinity'
+WHERE owner = $1 AND shard = ANY($2::smallint[])
+"""
+_FENCE = """
+SELECT l.shard FROM shard_leases l
+JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shard
+WHERE l.owner = $1 AND l.epoch = h.epoch AND l.expires_at > clock_timestamp()
+FOR SHARE OF l
+"""
+_LIVE_OWNERS = """
+SELECT count(DISTINCT owner) FROM shard_leases WHERE owner IS NOT NULL AND expires_at > now()
+"""
+
+
+class Leases:
+    """One owner's view of its leases (`owner`: a name unique to the process)."""
+
+    def __init__(self, owner: str, *, ttl: float = LEASE_SECONDS) -> None:
+        self.owner = owner
+        self.ttl = ttl
+        self.held: Held = {}
+
+    async def acquire(self, conn: asyncpg.Connection, want: int) -> Held:
+        """Take free or expired shards until this owner holds `want`; the ones taken."""
+        missing = want - len(self.held)
+        if missing <= 0:
+            return {}
+        rows = await conn.fetch(_ACQUIRE, self.owner, missing, self.ttl)
+        taken = {r["shard"]: r["epoch"] for r in rows}
+        self.held.update(taken)
+        return taken
+
+    async def renew(self, conn: asyncpg.Connection) -> list[int]:
+        """Extend every lease still held under its epoch; the shards lost (expired, or
+        taken by another owner), which are no longer this owner's."""
+        shards = sorted(self.held)
+        rows = await conn.fetch(
+            _RENEW, self.owner, shards, [self.held[s] for s in shards], self.ttl
+        )
+        kept = {r["shard"] for r in rows}
+        lost = [s for s in shards if s not in kept]
+        for shard in lost:
+            del self.held[shard]
+        return lost
+
+    async def release(self, conn: asyncpg.Connection, shards: list[int]) -> None:
+        """Hand `shards` back now (a graceful move: another owner may take them at once)."""
+        await conn.execute(_RELEASE, self.owner, shards)
+        for shard in shards:
+            self.held.pop(shard, None)
+
+    async def fence(self, conn: asyncpg.Connection, shards: list[int] | None = None) -> None:
+        """Inside a write's transaction: lock `shards` (default: all held) as this owner's
+        under their epochs until the transaction ends, or raise Fenced (roll back)."""
+        wanted = sorted(self.held if shards is None else shards)
+        if any(s not in self.held for s in wanted):
+            raise Fenced([s for s in wanted if s not in self.held])
+        rows = await conn.fetch(_FENCE, self.owner, wanted, [self.held[s] for s in wanted])
+        ok = {r["shard"] for r in rows}
+        if len(ok) != len(wanted):
+            raise Fenced([s for s in wanted if s not in ok])
+
+    async def fair_share(self, conn: asyncpg.Connection) -> int:
+        """All shards divided by the live owners, this one counted, rounded up."""
+        live: int = await conn.fetchval(_LIVE_OWNERS)
+        if not self.held:
+            live += 1
+        return math.ceil(SHARDS / max(1, live))
+
+    def excess(self, share: int) -> list[int]:
+        """The shards to release to get down to `share` (the highest first)."""
+        return sorted(self.held)[share:] if len(self.held) > share else []

@@ -1,0 +1,169 @@
+"""Shard leases on a real PostgreSQL (issue 11's ground): one owner per shard, takeover
+with a new epoch once a lease expires, rebalancing by release, and fencing: an owner that
+lost a shard writes nothing, and cannot lose it in the middle of a write."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import asyncpg
+
+from core.shards import SHARDS, shard_of
+from ingest.leases import Fenced, Leases
+
+from ..support.aio import run
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    return await asyncpg.connect(dsn)
+
+
+async def _owners(conn: asyncpg.Connection) -> dict[int, tuple[str | None, int]]:
+    rows = await conn.fetch(
+        "SELECT shard, owner, epoch FROM shard_leases"
+        " WHERE owner IS NOT NULL AND expires_at > now()"
+    )
+    return {r["shard"]: (r["owner"], r["epoch"]) for r in rows}
+
+
+async def _expire(conn: asyncpg.Connection, owner: str) -> None:
+    """What a paused or dead owner's leases look like once their time is up."""
+    await conn.execute(
+        "UPDATE shard_leases SET expires_at = now() - interval '1 second' WHERE owner = $1",
+        owner,
+    )
+
+
+def test_a_lone_owner_takes_every_shard_once(database_url):
+    async def go():
+        conn = await _connect(database_url)
+        try:
+            a = Leases("a")
+            share = await a.fair_share(conn)
+            taken = await a.acquire(conn, share)
+            again = await a.acquire(conn, share)
+            return share, taken, again, await _owners(conn)
+        finally:
+            await conn.close()
+
+    share, taken, again, owners = run(go())
+    assert share == SHARDS and len(taken) == SHARDS and again == {}
+    assert set(taken.values()) == {1}
+    assert {o for o, _ in owners.values()} == {"a"} and len(owners) == SHARDS
+
+
+def test_owners_that_start_together_never_share_a_shard(database_url):
+    async def go():
+        conns = [await _connect(database_url) for _ in range(4)]
+        try:
+            owners = [Leases(f"o{i}") for i in range(4)]
+            await asyncio.gather(*(o.acquire(c, 300) for o, c in zip(owners, conns, strict=True)))
+            return [set(o.held) for o in owners], await _owners(conns[0])
+        finally:
+            for c in conns:
+                await c.close()
+
+    held, owners = run(go())
+    assert sum(len(h) for h in held) == SHARDS == len(owners)
+    for i, mine in enumerate(held):
+        for other in held[i + 1 :]:
+            assert not mine & other
+
+
+def test_a_joining_owner_gets_its_share_as_the_other_releases_its_excess(database_url):
+    async def go():
+        conn = await _connect(database_url)
+        try:
+            a, b = Leases("a"), Leases("b")
+            await a.acquire(conn, await a.fair_share(conn))
+            b_share = await b.fair_share(conn)  # counts itself: two live owners
+            nothing_free = await b.acquire(conn, b_share)
+            moved = a.excess(b_share)  # (how a learns of b is the membership to come)
+            await a.release(conn, moved)
+            taken = await b.acquire(conn, b_share)
+            return b_share, nothing_free, len(moved), taken, await _owners(conn)
+        finally:
+            await conn.close()
+
+    share, nothing_free, moved, taken, owners = run(go())
+    assert share == SHARDS // 2 and nothing_free == {}
+    assert moved == SHARDS // 2 and len(taken) == SHARDS // 2
+    assert set(taken.values()) == {2}  # a new owner, a new epoch
+    counts = {o: sum(1 for x, _ in owners.values() if x == o) for o in ("a", "b")}
+    assert counts == {"a": SHARDS // 2, "b": SHARDS // 2}
+
+
+def test_an_expired_owner_is_taken_over_with_a_new_epoch_and_is_fenced(database_url):
+    async def go():
+        conn = await _connect(database_url)
+        try:
+            a, b = Leases("a"), Leases("b")
+            await a.acquire(conn, SHARDS)
+            await a.fence(conn)  # while it holds them, its writes pass
+            await _expire(conn, "a")  # a is paused past its leases
+            taken = await b.acquire(conn, SHARDS)
+            fenced = None
+            async with conn.transaction():
+                try:
+                    await a.fence(conn)
+                except Fenced as exc:
+                    fenced = exc
+            lost = await a.renew(conn)
+            return taken, fenced, lost, a.held
+        finally:
+            await conn.close()
+
+    taken, fenced, lost, still = run(go())
+    assert len(taken) == SHARDS and set(taken.values()) == {2}
+    assert fenced is not None and len(fenced.lost) == SHARDS
+    assert len(lost) == SHARDS and still == {}
+
+
+def test_a_takeover_waits_for_the_write_in_progress(database_url):
+    """The fence locks the lease rows: a taker cannot take a shard (even an expired one)
+    while its owner's write is in progress; it takes it right after, with a new epoch."""
+
+    async def go():
+        writer, taker = await _connect(database_url), await _connect(database_url)
+        try:
+            a, b = Leases("a", ttl=0.5), Leases("b")
+            await a.acquire(writer, SHARDS)
+            tx = writer.transaction()
+            await tx.start()
+            await a.fence(writer)
+            await asyncio.sleep(0.7)  # the leases run out while the write is in progress
+            during = await b.acquire(taker, SHARDS)
+            await tx.commit()
+            after = await b.acquire(taker, SHARDS)
+            return during, after
+        finally:
+            await writer.close()
+            await taker.close()
+
+    during, after = run(go())
+    assert during == {}  # skipped: locked by the write in progress
+    assert len(after) == SHARDS and set(after.values()) == {2}
+
+
+def test_the_shard_of_a_digest_is_the_databases_shard(database_url):
+    async def go():
+        conn = await _connect(database_url)
+        try:
+            org = await conn.fetchval("INSERT INTO orgs (name) VALUES ('s') RETURNING id")
+            digests = [secrets.token_bytes(32) for _ in range(500)]
+            digests += [bytes([0xFF, 0xFF]) + bytes(30), bytes(32), bytes([4, 0]) + bytes(30)]
+            await conn.executemany(
+                "INSERT INTO monitors (org_id, name, url, interval_sec, grace_sec,"
+                " token_digest, token_envelope) VALUES ($1, 'm', 'u', 60, 0, $2, '{}')",
+                [(org, d) for d in digests],
+            )
+            rows = await conn.fetch("SELECT token_digest, shard FROM monitors")
+            return {bytes(r["token_digest"]): r["shard"] for r in rows}
+        finally:
+            await conn.close()
+
+    shards = run(go())
+    assert all(shard_of(d) == s for d, s in shards.items())
+    assert shards[bytes([0xFF, 0xFF]) + bytes(30)] == 65535 % SHARDS
+    assert shards[bytes([4, 0]) + bytes(30)] == 0  # 1,024 wraps to shard 0
