@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .records import DirtyRows
+
 EVENT_UP = "up"
 EVENT_DOWN = "down"
 EVENT_INCIDENT_OPENED = "incident_opened"
@@ -267,7 +269,7 @@ class DeadlineModel:
                 seen_times.append(m.last_seen)
             m.dirty = m.changed = False
         self._dirty_order = []
-        return seen_ids, seen_times, ids, times, states, misses, incidents
+        return DirtyRows(seen_ids, seen_times, ids, times, states, misses, incidents)
 
     def mark_dirty(self, ids: list[int]) -> None:
         for monitor_id in ids:

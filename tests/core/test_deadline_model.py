@@ -16,6 +16,7 @@ from hypothesis.stateful import (
 
 from core import DeadlineTable
 from core._deadline_model import DeadlineModel
+from core.shards import shard_of
 from core.tokens import digest
 
 DIGESTS = [digest(f"{i:064x}") for i in range(12)]
@@ -24,6 +25,10 @@ INTERVALS = st.sampled_from([30, 60, 300])
 GRACES = st.sampled_from([0, 5, 60])
 THRESHOLDS = st.integers(min_value=1, max_value=4)
 STATES = st.sampled_from(["pending", "up", "down", "paused"])
+
+
+def _shard(digest_: bytes) -> int:
+    return shard_of(digest_) % 2
 
 
 def _by_monitor(events: list[tuple[int, str, float]]) -> list[tuple[int, str, float]]:
@@ -39,6 +44,10 @@ class TableMatchesModel(RuleBasedStateMachine):
         self.model = DeadlineModel()
         self.config: dict[int, tuple[bytes, int, int, int, bool]] = {}
         self.persisted: dict[int, tuple[str, int, float, bool]] = {}
+        # Ownership (issue 11): monitors fall into the test's two shards by their digest.
+        # After a takeover, no monitor of the shard may go down before its amnesty: the
+        # takeover + its interval + grace (a takeover raises no false incident).
+        self.amnesty: dict[int, float] = {}
 
     def both(self, name: str, *args: Any, **kwargs: Any) -> Any:
         outcomes = []
@@ -64,6 +73,7 @@ class TableMatchesModel(RuleBasedStateMachine):
         self.both("upsert", monitor_id, *config[:4], paused, self.now)
         if self.last_ok:
             self.config[monitor_id] = config
+            self.amnesty.pop(monitor_id, None)  # a new configuration, a new deadline
 
     @rule(digest_index=st.integers(0, len(DIGESTS) - 1))
     def ping(self, digest_index):
@@ -155,8 +165,34 @@ class TableMatchesModel(RuleBasedStateMachine):
         )  # fmt: skip
         if self.last_ok:
             self.config[monitor_id] = (DIGESTS[digest_index], 60, 5, 2, paused)
+            self.amnesty.pop(monitor_id, None)
             if is_new:  # what the database held, as loaded
                 self.persisted[monitor_id] = (state, misses, last_seen, incident)
+
+    @rule(shard=st.integers(0, 1), graceful=st.booleans(), away=st.floats(0, 120))
+    def move_shard(self, shard, graceful, away):
+        """The owner of a shard lets it go: a graceful release flushes first; a lost lease
+        loses what was not flushed. `away` seconds later another owner takes the shard
+        over, loading what is persisted with the takeover as each monitor's floor."""
+        if graceful:
+            self.flush()
+        moving = [m for m in self.config if _shard(self.config[m][0]) == shard]
+        self.same_monitors_and_events()  # events before the move are the old owner's
+        for monitor_id in moving:
+            self.both("remove", monitor_id)
+        self.now += away
+        self.both("pop_due", self.now)  # the other shard goes on meanwhile
+        for monitor_id in moving:
+            digest_, interval, grace, threshold, paused = self.config[monitor_id]
+            state, misses, last_seen, incident = self.persisted.get(
+                monitor_id, ("pending", 0, 0.0, False)
+            )
+            self.both(
+                "upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now,
+                state, misses, last_seen, incident,
+            )  # fmt: skip
+            assert self.last_ok
+            self.amnesty[monitor_id] = self.now + interval + grace
 
     @invariant()
     def same_monitors_and_events(self):
@@ -164,7 +200,11 @@ class TableMatchesModel(RuleBasedStateMachine):
         assert sorted(self.table.ids()) == sorted(self.model.ids())
         for monitor_id in self.model.ids():
             assert self.table.get(monitor_id) == self.model.get(monitor_id)
-        assert _by_monitor(self.table.take_events()) == _by_monitor(self.model.take_events())
+        events = self.model.take_events()
+        assert _by_monitor(self.table.take_events()) == _by_monitor(events)
+        for monitor_id, kind, at in events:
+            if kind == "down":
+                assert at >= self.amnesty.get(monitor_id, -1.0), (monitor_id, at)
         assert self.table.next_deadline() <= self.model.next_deadline()
 
     @invariant()
