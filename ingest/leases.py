@@ -11,9 +11,13 @@ and the transaction rolls back. A taker's UPDATE waits for that lock, so a proce
 was paused or partitioned past its lease can never write once another owns the shard,
 and an owner cannot lose a shard in the middle of a write.
 
-``fair_share`` is how many shards an owner should hold: all of them divided by the live
-owners (rounded up), so a host that joins gets about 1/N of them as the others release
-their excess, and a host that dies has its shards taken once its leases expire.
+Every owner says it is there (``ingest_members``, on each ``step``); ``fair_share`` is
+how many shards it should hold: all of them divided by the members seen within a lease's
+time (rounded up). ``step``, run every third of a lease, does the rest: renew, release
+the excess when others have joined (they take it at their next step), take free or
+expired shards up to the share. So a host that joins gets about 1/N of the shards, and
+a host that dies has its shards taken once its leases expire; ``leave`` hands everything
+back at once.
 
 Not yet used by the ingest service (issue 11: the service still owns every monitor).
 """
@@ -68,8 +72,12 @@ JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shar
 WHERE l.owner = $1 AND l.epoch = h.epoch AND l.expires_at > clock_timestamp()
 FOR SHARE OF l
 """
-_LIVE_OWNERS = """
-SELECT count(DISTINCT owner) FROM shard_leases WHERE owner IS NOT NULL AND expires_at > now()
+_LIVE_MEMBERS = """
+SELECT count(*) FROM ingest_members WHERE seen_at > now() - make_interval(secs => $1)
+"""
+_HERE = """
+INSERT INTO ingest_members (owner, seen_at) VALUES ($1, now())
+ON CONFLICT (owner) DO UPDATE SET seen_at = now()
 """
 
 
@@ -122,11 +130,26 @@ class Leases:
             raise Fenced([s for s in wanted if s not in ok])
 
     async def fair_share(self, conn: asyncpg.Connection) -> int:
-        """All shards divided by the live owners, this one counted, rounded up."""
-        live: int = await conn.fetchval(_LIVE_OWNERS)
-        if not self.held:
-            live += 1
+        """All shards divided by the members seen within a lease's time, rounded up."""
+        live: int = await conn.fetchval(_LIVE_MEMBERS, self.ttl)
         return math.ceil(SHARDS / max(1, live))
+
+    async def step(self, conn: asyncpg.Connection) -> tuple[Held, list[int], list[int]]:
+        """Say this owner is here, renew, give back the excess, take up to the share:
+        (shards taken, shards lost, shards released)."""
+        await conn.execute(_HERE, self.owner)
+        lost = await self.renew(conn)
+        share = await self.fair_share(conn)
+        released = self.excess(share)
+        if released:
+            await self.release(conn, released)
+        taken = await self.acquire(conn, share)
+        return taken, lost, released
+
+    async def leave(self, conn: asyncpg.Connection) -> None:
+        """A graceful stop: hand every shard back and stop counting as a member."""
+        await self.release(conn, sorted(self.held))
+        await conn.execute("DELETE FROM ingest_members WHERE owner = $1", self.owner)
 
     def excess(self, share: int) -> list[int]:
         """The shards to release to get down to `share` (the highest first)."""

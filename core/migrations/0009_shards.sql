@@ -19,3 +19,10 @@ CREATE TABLE shard_leases (
     expires_at  timestamptz NOT NULL DEFAULT '-infinity'
 );
 INSERT INTO shard_leases (shard) SELECT s FROM generate_series(0, 1023) s;
+
+-- Who is there to own shards: each ingest process says so every few seconds; the fair
+-- share of a process is all shards divided by the members seen within a lease's time.
+CREATE TABLE ingest_members (
+    owner    text PRIMARY KEY,
+    seen_at  timestamptz NOT NULL
+);

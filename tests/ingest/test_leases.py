@@ -76,22 +76,54 @@ def test_a_joining_owner_gets_its_share_as_the_other_releases_its_excess(databas
         conn = await _connect(database_url)
         try:
             a, b = Leases("a"), Leases("b")
-            await a.acquire(conn, await a.fair_share(conn))
-            b_share = await b.fair_share(conn)  # counts itself: two live owners
-            nothing_free = await b.acquire(conn, b_share)
-            moved = a.excess(b_share)  # (how a learns of b is the membership to come)
-            await a.release(conn, moved)
-            taken = await b.acquire(conn, b_share)
-            return b_share, nothing_free, len(moved), taken, await _owners(conn)
+            first, _, _ = await a.step(conn)
+            nothing_free, _, _ = await b.step(conn)  # b says it is here
+            _, _, released = await a.step(conn)  # a sees two members: half is its share
+            taken, _, _ = await b.step(conn)
+            return len(first), nothing_free, released, taken, await _owners(conn)
         finally:
             await conn.close()
 
-    share, nothing_free, moved, taken, owners = run(go())
-    assert share == SHARDS // 2 and nothing_free == {}
-    assert moved == SHARDS // 2 and len(taken) == SHARDS // 2
+    first, nothing_free, released, taken, owners = run(go())
+    assert first == SHARDS and nothing_free == {}
+    assert len(released) == SHARDS // 2 and sorted(taken) == released
     assert set(taken.values()) == {2}  # a new owner, a new epoch
     counts = {o: sum(1 for x, _ in owners.values() if x == o) for o in ("a", "b")}
     assert counts == {"a": SHARDS // 2, "b": SHARDS // 2}
+
+
+def test_three_owners_converge_and_cover_for_one_that_dies_or_leaves(database_url):
+    async def go():
+        conn = await _connect(database_url)
+        try:
+            owners = [Leases(n) for n in ("a", "b", "c")]
+            for _ in range(3):  # three rounds of steps, as the keepers would run them
+                for o in owners:
+                    await o.step(conn)
+            shares = sorted(len(o.held) for o in owners)
+            a, b, c = owners
+            # c dies: its member row and its leases run out.
+            await conn.execute(
+                "UPDATE ingest_members SET seen_at = now() - interval '1 hour' WHERE owner = 'c'"
+            )
+            await _expire(conn, "c")
+            dead = set(c.held)
+            took_a, _, _ = await a.step(conn)
+            took_b, _, _ = await b.step(conn)
+            covered = (set(took_a) | set(took_b)) == dead
+            # b leaves gracefully: a takes everything at its next step.
+            await b.leave(conn)
+            took_last, _, _ = await a.step(conn)
+            return shares, covered, len(a.held), len(took_last), await _owners(conn)
+        finally:
+            await conn.close()
+
+    shares, covered, a_holds, took_last, owners = run(go())
+    # Each at most its share (1,024 / 3 rounded up), together all of them: 340, 342, 342.
+    assert sum(shares) == SHARDS and shares[-1] <= -(-SHARDS // 3) and shares[0] >= SHARDS // 4
+    assert covered
+    assert a_holds == SHARDS == len(owners) and took_last > 0
+    assert {o for o, _ in owners.values()} == {"a"}
 
 
 def test_an_expired_owner_is_taken_over_with_a_new_epoch_and_is_fenced(database_url):
