@@ -47,11 +47,12 @@ def cores() -> tuple[list[str], list[str]]:
 
 
 @contextlib.contextmanager
-def database(pin: list[str] | None = None) -> Iterator[str]:
+def database(pin: list[str] | None = None, *, durable: bool = False) -> Iterator[str]:
     """LASTSEEN_DATABASE_URL, or a throwaway embedded cluster; migrated.
 
     With `pin` (a taskset prefix), the embedded cluster is moved to the server's core:
-    the ingest's database is part of its server and gets no core of its own.
+    the ingest's database is part of its server and gets no core of its own. `durable`:
+    fsync and full-page writes on, as in production (for what PostgreSQL writes).
     """
     url = os.environ.get("LASTSEEN_DATABASE_URL")
     workdir = None
@@ -59,7 +60,7 @@ def database(pin: list[str] | None = None) -> Iterator[str]:
     if not url:
         workdir = Path(tempfile.mkdtemp(prefix="lastseen-bench-"))
         workdir.chmod(0o755)
-        pg = EmbeddedPostgres(workdir, durable=False)
+        pg = EmbeddedPostgres(workdir, durable=durable)
         url = pg.start()
         if pin:
             # Backends are forked from the postmaster and inherit its affinity.
