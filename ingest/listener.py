@@ -108,15 +108,18 @@ class _Reaper:
         now = self._clock.now()
         kept: list[tuple[float, int, _Connection]] = []
         idle_or_head = body = victim = None
+        # Entries of no use (stale, closed, already evicted: the oldest, so the first
+        # popped; thousands after a mass timeout) are dropped for good and do not count
+        # against `checks`: each is popped once, so the cost is amortised.
         try:
             while heap and checks > 0:
-                checks -= 1
                 entry = heapq.heappop(heap)
                 conn = entry[2]
                 if entry[0] != conn.registered or conn.evicted:
                     continue  # stale, or already on its way out
                 if conn.session.closed and not conn.send_deadline:
                     continue  # closed: run() would drop this entry too
+                checks -= 1
                 kept.append(entry)
                 if conn.send_deadline:
                     continue  # (a closed one still sending keeps its deadline)
