@@ -126,6 +126,14 @@ StatusPageWriter = Annotated[Caller, needing("status-pages:write")]
 StateDep = Annotated[State, Depends(state)]
 
 
+def found(row: Any, not_found: errors.ApiError) -> Any:
+    """`row`, or `not_found` raised when the query found nothing (another organisation's
+    object reads as missing)."""
+    if row is None:
+        raise not_found
+    return row
+
+
 _OWNED = {"monitors": "monitor", "channels": "channel", "status_pages": "status_page"}
 
 

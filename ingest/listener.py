@@ -53,7 +53,7 @@ from core.problems import error_json
 
 from .clock import Clock
 from .forward import Answer, Upstream
-from .protocol import Limits, Phase, Responder, Session
+from .protocol import Limits, Phase, ResponseCache, Session
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class ListenerStatistics:
 class Listener:
     """Serves heartbeats on listening sockets; see the module docstring."""
 
-    responder: Responder
+    responder: ResponseCache
     limits: Limits
     clock: Clock
     upstream: Upstream | None = None  # where requests that are not heartbeats go

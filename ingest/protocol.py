@@ -68,8 +68,10 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-class Responder:
-    """The fast path plus the current Date, shared by every connection of a listener."""
+class ResponseCache:
+    """What every connection of a listener shares: the fast path, the current Date and
+    the responses rendered with it (re-rendered once a second), and the count of
+    responses the slow path sent."""
 
     def __init__(self, fast: FastPath) -> None:
         self.fast = fast
@@ -108,7 +110,7 @@ class Session:
     """The state of one connection. Feed it with receive(); send what it returns."""
 
     def __init__(
-        self, responder: Responder, limits: Limits, now: float, *, forwarding: bool = False
+        self, responder: ResponseCache, limits: Limits, now: float, *, forwarding: bool = False
     ) -> None:
         self._responder = responder
         # Requests that are not heartbeats go to the control process (else: 404).

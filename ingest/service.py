@@ -45,7 +45,7 @@ from .database import DB_ERRORS, Database, why
 from .forward import Upstream
 from .listener import Listener, open_listen_socket
 from .metrics import FLUSH_BUCKETS, LAG_BUCKETS, Histogram, Metric, render, sample, serve_admin
-from .protocol import Responder
+from .protocol import ResponseCache
 from .scheduler import Deadlines
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Ingest:
         # Empty until the initial load sizes the table for the monitors there are.
         self.table = DeadlineTable()
         self.fast = FastPath(self.table, config.limits.max_head_bytes)
-        self.responder = Responder(self.fast)
+        self.responder = ResponseCache(self.fast)
         self.feed: ChangeFeed | None = None
         self.listener: Listener | None = None
         self.pending_events: list[tuple[int, str, float]] = []
@@ -101,7 +101,7 @@ class Ingest:
                 total = await db.call(store.count, conn, db.timeout)
                 self.table = DeadlineTable(capacity=max(1024, int(total * 1.02) + 1024))
                 self.fast = FastPath(self.table, self.config.limits.max_head_bytes)
-                self.responder = Responder(self.fast)
+                self.responder = ResponseCache(self.fast)
                 started = time.perf_counter()
                 self.feed = ChangeFeed(db, self.table, self.clock, self._changed, self._db_state,
                                        self.config.poll_interval)  # fmt: skip

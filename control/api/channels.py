@@ -26,6 +26,7 @@ from ..deps import (
     StateDep,
     audit,
     delete_owned,
+    found,
     iso,
     page,
     patch_fields,
@@ -88,11 +89,12 @@ async def create_channel(
 async def _fetch(
     st: Any, caller: Any, channel_id: int
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    row = await st.pool.fetchrow(
-        "SELECT * FROM channels WHERE id = $1 AND org_id = $2", channel_id, caller.org_id
+    row = found(
+        await st.pool.fetchrow(
+            "SELECT * FROM channels WHERE id = $1 AND org_id = $2", channel_id, caller.org_id
+        ),
+        NOT_FOUND,
     )
-    if row is None:
-        raise NOT_FOUND
     return row, _config(row), _secret(st, row)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from ..deps import MAX_ID, CallerDep, Id, StateDep, iso, page
+from ..deps import MAX_ID, CallerDep, Id, StateDep, found, iso, page
 from ..errors import ApiError
 
 router = APIRouter()
@@ -77,11 +77,12 @@ async def list_incidents(
 async def get_incident(incident_id: Id, caller: CallerDep, st: StateDep) -> dict[str, Any]:
     caller.require("incidents:read")
     async with st.pool.acquire() as conn:
-        row = await conn.fetchrow(
-            INCIDENTS + " WHERE i.id = $1 AND i.org_id = $2", incident_id, caller.org_id
+        row = found(
+            await conn.fetchrow(
+                INCIDENTS + " WHERE i.id = $1 AND i.org_id = $2", incident_id, caller.org_id
+            ),
+            NOT_FOUND,
         )
-        if row is None:
-            raise NOT_FOUND
         notifications = await conn.fetch(
             "SELECT * FROM notifications WHERE incident_id = $1 ORDER BY id", incident_id
         )

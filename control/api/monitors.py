@@ -25,6 +25,7 @@ from ..deps import (
     StateDep,
     audit,
     delete_owned,
+    found,
     iso,
     page,
     patch_fields,
@@ -151,11 +152,12 @@ async def list_monitors(
 async def get_monitor(monitor_id: Id, caller: CallerDep, st: StateDep) -> dict[str, Any]:
     caller.require("monitors:read")
     async with st.pool.acquire() as conn:
-        row = await conn.fetchrow(
-            _SELECT + " WHERE m.id = $1 AND m.org_id = $2", monitor_id, caller.org_id
+        row = found(
+            await conn.fetchrow(
+                _SELECT + " WHERE m.id = $1 AND m.org_id = $2", monitor_id, caller.org_id
+            ),
+            NOT_FOUND,
         )
-        if row is None:
-            raise NOT_FOUND
         incidents = await recent_incidents(conn, caller.org_id, monitor_id, RECENT_INCIDENTS)
     return {**monitor_json(row), "incidents": [incident_json(i) for i in incidents]}
 

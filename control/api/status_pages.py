@@ -16,6 +16,7 @@ from ..deps import (
     StatusPageWriter,
     audit,
     delete_owned,
+    found,
     iso,
     page,
     patch_fields,
@@ -108,11 +109,12 @@ async def list_status_pages(
 
 @router.get("/status-pages/{page_id}")
 async def get_status_page(page_id: Id, caller: StatusPageWriter, st: StateDep) -> dict[str, Any]:
-    row = await st.pool.fetchrow(
-        _SELECT + " WHERE p.id = $1 AND p.org_id = $2", page_id, caller.org_id
+    row = found(
+        await st.pool.fetchrow(
+            _SELECT + " WHERE p.id = $1 AND p.org_id = $2", page_id, caller.org_id
+        ),
+        NOT_FOUND,
     )
-    if row is None:
-        raise NOT_FOUND
     return page_json(row)
 
 

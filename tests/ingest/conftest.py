@@ -5,7 +5,7 @@ import pytest
 from core import DeadlineTable
 from core.tokens import digest
 from ingest._fastpath import FastPath
-from ingest.protocol import Limits, Responder, Session
+from ingest.protocol import Limits, ResponseCache, Session
 
 T0 = 1_700_000_000.0
 TOKEN = "ab" * 32
@@ -20,12 +20,12 @@ def table() -> DeadlineTable:
 
 
 @pytest.fixture
-def responder(table: DeadlineTable) -> Responder:
-    r = Responder(FastPath(table))
+def responder(table: DeadlineTable) -> ResponseCache:
+    r = ResponseCache(FastPath(table))
     r.refresh(T0)
     return r
 
 
 @pytest.fixture
-def session(responder: Responder) -> Session:
+def session(responder: ResponseCache) -> Session:
     return Session(responder, Limits(), T0)

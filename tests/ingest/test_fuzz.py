@@ -22,7 +22,7 @@ from core import DeadlineTable
 from core.tokens import digest
 from ingest._fastpath import FastPath
 from ingest.forward import Answer
-from ingest.protocol import Limits, Responder, Session
+from ingest.protocol import Limits, ResponseCache, Session
 
 from .conftest import T0, TOKEN
 
@@ -111,7 +111,7 @@ def check_answers(out: bytes) -> list[int]:
     return statuses
 
 
-def one(rng: random.Random, responder: Responder, data: bytes, forwarding: bool) -> None:
+def one(rng: random.Random, responder: ResponseCache, data: bytes, forwarding: bool) -> None:
     session = Session(responder, Limits(max_requests_per_connection=50), T0, forwarding=forwarding)
     now = T0
     closed_at = None
@@ -134,7 +134,7 @@ def test_a_million_mutated_requests_raise_nothing_and_get_only_well_formed_answe
     rng = random.Random(seed)
     table = DeadlineTable()
     table.upsert(1, digest(TOKEN), 60, 0, 1, False, T0)
-    responder = Responder(FastPath(table))
+    responder = ResponseCache(FastPath(table))
     responder.refresh(T0)
     started = time.perf_counter()
     for i in range(INPUTS):

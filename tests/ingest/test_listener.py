@@ -12,14 +12,14 @@ from core.proxies import TrustedProxies
 from ingest.clock import Clock
 from ingest.forward import Upstream
 from ingest.listener import Listener, open_listen_socket
-from ingest.protocol import Limits, Responder
+from ingest.protocol import Limits, ResponseCache
 
 from .conftest import TOKEN
 
 PING = f"POST /api/v1/heartbeats/{TOKEN} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
 
 
-async def start(nursery: trio.Nursery, responder: Responder, limits: Limits | None = None):
+async def start(nursery: trio.Nursery, responder: ResponseCache, limits: Limits | None = None):
     listener = Listener(responder, limits or Limits(), Clock())
     sock = open_listen_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
