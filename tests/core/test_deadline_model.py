@@ -137,15 +137,8 @@ class TableMatchesModel(RuleBasedStateMachine):
         self.now += downtime
         self.table = DeadlineTable(capacity=4)
         self.model = DeadlineModel()
-        for monitor_id, (digest_, interval, grace, threshold, paused) in self.config.items():
-            state, misses, last_seen, incident = self.persisted.get(
-                monitor_id, ("pending", 0, 0.0, False)
-            )
-            self.both(
-                "upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now,
-                state, misses, last_seen, incident,
-            )  # fmt: skip
-            assert self.last_ok
+        for monitor_id in self.config:
+            self._load_persisted(monitor_id)
 
     @rule(
         monitor_id=IDS,
@@ -183,16 +176,21 @@ class TableMatchesModel(RuleBasedStateMachine):
         self.now += away
         self.both("pop_due", self.now)  # the other shard goes on meanwhile
         for monitor_id in moving:
-            digest_, interval, grace, threshold, paused = self.config[monitor_id]
-            state, misses, last_seen, incident = self.persisted.get(
-                monitor_id, ("pending", 0, 0.0, False)
-            )
-            self.both(
-                "upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now,
-                state, misses, last_seen, incident,
-            )  # fmt: skip
-            assert self.last_ok
+            self._load_persisted(monitor_id)
+            _digest, interval, grace, _threshold, _paused = self.config[monitor_id]
             self.amnesty[monitor_id] = self.now + interval + grace
+
+    def _load_persisted(self, monitor_id: int) -> None:
+        """Load a monitor as a new owner does: what is persisted, now as its floor."""
+        digest_, interval, grace, threshold, paused = self.config[monitor_id]
+        state, misses, last_seen, incident = self.persisted.get(
+            monitor_id, ("pending", 0, 0.0, False)
+        )
+        self.both(
+            "upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now,
+            state, misses, last_seen, incident,
+        )  # fmt: skip
+        assert self.last_ok
 
     @invariant()
     def same_monitors_and_events(self):
