@@ -98,12 +98,6 @@ class Limiter:
         while len(self._counts) > self.max_keys:
             self._counts.popitem(last=False)
 
-    def check(self, key: str) -> None:
-        """ApiError 429 if `key` has had its events; else count this one."""
-        if self.exceeded(key):
-            raise TOO_MANY
-        self.count(key)
-
 
 def address_key(address: str) -> str:
     """What counts as one client: its IPv4 address, or its IPv6 /64."""

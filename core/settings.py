@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .proxies import VARIABLE as TRUSTED_PROXIES
+from .proxies import DEFAULT as DEFAULT_PROXIES
 from .proxies import TrustedProxies
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -99,8 +99,9 @@ class Settings:
     control_listen: tuple[str, int] = ("127.0.0.1", 8081)  # LASTSEEN_CONTROL_LISTEN
     control_upstream: tuple[str, int] | None = None  # LASTSEEN_CONTROL_UPSTREAM
     public_url: str | None = None  # LASTSEEN_PUBLIC_URL; None: http://<ingest_listen>
-    trusted_proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies.parse(
-        "127.0.0.1,::1"))  # fmt: skip
+    trusted_proxies: TrustedProxies = field(
+        default_factory=lambda: TrustedProxies.parse(DEFAULT_PROXIES)
+    )
     # The ingest.
     flush_interval: float = 1.0  # LASTSEEN_FLUSH_INTERVAL_SECONDS
     poll_interval: float = 5.0  # LASTSEEN_POLL_INTERVAL_SECONDS
@@ -191,4 +192,3 @@ LIMIT_SECONDS = {
     "body_timeout": "LASTSEEN_BODY_TIMEOUT_SECONDS",
     "keepalive_timeout": "LASTSEEN_KEEPALIVE_TIMEOUT_SECONDS",
 }
-__all__ = ["TRUSTED_PROXIES", "Settings", "SettingsError"]

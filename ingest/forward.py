@@ -17,7 +17,7 @@ import h11
 import trio
 
 from core.problems import error_json
-from core.proxies import TrustedProxies
+from core.proxies import DEFAULT, TrustedProxies
 
 HOP_BY_HOP = {
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
@@ -61,7 +61,7 @@ class Upstream:
     host: str
     port: int
     # Peers whose X-Forwarded-Proto/-Host are believed (a TLS proxy in front).
-    trusted: Container[str] = field(default_factory=TrustedProxies.from_env)
+    trusted: Container[str] = field(default_factory=lambda: TrustedProxies.parse(DEFAULT))
     max_connections: int = MAX_UPSTREAM
     open_connections: int = 0  # idle ones included
     _idle: list[tuple[trio.SocketStream, h11.Connection]] = field(default_factory=list)
