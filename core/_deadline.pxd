@@ -5,6 +5,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef enum:
     DIGEST_SIZE = 32
+    SHARDS = 1024         # core/shards.py's SHARDS
 
 cdef enum MonitorState:
     STATE_PENDING = 0
@@ -18,6 +19,8 @@ cdef enum MonitorFlag:
     FLAG_INCIDENT = 4
     FLAG_SEEN = 8
     FLAG_CHANGED = 16     # state, misses or incident changed, not only last_seen
+    FLAG_FOREIGN = 32     # its shard is not this table's: answered, never judged
+    FLAG_HANDOFF = 64     # pinged while foreign: queued for its owner
 
 
 ctypedef struct Monitor:
@@ -61,6 +64,10 @@ cdef class DeadlineTable:
 
     cdef list _events
 
+    cdef uint8_t _owned[SHARDS]    # 1 = this table judges the shard's monitors
+    cdef uint32_t* _handoff        # slots pinged while foreign, for take_handoffs()
+    cdef uint32_t _handoff_len
+    cdef uint32_t _handoff_cap
 
     cdef int ping_digest(self, const uint8_t* digest, double now) except -1
     cpdef upsert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
@@ -88,4 +95,9 @@ cdef class DeadlineTable:
                      uint32_t threshold, bint paused, double now, str state, uint32_t misses,
                      double last_seen, bint incident_open) except -1
     cdef void _remove_slot(self, int32_t slot)
+    cdef int _judge(self, uint32_t slot, bint paused, int code, uint32_t misses,
+                    bint incident_open, double now) except -1
+    cdef int _queue_handoff(self, uint32_t slot) except -1
+    cdef uint32_t _check_shard(self, shard) except? 0
+    cdef int _record(self, uint32_t slot, double now) except -1
     cdef object _due(self, Monitor* m)

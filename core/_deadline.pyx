@@ -27,6 +27,16 @@ State rules (times are the server's receive times, in seconds):
   open, ``incident_resolved``;
 - paused monitors have no deadline; their pings are recorded and change nothing else.
 
+Ownership (several processes, issue 11): monitors fall into SHARDS shards by digest
+(``core/shards.py``), and a table judges only the shards it owns (all of them unless told
+otherwise). A monitor of another shard is *foreign*: it is kept so that its pings are
+answered, each ping records last_seen and queues a hand-off (``take_handoffs``) for the
+owner, and it never has a deadline, an event or a dirty mark of its own. ``release`` makes
+shards foreign (their unflushed state stays for the caller to write or drop); ``take``
+judges them afresh, as a restart would, with the takeover time as the amnesty floor;
+``takeover`` applies a persisted row the same way; ``seen`` is a hand-off received by the
+owner, recorded like a ping at the time the other process answered it.
+
 Every change a flush must write marks the record dirty once; ``take_dirty`` hands over the
 dirty rows and ``take_events`` the events, in the order they happened.
 """
@@ -73,6 +83,11 @@ cdef inline double _fmax(double a, double b) nogil:
     return a if a > b else b
 
 
+cdef inline uint32_t _shard_of(const uint8_t* digest) nogil:
+    # core/shards.py's shard_of: the digest's first two bytes, big-endian, modulo SHARDS.
+    return ((<uint32_t>digest[0] << 8) | digest[1]) % SHARDS
+
+
 cdef class DeadlineTable:
     """Heartbeat monitors keyed by token digest, with their deadlines.
 
@@ -93,8 +108,12 @@ cdef class DeadlineTable:
         self._heap_cap = capacity
         self._dirty = <uint32_t*>malloc(capacity * sizeof(uint32_t))
         self._dirty_cap = capacity
-        if not (self._mons and self._by_digest and self._by_id and self._heap and self._dirty):
+        self._handoff = <uint32_t*>malloc(64 * sizeof(uint32_t))
+        self._handoff_cap = 64
+        if not (self._mons and self._by_digest and self._by_id and self._heap and self._dirty
+                and self._handoff):
             raise MemoryError()
+        memset(self._owned, 1, SHARDS)  # a table judges every shard until told otherwise
         memset(self._by_digest, 0xFF, index_size * sizeof(int32_t))
         memset(self._by_id, 0xFF, index_size * sizeof(int32_t))
         self._index_mask = index_size - 1
@@ -107,6 +126,7 @@ cdef class DeadlineTable:
         free(self._by_id)
         free(self._heap)
         free(self._dirty)
+        free(self._handoff)
 
     def __len__(self):
         return self._count
@@ -337,6 +357,33 @@ cdef class DeadlineTable:
         if slot < 0:
             return 0
         m = &self._mons[slot]
+        if m.flags & FLAG_FOREIGN:
+            m.last_seen = now
+            self._queue_handoff(slot)
+            return 1
+        return self._record(slot, now)
+
+    cdef int _queue_handoff(self, uint32_t slot) except -1:
+        cdef uint32_t* grown
+        cdef uint32_t cap
+        if self._mons[slot].flags & FLAG_HANDOFF:
+            return 0
+        if self._handoff_len == self._handoff_cap:
+            cap = self._handoff_cap * 2
+            grown = <uint32_t*>realloc(self._handoff, cap * sizeof(uint32_t))
+            if not grown:
+                raise MemoryError()
+            self._handoff = grown
+            self._handoff_cap = cap
+        self._mons[slot].flags |= FLAG_HANDOFF
+        self._handoff[self._handoff_len] = slot
+        self._handoff_len += 1
+        return 0
+
+    cdef int _record(self, uint32_t slot, double now) except -1:
+        # A ping at `now` of a monitor this table judges.
+        cdef Monitor* m = &self._mons[slot]
+        cdef double due
         m.last_seen = now
         self._mark_dirty(slot, False)
         if m.state == STATE_UP or m.state == STATE_PAUSED:
@@ -352,8 +399,9 @@ cdef class DeadlineTable:
             if m.flags & FLAG_INCIDENT:
                 m.flags &= ~FLAG_INCIDENT
                 self._emit(m, EVENT_INCIDENT_RESOLVED, now)
-        if m.deadline == 0.0:
-            self._schedule(slot, self._up_deadline(m))
+        due = self._up_deadline(m)
+        if m.deadline == 0.0 or due < m.deadline:  # earlier only for a handed-off ping
+            self._schedule(slot, due)
         return 1
 
     cdef int _miss(self, uint32_t slot, double at) except -1:
@@ -410,7 +458,8 @@ cdef class DeadlineTable:
         cdef int32_t slot
         cdef Monitor* m
         cdef uint32_t old_threshold
-        cdef bint was_paused
+        cdef bint was_paused, was_foreign
+        cdef int code
         cdef double due
         if digest is None or PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
             raise ValueError("a digest is 32 bytes")
@@ -437,6 +486,26 @@ cdef class DeadlineTable:
         old_threshold = m.threshold
         m.threshold = <uint16_t>threshold
         was_paused = m.state == STATE_PAUSED
+        was_foreign = (m.flags & FLAG_FOREIGN) != 0
+        if not self._owned[_shard_of(m.digest)]:
+            # Not judged here (a rotated token may have moved it out): configuration only.
+            m.flags |= FLAG_FOREIGN
+            self._schedule(slot, 0.0)
+            if paused:
+                m.state = STATE_PAUSED
+            elif was_paused:
+                m.state = STATE_PENDING if m.last_seen == 0.0 else STATE_UP
+            return
+        if was_foreign:
+            # Moved into a shard judged here (a rotated token): loaded from the row given,
+            # as at a takeover.
+            code = _STATE_CODES.get(state, -1)
+            if code < 0:
+                raise ValueError(f"unknown state {state!r}")
+            m.flags &= ~(FLAG_FOREIGN | FLAG_HANDOFF)
+            m.last_seen = _fmax(m.last_seen, last_seen)
+            self._judge(slot, paused, code, misses, incident_open, now)
+            return
         if paused and not was_paused:
             m.state = STATE_PAUSED
             m.misses = 0
@@ -488,11 +557,30 @@ cdef class DeadlineTable:
         self._index_insert(self._by_digest, slot, True)
         self._index_insert(self._by_id, slot, False)
         self._count += 1
+        if not self._owned[_shard_of(m.digest)]:
+            # Answered here, judged by its shard's owner: keep what was persisted.
+            m.flags |= FLAG_FOREIGN
+            m.state = STATE_PAUSED if paused else <uint8_t>code
+            m.misses = <uint16_t>min(misses, _MAX_THRESHOLD)
+            if incident_open:
+                m.flags |= FLAG_INCIDENT
+            return 0
+        return self._judge(slot, paused, code, misses, incident_open, now)
+
+    cdef int _judge(self, uint32_t slot, bint paused, int code, uint32_t misses,
+                    bint incident_open, double now) except -1:
+        """Judge a monitor afresh from persisted state (`code`, `misses`, `incident_open`)
+        and its last_seen, with `now` as its amnesty floor: a load, a restart, a takeover."""
+        cdef Monitor* m = &self._mons[slot]
+        m.floor = now
+        m.misses = 0
+        m.flags &= ~FLAG_INCIDENT
+        self._schedule(slot, 0.0)
         if paused:
             m.state = STATE_PAUSED
-        elif code == STATE_PAUSED or code == STATE_PENDING or last_seen == 0.0:
+        elif code == STATE_PAUSED or code == STATE_PENDING or m.last_seen == 0.0:
             # Resumed while we were not looking, or never pinged: wait for a first ping.
-            m.state = STATE_PENDING if last_seen == 0.0 else STATE_UP
+            m.state = STATE_PENDING if m.last_seen == 0.0 else STATE_UP
             if m.state == STATE_UP:
                 self._schedule(slot, self._up_deadline(m))
         elif code == STATE_UP:
@@ -536,6 +624,114 @@ cdef class DeadlineTable:
         m.monitor_id = self._free_head
         self._free_head = slot
         self._count -= 1
+
+    # ------------------------------------------------------------------ ownership
+
+    def owned(self):
+        """The shards this table judges, ascending."""
+        cdef uint32_t shard
+        return [shard for shard in range(SHARDS) if self._owned[shard]]
+
+    def release(self, shards):
+        """Stop judging `shards` (another process owns them now): their monitors keep
+        answering pings, which queue hand-offs, and lose their deadlines. What they have
+        not flushed stays dirty: the caller writes it under its lease, or drops it if the
+        lease is lost. Returns how many monitors became foreign."""
+        cdef uint32_t slot, n = 0
+        cdef Monitor* m
+        for shard in shards:
+            self._owned[self._check_shard(shard)] = 0
+        for slot in range(self._mons_len):
+            m = &self._mons[slot]
+            if (m.flags & FLAG_LIVE) and not (m.flags & FLAG_FOREIGN) \
+                    and not self._owned[_shard_of(m.digest)]:
+                m.flags |= FLAG_FOREIGN
+                self._schedule(slot, 0.0)
+                n += 1
+        return n
+
+    def take(self, shards, double now):
+        """Judge `shards` from now on: each of their monitors is judged afresh from what
+        this table holds, with `now` as its amnesty floor (nothing goes down before now +
+        interval + grace). The caller then applies the persisted rows with takeover().
+        Returns how many monitors were taken."""
+        cdef uint32_t slot, n = 0
+        cdef Monitor* m
+        for shard in shards:
+            self._owned[self._check_shard(shard)] = 1
+        for slot in range(self._mons_len):
+            m = &self._mons[slot]
+            if (m.flags & FLAG_LIVE) and (m.flags & FLAG_FOREIGN) \
+                    and self._owned[_shard_of(m.digest)]:
+                m.flags &= ~(FLAG_FOREIGN | FLAG_HANDOFF)
+                self._judge(slot, m.state == STATE_PAUSED, m.state, m.misses,
+                            (m.flags & FLAG_INCIDENT) != 0, now)
+                n += 1
+        return n
+
+    cdef uint32_t _check_shard(self, shard) except? 0:
+        if not 0 <= shard < SHARDS:
+            raise ValueError(f"a shard is between 0 and {SHARDS - 1}")
+        return shard
+
+    def takeover(
+        self,
+        int64_t monitor_id,
+        bytes digest,
+        uint32_t interval,
+        uint32_t grace,
+        uint32_t threshold,
+        bint paused,
+        double now,
+        str state="pending",
+        uint32_t misses=0,
+        double last_seen=0.0,
+        bint incident_open=False,
+    ):
+        """Load a monitor as a new owner does: its persisted row, judged afresh with `now`
+        as its floor, keeping a later last_seen this table heard itself."""
+        cdef int32_t slot = self._find_id(monitor_id)
+        if slot >= 0:
+            last_seen = _fmax(last_seen, self._mons[slot].last_seen)
+            self._remove_slot(slot)
+        self.upsert(monitor_id, digest, interval, grace, threshold, paused, now,
+                    state, misses, last_seen, incident_open)
+
+    def seen(self, int64_t monitor_id, double at):
+        """A ping another process answered at `at`, handed to this owner: recorded like a
+        ping at that time (unless a later one is known). False if the monitor is unknown
+        here or not judged here."""
+        cdef int32_t slot = self._find_id(monitor_id)
+        if slot < 0 or self._mons[slot].flags & FLAG_FOREIGN:
+            return False
+        if at > self._mons[slot].last_seen:
+            self._record(slot, at)
+        return True
+
+    def take_handoffs(self):
+        """The foreign monitors pinged since the last call, once each: (shards, ids,
+        last pings), for their owners."""
+        cdef list shards = [], ids = [], times = []
+        cdef uint32_t i, slot
+        cdef Monitor* m
+        for i in range(self._handoff_len):
+            slot = self._handoff[i]
+            m = &self._mons[slot]
+            if not (m.flags & FLAG_HANDOFF):
+                continue
+            m.flags &= ~FLAG_HANDOFF
+            if not (m.flags & FLAG_LIVE) or not (m.flags & FLAG_FOREIGN):
+                continue
+            shards.append(_shard_of(m.digest))
+            ids.append(m.monitor_id)
+            times.append(m.last_seen)
+        self._handoff_len = 0
+        return shards, ids, times
+
+    def shard(self, int64_t monitor_id):
+        """The monitor's shard, or None if it is not loaded."""
+        cdef int32_t slot = self._find_id(monitor_id)
+        return None if slot < 0 else _shard_of(self._mons[slot].digest)
 
     def begin_sync(self):
         """Start a full resync: every monitor not upserted before end_sync() is removed."""
@@ -659,6 +855,7 @@ cdef class DeadlineTable:
             "last_seen": m.last_seen,
             "incident_open": bool(m.flags & FLAG_INCIDENT),
             "deadline": self._due(m),
+            "foreign": bool(m.flags & FLAG_FOREIGN),
             "interval": m.interval,
             "grace": m.grace,
             "threshold": m.threshold,
@@ -666,6 +863,8 @@ cdef class DeadlineTable:
 
     cdef object _due(self, Monitor* m):
         # The real deadline; the registered one may be earlier (lazy after pings).
+        if m.flags & FLAG_FOREIGN:
+            return None
         if m.state == STATE_UP:
             return self._up_deadline(m)
         if m.state == STATE_DOWN and not (m.flags & FLAG_INCIDENT):

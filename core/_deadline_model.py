@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .records import DirtyRows
+from .shards import SHARDS, shard_of
 
 EVENT_UP = "up"
 EVENT_DOWN = "down"
@@ -40,8 +41,12 @@ class _Monitor:
     dirty: bool = False
     changed: bool = False  # more than last_seen changed since the last take_dirty()
     seen: bool = True
+    foreign: bool = False  # its shard is not the table's: answered, never judged
+    handoff: bool = False  # pinged while foreign, not yet taken by take_handoffs()
 
     def due(self) -> float | None:
+        if self.foreign:
+            return None
         if self.state == "up":
             return max(self.last_seen, self.floor) + self.interval + self.grace
         if self.state == "down" and not self.incident_open:
@@ -60,6 +65,8 @@ class DeadlineModel:
         self._by_digest: dict[bytes, _Monitor] = {}
         self._events: list[Event] = []
         self._dirty_order: list[int] = []
+        self._owned = set(range(SHARDS))
+        self._handoffs: list[int] = []
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -79,6 +86,16 @@ class DeadlineModel:
         m = self._by_digest.get(digest)
         if m is None:
             return False
+        if m.foreign:
+            m.last_seen = now
+            if not m.handoff:
+                m.handoff = True
+                self._handoffs.append(m.monitor_id)
+            return True
+        self._record(m, now)
+        return True
+
+    def _record(self, m: _Monitor, now: float) -> None:
         m.last_seen = now
         self._mark_dirty(m, changed=m.state in ("pending", "down"))
         if m.state == "pending":
@@ -92,7 +109,6 @@ class DeadlineModel:
             if m.incident_open:
                 m.incident_open = False
                 self._emit(m, EVENT_INCIDENT_RESOLVED, now)
-        return True
 
     def upsert(
         self,
@@ -129,6 +145,21 @@ class DeadlineModel:
             m.digest = digest
             self._by_digest[digest] = m
         m.interval, m.grace, m.threshold = interval, grace, threshold
+        if shard_of(m.digest) not in self._owned:
+            m.foreign = True
+            m.next_miss = None
+            if paused:
+                m.state = "paused"
+            elif m.state == "paused":
+                m.state = "pending" if m.last_seen == 0.0 else "up"
+            return
+        if m.foreign:
+            if state not in STATE_NAMES:
+                raise ValueError(f"unknown state {state!r}")
+            m.foreign = m.handoff = False
+            m.last_seen = max(m.last_seen, last_seen)
+            self._judge(m, paused, state, misses, incident_open, now)
+            return
         if paused and m.state != "paused":
             m.state = "paused"
             m.misses = 0
@@ -171,10 +202,26 @@ class DeadlineModel:
         )  # fmt: skip
         self._by_id[monitor_id] = m
         self._by_digest[digest] = m
+        if shard_of(digest) not in self._owned:
+            m.foreign = True
+            m.state = "paused" if paused else state
+            m.misses = min(misses, _MAX_MISSES)
+            m.incident_open = incident_open
+            return
+        self._judge(m, paused, state, misses, incident_open, now)
+
+    def _judge(
+        self, m: _Monitor, paused: bool, state: str, misses: int, incident_open: bool, now: float
+    ) -> None:
+        """Judge afresh from persisted state, `now` the floor: a load, a restart, a takeover."""
+        m.floor = now
+        m.misses = 0
+        m.incident_open = False
+        m.next_miss = None
         if paused:
             m.state = "paused"
-        elif state in ("paused", "pending") or last_seen == 0.0:
-            m.state = "pending" if last_seen == 0.0 else "up"
+        elif state in ("paused", "pending") or m.last_seen == 0.0:
+            m.state = "pending" if m.last_seen == 0.0 else "up"
         elif state == "up":
             m.state = "up"
         else:
@@ -191,6 +238,91 @@ class DeadlineModel:
             self._emit(m, EVENT_INCIDENT_RESOLVED, now)
         if (m.state, m.misses, m.incident_open) != (state, misses, incident_open):
             self._mark_dirty(m)
+
+    # -- ownership
+
+    def owned(self) -> list[int]:
+        return sorted(self._owned)
+
+    def release(self, shards: list[int]) -> int:
+        for shard in shards:
+            self._check_shard(shard)
+        self._owned.difference_update(shards)
+        n = 0
+        for m in self._by_id.values():
+            if not m.foreign and shard_of(m.digest) not in self._owned:
+                m.foreign = True
+                m.next_miss = None
+                n += 1
+        return n
+
+    def take(self, shards: list[int], now: float) -> int:
+        for shard in shards:
+            self._check_shard(shard)
+        self._owned.update(shards)
+        n = 0
+        for m in list(self._by_id.values()):
+            if m.foreign and shard_of(m.digest) in self._owned:
+                m.foreign = m.handoff = False
+                self._judge(m, m.state == "paused", m.state, m.misses, m.incident_open, now)
+                n += 1
+        return n
+
+    @staticmethod
+    def _check_shard(shard: int) -> None:
+        if not 0 <= shard < SHARDS:
+            raise ValueError(f"a shard is between 0 and {SHARDS - 1}")
+
+    def takeover(
+        self,
+        monitor_id: int,
+        digest: bytes,
+        interval: int,
+        grace: int,
+        threshold: int,
+        paused: bool,
+        now: float,
+        state: str = "pending",
+        misses: int = 0,
+        last_seen: float = 0.0,
+        incident_open: bool = False,
+    ) -> None:
+        old = self._by_id.get(monitor_id)
+        if old is not None:
+            last_seen = max(last_seen, old.last_seen)
+            self.remove(monitor_id)
+        self.upsert(
+            monitor_id, digest, interval, grace, threshold, paused, now,
+            state, misses, last_seen, incident_open,
+        )  # fmt: skip
+
+    def seen(self, monitor_id: int, at: float) -> bool:
+        m = self._by_id.get(monitor_id)
+        if m is None or m.foreign:
+            return False
+        if at > m.last_seen:
+            self._record(m, at)
+        return True
+
+    def take_handoffs(self) -> tuple[list[int], list[int], list[float]]:
+        shards: list[int] = []
+        ids: list[int] = []
+        times: list[float] = []
+        for monitor_id in self._handoffs:
+            m = self._by_id.get(monitor_id)
+            if m is None or not m.handoff:
+                continue
+            m.handoff = False
+            if m.foreign:
+                shards.append(shard_of(m.digest))
+                ids.append(monitor_id)
+                times.append(m.last_seen)
+        self._handoffs = []
+        return shards, ids, times
+
+    def shard(self, monitor_id: int) -> int | None:
+        m = self._by_id.get(monitor_id)
+        return None if m is None else shard_of(m.digest)
 
     def remove(self, monitor_id: int) -> bool:
         m = self._by_id.pop(monitor_id, None)
@@ -288,6 +420,7 @@ class DeadlineModel:
             "last_seen": m.last_seen,
             "incident_open": m.incident_open,
             "deadline": m.due(),
+            "foreign": m.foreign,
             "interval": m.interval,
             "grace": m.grace,
             "threshold": m.threshold,

@@ -16,7 +16,7 @@ from hypothesis.stateful import (
 
 from core import DeadlineTable
 from core._deadline_model import DeadlineModel
-from core.shards import shard_of
+from core.shards import SHARDS, shard_of
 from core.tokens import digest
 
 DIGESTS = [digest(f"{i:064x}") for i in range(12)]
@@ -29,6 +29,11 @@ STATES = st.sampled_from(["pending", "up", "down", "paused"])
 
 def _shard(digest_: bytes) -> int:
     return shard_of(digest_) % 2
+
+
+def _shards(group: int) -> list[int]:
+    """The real shards of one of the test's two groups."""
+    return list(range(group, SHARDS, 2))
 
 
 def _by_monitor(events: list[tuple[int, str, float]]) -> list[tuple[int, str, float]]:
@@ -48,6 +53,7 @@ class TableMatchesModel(RuleBasedStateMachine):
         # After a takeover, no monitor of the shard may go down before its amnesty: the
         # takeover + its interval + grace (a takeover raises no false incident).
         self.amnesty: dict[int, float] = {}
+        self.owned = {0, 1}  # the groups this table owns
 
     def both(self, name: str, *args: Any, **kwargs: Any) -> Any:
         outcomes = []
@@ -70,7 +76,9 @@ class TableMatchesModel(RuleBasedStateMachine):
     )
     def upsert(self, monitor_id, digest_index, interval, grace, threshold, paused):
         config = (DIGESTS[digest_index], interval, grace, threshold, paused)
-        self.both("upsert", monitor_id, *config[:4], paused, self.now)
+        # As the change feed does: the row's persisted state along with the configuration.
+        persisted = self.persisted.get(monitor_id, ("pending", 0, 0.0, False))
+        self.both("upsert", monitor_id, *config[:4], paused, self.now, *persisted)
         if self.last_ok:
             self.config[monitor_id] = config
             self.amnesty.pop(monitor_id, None)  # a new configuration, a new deadline
@@ -98,7 +106,8 @@ class TableMatchesModel(RuleBasedStateMachine):
         self.both("pop_due", self.now)
 
     @rule()
-    def flush(self):
+    def flush(self, lost: int | None = None):
+        """Write the dirty rows, except those of the group `lost` (a fenced flush)."""
         table = self.table.take_dirty()
         model = self.model.take_dirty()
         assert sorted(zip(*table[:2], strict=True)) == sorted(zip(*model[:2], strict=True))
@@ -106,13 +115,17 @@ class TableMatchesModel(RuleBasedStateMachine):
         # Apply them as the database does: a seen-only row changes last_seen alone.
         default = ("pending", 0, 0.0, False)
         for monitor_id, last_seen in zip(*model[:2], strict=True):
-            state, misses, _seen, incident = self.persisted.get(monitor_id, default)
-            self.persisted[monitor_id] = (state, misses, last_seen, incident)
+            if lost is None or _shard(self.config[monitor_id][0]) != lost:
+                state, misses, _seen, incident = self.persisted.get(monitor_id, default)
+                self.persisted[monitor_id] = (state, misses, last_seen, incident)
         for monitor_id, last_seen, state, misses, incident in zip(*model[2:], strict=True):
-            self.persisted[monitor_id] = (state, misses, last_seen, incident)
-        # Nothing was lost: what is persisted is what the table holds.
+            if lost is None or _shard(self.config[monitor_id][0]) != lost:
+                self.persisted[monitor_id] = (state, misses, last_seen, incident)
+        # Nothing was lost: what is persisted is what the table holds (for what it judges).
         for monitor_id in self.model.ids():
             row = self.model.get(monitor_id)
+            if row["foreign"]:
+                continue
             actual = (row["state"], row["misses"], row["last_seen"], row["incident_open"])
             assert self.persisted.get(monitor_id, default) == actual, monitor_id
 
@@ -137,6 +150,7 @@ class TableMatchesModel(RuleBasedStateMachine):
         self.now += downtime
         self.table = DeadlineTable(capacity=4)
         self.model = DeadlineModel()
+        self.owned = {0, 1}
         for monitor_id in self.config:
             self._load_persisted(monitor_id)
 
@@ -162,32 +176,61 @@ class TableMatchesModel(RuleBasedStateMachine):
             if is_new:  # what the database held, as loaded
                 self.persisted[monitor_id] = (state, misses, last_seen, incident)
 
-    @rule(shard=st.integers(0, 1), graceful=st.booleans(), away=st.floats(0, 120))
-    def move_shard(self, shard, graceful, away):
-        """The owner of a shard lets it go: a graceful release flushes first; a lost lease
-        loses what was not flushed. `away` seconds later another owner takes the shard
-        over, loading what is persisted with the takeover as each monitor's floor."""
-        if graceful:
-            self.flush()
-        moving = [m for m in self.config if _shard(self.config[m][0]) == shard]
+    @rule(group=st.integers(0, 1), graceful=st.booleans())
+    def release(self, group, graceful):
+        """This owner lets a group of shards go. Graceful: it flushes them first. A lost
+        lease: what it had not flushed of them is dropped (the fenced flush writes the
+        rest). Either way their monitors stay, foreign: answered, never judged."""
+        if group not in self.owned:
+            return
         self.same_monitors_and_events()  # events before the move are the old owner's
+        moving = [m for m in self.config if _shard(self.config[m][0]) == group]
+        self.both("release", _shards(group))
+        self.owned.discard(group)
+        self.flush(lost=None if graceful else group)
         for monitor_id in moving:
-            self.both("remove", monitor_id)
-        self.now += away
-        self.both("pop_due", self.now)  # the other shard goes on meanwhile
-        for monitor_id in moving:
-            self._load_persisted(monitor_id)
-            _digest, interval, grace, _threshold, _paused = self.config[monitor_id]
-            self.amnesty[monitor_id] = self.now + interval + grace
+            row = self.model.get(monitor_id)
+            assert row["foreign"] and row["deadline"] is None
+        assert self.table.owned() == self.model.owned()
 
-    def _load_persisted(self, monitor_id: int) -> None:
+    @rule()
+    def handoffs(self):
+        table, model = self.table.take_handoffs(), self.model.take_handoffs()
+        assert sorted(zip(*table, strict=True)) == sorted(zip(*model, strict=True))
+        for shard, monitor_id, _at in zip(*model, strict=True):
+            assert self.model.get(monitor_id)["foreign"]
+            assert shard_of(self.config[monitor_id][0]) == shard
+
+    @rule(monitor_id=IDS, ago=st.floats(0, 5, allow_nan=False))
+    def seen(self, monitor_id, ago):
+        """A ping another process answered `ago` seconds ago, handed to this owner."""
+        self.both("seen", monitor_id, self.now - ago)
+
+    @rule(group=st.integers(0, 1), away=st.floats(0, 120))
+    def take(self, group, away):
+        """`away` seconds later this process takes the group (back): its monitors are
+        judged afresh, then loaded from what is persisted, the takeover as their floor."""
+        if group in self.owned:
+            return
+        self.now += away
+        self.both("pop_due", self.now)  # the owned group goes on meanwhile
+        self.same_monitors_and_events()
+        self.both("take", _shards(group), self.now)
+        self.owned.add(group)
+        for monitor_id in self.config:
+            if _shard(self.config[monitor_id][0]) == group:
+                self._load_persisted(monitor_id, "takeover")
+                _digest, interval, grace, _threshold, _paused = self.config[monitor_id]
+                self.amnesty[monitor_id] = self.now + interval + grace
+
+    def _load_persisted(self, monitor_id: int, how: str = "upsert") -> None:
         """Load a monitor as a new owner does: what is persisted, now as its floor."""
         digest_, interval, grace, threshold, paused = self.config[monitor_id]
         state, misses, last_seen, incident = self.persisted.get(
             monitor_id, ("pending", 0, 0.0, False)
         )
         self.both(
-            "upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now,
+            how, monitor_id, digest_, interval, grace, threshold, paused, self.now,
             state, misses, last_seen, incident,
         )  # fmt: skip
         assert self.last_ok
@@ -209,7 +252,7 @@ class TableMatchesModel(RuleBasedStateMachine):
     def at_most_one_open_incident_and_only_when_down(self):
         for monitor_id in self.model.ids():
             row = self.table.get(monitor_id)
-            if row["incident_open"]:
+            if row["incident_open"] and not row["foreign"]:  # a foreign one: as persisted
                 assert row["state"] == "down"
                 assert row["misses"] >= row["threshold"] or row["misses"] >= 1
 
