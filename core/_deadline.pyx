@@ -689,22 +689,34 @@ cdef class DeadlineTable:
         bint incident_open=False,
     ):
         """Load a monitor as a new owner does: its persisted row, judged afresh with `now`
-        as its floor, keeping a later last_seen this table heard itself."""
+        as its floor, keeping (and writing) a later last_seen this table heard itself."""
         cdef int32_t slot = self._find_id(monitor_id)
+        cdef double heard = 0.0
         if slot >= 0:
-            last_seen = _fmax(last_seen, self._mons[slot].last_seen)
+            heard = self._mons[slot].last_seen
             self._remove_slot(slot)
         self.upsert(monitor_id, digest, interval, grace, threshold, paused, now,
-                    state, misses, last_seen, incident_open)
+                    state, misses, _fmax(last_seen, heard), incident_open)
+        slot = self._find_id(monitor_id)
+        if heard > last_seen and not (self._mons[slot].flags & FLAG_FOREIGN):
+            self._mark_dirty(slot, False)  # the stored last_seen is older: rewrite it
 
     def seen(self, int64_t monitor_id, double at):
         """A ping another process answered at `at`, handed to this owner: recorded like a
-        ping at that time (unless a later one is known). False if the monitor is unknown
-        here or not judged here."""
+        ping at that time (unless a later one is known); True. If the monitor is foreign
+        here (its shard moved on), the ping is queued as a hand-off again (relayed), and
+        if it is unknown, dropped: False."""
         cdef int32_t slot = self._find_id(monitor_id)
-        if slot < 0 or self._mons[slot].flags & FLAG_FOREIGN:
+        cdef Monitor* m
+        if slot < 0:
             return False
-        if at > self._mons[slot].last_seen:
+        m = &self._mons[slot]
+        if m.flags & FLAG_FOREIGN:
+            if at > m.last_seen:
+                m.last_seen = at
+                self._queue_handoff(slot)
+            return False
+        if at > m.last_seen:
             self._record(slot, at)
         return True
 

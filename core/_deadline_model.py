@@ -88,12 +88,15 @@ class DeadlineModel:
             return False
         if m.foreign:
             m.last_seen = now
-            if not m.handoff:
-                m.handoff = True
-                self._handoffs.append(m.monitor_id)
+            self._queue_handoff(m)
             return True
         self._record(m, now)
         return True
+
+    def _queue_handoff(self, m: _Monitor) -> None:
+        if not m.handoff:
+            m.handoff = True
+            self._handoffs.append(m.monitor_id)
 
     def _record(self, m: _Monitor, now: float) -> None:
         m.last_seen = now
@@ -288,17 +291,26 @@ class DeadlineModel:
         incident_open: bool = False,
     ) -> None:
         old = self._by_id.get(monitor_id)
+        heard = 0.0
         if old is not None:
-            last_seen = max(last_seen, old.last_seen)
+            heard = old.last_seen
             self.remove(monitor_id)
         self.upsert(
             monitor_id, digest, interval, grace, threshold, paused, now,
-            state, misses, last_seen, incident_open,
+            state, misses, max(last_seen, heard), incident_open,
         )  # fmt: skip
+        m = self._by_id[monitor_id]
+        if heard > last_seen and not m.foreign:
+            self._mark_dirty(m, changed=False)
 
     def seen(self, monitor_id: int, at: float) -> bool:
         m = self._by_id.get(monitor_id)
-        if m is None or m.foreign:
+        if m is None:
+            return False
+        if m.foreign:
+            if at > m.last_seen:
+                m.last_seen = at
+                self._queue_handoff(m)
             return False
         if at > m.last_seen:
             self._record(m, at)

@@ -3,6 +3,7 @@ defined here once, and every reader uses the names."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 
@@ -18,3 +19,18 @@ class DirtyRows(NamedTuple):
     states: list[str]
     misses: list[int]
     incidents: list[bool]
+
+    def only(self, keep: Callable[[int], bool]) -> tuple[DirtyRows, int]:
+        """The rows of the monitors `keep` accepts, and how many were left out."""
+        seen = [i for i, m in enumerate(self.seen_ids) if keep(m)]
+        full = [i for i, m in enumerate(self.ids) if keep(m)]
+        rows = DirtyRows(
+            [self.seen_ids[i] for i in seen],
+            [self.seen_last_seen[i] for i in seen],
+            [self.ids[i] for i in full],
+            [self.last_seen[i] for i in full],
+            [self.states[i] for i in full],
+            [self.misses[i] for i in full],
+            [self.incidents[i] for i in full],
+        )
+        return rows, len(self.seen_ids) + len(self.ids) - len(seen) - len(full)

@@ -31,6 +31,8 @@ class IngestConfig:
     upstream: tuple[str, int] | None = None
     # LASTSEEN_TRUSTED_PROXIES: whose X-Forwarded-* to believe, who may hold many connections.
     trusted_proxies: TrustedProxies = field(default_factory=lambda: Settings().trusted_proxies)
+    # Share the listening port with the host's other ingest processes (SO_REUSEPORT).
+    reuse_port: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> IngestConfig:

@@ -2,14 +2,22 @@
 consensus code of ours (migration 0009, ``core/shards.py``).
 
 A lease is a row (owner, epoch, expires_at) per shard; times are the database's. An owner
-takes free or expired shards with ``acquire`` (each taken shard's epoch goes up by one),
-keeps them with ``renew`` (only under the epoch it took them with), hands them back with
+is named by the address of its admin listener (unique while it runs; the same after a
+restart, so a restarted process takes its own shards back at once). It takes free or
+expired shards, and its own, with ``acquire`` (each taken shard's epoch goes up by one),
+keeps them with ``renew`` (under the epoch it took them with: expiry only lets another
+owner take a shard, and until one does the lease is still its own), hands them back with
 ``release`` (a graceful move: another owner may take them at once), and fences every
 write with ``fence``: inside the writing transaction, it locks its lease rows (FOR
 SHARE) and checks they are still its own under the same epochs, else raises ``Fenced``
 and the transaction rolls back. A taker's UPDATE waits for that lock, so a process that
 was paused or partitioned past its lease can never write once another owns the shard,
 and an owner cannot lose a shard in the middle of a write.
+
+After the whole cluster was silent for a lease's time (no member stepped: PostgreSQL was
+down, or the network to it), the first step opens a grace (``lease_grace``, migration
+0010) of one lease's time in which expired leases are not taken: every owner renews its
+own first, and ownership resumes under the same epochs.
 
 Every owner says it is there (``ingest_members``, on each ``step``); ``fair_share`` is
 how many shards it should hold: all of them divided by the members seen within a lease's
@@ -18,8 +26,6 @@ the excess when others have joined (they take it at their next step), take free 
 expired shards up to the share. So a host that joins gets about 1/N of the shards, and
 a host that dies has its shards taken once its leases expire; ``leave`` hands everything
 back at once.
-
-Not yet used by the ingest service (issue 11: the service still owns every monitor).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import asyncpg
 
 from core.shards import SHARDS
 
-LEASE_SECONDS = 10.0
+LEASE_SECONDS = 8.0  # a dead owner's shards are taken within this and one step
 
 Held = dict[int, int]  # shard -> the epoch it is held under
 
@@ -46,8 +52,10 @@ class Fenced(Exception):
 _ACQUIRE = """
 WITH free AS (
     SELECT shard FROM shard_leases
-    WHERE owner IS NULL OR expires_at <= now()
-    ORDER BY shard
+    WHERE NOT (shard = ANY($4::smallint[]))
+      AND (owner IS NULL OR owner = $1
+           OR (expires_at <= now() AND now() >= (SELECT until FROM lease_grace)))
+    ORDER BY owner = $1 DESC, shard
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
@@ -59,7 +67,7 @@ RETURNING l.shard, l.epoch
 _RENEW = """
 UPDATE shard_leases l SET expires_at = now() + make_interval(secs => $4)
 FROM unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch)
-WHERE l.shard = h.shard AND l.owner = $1 AND l.epoch = h.epoch AND l.expires_at > now()
+WHERE l.shard = h.shard AND l.owner = $1 AND l.epoch = h.epoch
 RETURNING l.shard, l.epoch
 """
 _RELEASE = """
@@ -69,12 +77,19 @@ WHERE owner = $1 AND shard = ANY($2::smallint[])
 _FENCE = """
 SELECT l.shard FROM shard_leases l
 JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shard
-WHERE l.owner = $1 AND l.epoch = h.epoch AND l.expires_at > clock_timestamp()
+WHERE l.owner = $1 AND l.epoch = h.epoch
 FOR SHARE OF l
 """
 _LIVE_MEMBERS = """
 SELECT count(*) FROM ingest_members WHERE seen_at > now() - make_interval(secs => $1)
 """
+_GRACE = """
+UPDATE lease_grace SET until = now() + make_interval(secs => $1)
+WHERE NOT EXISTS (
+    SELECT 1 FROM ingest_members WHERE seen_at > now() - make_interval(secs => $1)
+) AND EXISTS (SELECT 1 FROM shard_leases WHERE owner IS NOT NULL)
+"""
+_OWNERS = "SELECT shard, owner FROM shard_leases WHERE owner IS NOT NULL"
 _HERE = """
 INSERT INTO ingest_members (owner, seen_at) VALUES ($1, now())
 ON CONFLICT (owner) DO UPDATE SET seen_at = now()
@@ -94,7 +109,7 @@ class Leases:
         missing = want - len(self.held)
         if missing <= 0:
             return {}
-        rows = await conn.fetch(_ACQUIRE, self.owner, missing, self.ttl)
+        rows = await conn.fetch(_ACQUIRE, self.owner, missing, self.ttl, sorted(self.held))
         taken = {r["shard"]: r["epoch"] for r in rows}
         self.held.update(taken)
         return taken
@@ -134,10 +149,20 @@ class Leases:
         live: int = await conn.fetchval(_LIVE_MEMBERS, self.ttl)
         return math.ceil(SHARDS / max(1, live))
 
+    async def here(self, conn: asyncpg.Connection) -> None:
+        """Say this owner is here (opening the grace if the whole cluster was silent)."""
+        await conn.execute(_GRACE, self.ttl)
+        await conn.execute(_HERE, self.owner)
+
+    @staticmethod
+    async def owners(conn: asyncpg.Connection) -> dict[int, str]:
+        """Every owned shard's owner."""
+        return {r["shard"]: r["owner"] for r in await conn.fetch(_OWNERS)}
+
     async def step(self, conn: asyncpg.Connection) -> tuple[Held, list[int], list[int]]:
         """Say this owner is here, renew, give back the excess, take up to the share:
         (shards taken, shards lost, shards released)."""
-        await conn.execute(_HERE, self.owner)
+        await self.here(conn)
         lost = await self.renew(conn)
         share = await self.fair_share(conn)
         released = self.excess(share)

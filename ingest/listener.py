@@ -431,12 +431,17 @@ async def _linger(sock: stdlib_socket.socket) -> None:
         pass
 
 
-def open_listen_socket(host: str, port: int, backlog: int = 4096) -> stdlib_socket.socket:
-    """A non-blocking listening TCP socket on host:port (SO_REUSEADDR)."""
+def open_listen_socket(
+    host: str, port: int, backlog: int = 4096, *, reuse_port: bool = False
+) -> stdlib_socket.socket:
+    """A non-blocking listening TCP socket on host:port (SO_REUSEADDR; with `reuse_port`,
+    SO_REUSEPORT: several processes on one port, the kernel spreading connections)."""
     family = stdlib_socket.AF_INET6 if ":" in host else stdlib_socket.AF_INET
     sock = stdlib_socket.socket(family, stdlib_socket.SOCK_STREAM)
     try:
         sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(backlog)
         sock.setblocking(False)

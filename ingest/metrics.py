@@ -72,36 +72,44 @@ def sample(name: str, value: float, **labels: str) -> str:
     return f"{name} {value}"
 
 
+Handoff = Callable[[bytes], bool]
+
+
 async def serve_admin(
     host: str,
     port: int,
     metrics: Callable[[], str],
     health: Callable[[], tuple[bool, dict[str, object]]],
+    handoff: Handoff | None = None,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """GET /metrics and GET /healthz on host:port; reports the bound port when started."""
+    """GET /metrics and GET /healthz on host:port, and POST /handoff from the cluster's
+    other ingest processes (``handoff.py``; kept alive); reports the bound port."""
 
     async def handle(stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16384)
         try:
-            with trio.move_on_after(10):
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        conn.receive_data(await stream.receive_some(8192))
-                        continue
-                    if not isinstance(event, h11.Request):
-                        return
-                    status, ctype, body = _admin_route(event, metrics, health)
-                    headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
-                    headers.append(("Connection", "close"))
-                    data = conn.send(h11.Response(status_code=status, headers=headers)) or b""
-                    data += conn.send(h11.Data(data=body)) or b""
-                    data += conn.send(h11.EndOfMessage()) or b""
-                    await stream.send_all(data)
+            while True:
+                with trio.move_on_after(ADMIN_IDLE_SECONDS) as idle:
+                    request, body = await _read_request(stream, conn)
+                if idle.cancelled_caught or request is None:
                     return
-        except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+                keep = request.method == b"POST" and handoff is not None
+                status, ctype, payload = _admin_route(request, body, metrics, health, handoff)
+                headers = [("Content-Type", ctype), ("Content-Length", str(len(payload)))]
+                if not keep:
+                    headers.append(("Connection", "close"))
+                data = conn.send(h11.Response(status_code=status, headers=headers)) or b""
+                if payload:
+                    data += conn.send(h11.Data(data=payload)) or b""
+                data += conn.send(h11.EndOfMessage()) or b""
+                await stream.send_all(data)
+                if not keep or conn.our_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+        except (h11.RemoteProtocolError, h11.LocalProtocolError, trio.BrokenResourceError,
+                trio.ClosedResourceError, _TooLarge):  # fmt: skip
             pass
         finally:
             await stream.aclose()
@@ -112,12 +120,48 @@ async def serve_admin(
     await trio.serve_listeners(handle, listeners)
 
 
+ADMIN_IDLE_SECONDS = 60.0
+MAX_ADMIN_BODY = 1 << 20  # a hand-off batch is at most 800 KB (handoff.MAX_BODY)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_request(
+    stream: trio.SocketStream, conn: h11.Connection
+) -> tuple[h11.Request | None, bytes]:
+    request: h11.Request | None = None
+    body = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(65536)
+            if not data and request is None:
+                return None, b""
+            conn.receive_data(data)
+        elif isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_ADMIN_BODY:
+                raise _TooLarge()
+        elif isinstance(event, h11.EndOfMessage):
+            return request, bytes(body)
+        else:
+            return None, b""
+
+
 def _admin_route(
     request: h11.Request,
+    body: bytes,
     metrics: Callable[[], str],
     health: Callable[[], tuple[bool, dict[str, object]]],
+    handoff: Handoff | None,
 ) -> tuple[int, str, bytes]:
     path = request.target.split(b"?", 1)[0]
+    if request.method == b"POST" and path == b"/handoff" and handoff is not None:
+        return (204, "text/plain", b"") if handoff(body) else (403, "text/plain", b"refused\n")
     if request.method != b"GET":
         return 405, "text/plain", b"GET only\n"
     if path == b"/metrics":

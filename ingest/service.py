@@ -12,7 +12,17 @@ the listener:
   state is bounded by the number of monitors, not of pings;
 - the change feed (``changefeed.py``) follows configuration changes into the table;
 - the admin listener serves /metrics (``SIMPLE_METRICS``: one spec per single-valued
-  metric) and /healthz.
+  metric), /healthz, and POST /handoff from the other ingest processes;
+- the lease keeper (``leases.py``) renews this process's shards every quarter of a lease,
+  gives back its excess when others join (flushing those shards first, then waking the
+  others by NOTIFY), takes free or expired shards up to its share and loads them with
+  the takeover amnesty, and refreshes who owns what for the outbox;
+- the outbox (``handoff.py``) hands pings of foreign monitors to their owners.
+
+Several processes (on one host or many) share one database: each judges only the shards
+it holds leases on, and every flush is fenced by those leases (a flush for shards this
+process no longer holds writes nothing of them, and they are released from the table).
+One process alone holds every shard and behaves as it always did.
 
 Its configuration is ``config.py``; every database call goes through ``database.py``, with
 a timeout, and a flush runs shielded from shutdown, so a hung server blocks nothing
@@ -24,9 +34,10 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +46,7 @@ import trio
 import trio_asyncio
 
 from core import DeadlineTable
+from core.shards import SHARDS
 
 from . import store
 from ._fastpath import FastPath
@@ -43,12 +55,16 @@ from .clock import Clock
 from .config import IngestConfig, raise_fd_limit
 from .database import DB_ERRORS, Database, why
 from .forward import Upstream
+from .handoff import SLACK, Outbox
+from .leases import LEASE_SECONDS, Fenced, Leases
 from .listener import Listener, open_listen_socket
 from .metrics import FLUSH_BUCKETS, LAG_BUCKETS, Histogram, Metric, render, sample, serve_admin
 from .protocol import ResponseCache
 from .scheduler import Deadlines
 
 log = logging.getLogger(__name__)
+
+HAND_OVER_SECONDS = 3.0  # at a graceful stop, for relaying what waits to the new owners
 
 
 class Ingest:
@@ -80,6 +96,18 @@ class Ingest:
         self._flush_lock = trio.Lock()
         self._stop = trio.Event()
         self.deadlines: Deadlines | None = None
+        self.leases: Leases | None = None
+        self.outbox: Outbox | None = None
+        self.lease_ttl = LEASE_SECONDS
+        self.lease_steps = 0
+        self.lease_failures = 0
+        self.shards_taken = 0
+        self.shards_lost = 0
+        self.fenced_flushes = 0
+        self.fenced_rows = 0
+        self.ever_lost = False
+        self._step_now = trio.Event()
+        self._lease_scope = trio.CancelScope()
 
     @property
     def clock(self) -> Clock:
@@ -98,8 +126,15 @@ class Ingest:
             conn = None
             try:
                 conn = await db.connect("lastseen-ingest-load")
+                assert self.leases is not None
+                key = await db.call(store.cluster_key, conn, db.timeout)
+                # The shards to judge first, so that the load judges only those.
+                await self._step_leases(conn, initial=True)
                 total = await db.call(store.count, conn, db.timeout)
                 self.table = DeadlineTable(capacity=max(1024, int(total * 1.02) + 1024))
+                self.table.release(s for s in range(SHARDS) if s not in self.leases.held)
+                self.outbox = Outbox(self.leases.owner, key, lambda: self.table, self.clock)
+                self.outbox.owners = await db.call(Leases.owners, conn)
                 self.fast = FastPath(self.table, self.config.limits.max_head_bytes)
                 self.responder = ResponseCache(self.fast)
                 started = time.perf_counter()
@@ -109,8 +144,10 @@ class Ingest:
                 self.loaded_at = self.clock.now()
                 self.db_up = True
                 log.info(
-                    "loaded %d monitors in %.2f s", len(self.table), time.perf_counter() - started
-                )
+                    "loaded %d monitors in %.2f s; judging %d of %d shards",
+                    len(self.table), time.perf_counter() - started,
+                    len(self.leases.held), SHARDS,
+                )  # fmt: skip
                 return
             except DB_ERRORS as exc:
                 log.warning("database not reachable yet (%s); retrying", why(exc))
@@ -136,40 +173,226 @@ class Ingest:
         self.pending_events.extend(events)
 
     async def flush_once(self) -> bool:
-        """Write what changed since the last flush; False (and nothing lost) on failure."""
+        """Write what changed since the last flush, fenced by this process's leases;
+        False (and nothing lost) on failure. What belongs to shards no longer held is
+        dropped: their new owner judges them from what was persisted."""
         async with self._flush_lock:
-            self.pending_events.extend(self.table.take_events())
-            dirty = store.Dirty(self.table.take_dirty(), self.pending_events)
-            self.pending_events = []
-            if not dirty:
-                self.last_flush = self.clock.now()  # nothing to write: the database is current
-                return True
-            started = time.perf_counter()
-            try:
-                with trio.CancelScope(shield=True):
-                    if self._flush_conn is None:
-                        self._flush_conn = await self.db.connect("lastseen-ingest-flush")
-                    rows, events = await self.db.call(
-                        store.flush, self._flush_conn, dirty, self.db.timeout
-                    )
-            except DB_ERRORS as exc:
-                self.flush_failures += 1
-                self.db_up = False
-                self.table.mark_dirty(dirty.all_ids)
-                self.pending_events[:0] = dirty.events
-                self.db.drop(self._flush_conn)
-                self._flush_conn = None
-                log.warning(
-                    "flush failed (%s): %d monitors and %d events kept for the next one",
-                    why(exc), len(dirty.all_ids), len(self.pending_events),
-                )  # fmt: skip
-                return False
-            self.flush_duration.observe(time.perf_counter() - started)
-            self.flush_rows += rows
-            self.flush_events += events
-            self.last_flush = self.clock.now()
-            self.db_up = True
+            for _attempt in range(3):
+                try:
+                    return await self._flush_held()
+                except Fenced as exc:
+                    self.fenced_flushes += 1
+                    self._lose(exc.lost)
+            return False
+
+    async def _flush_held(self) -> bool:
+        self.pending_events.extend(self.table.take_events())
+        held = self.leases.held if self.leases is not None else None
+        table = self.table
+        rows, events = self.table.take_dirty(), self.pending_events
+        if held is not None and len(held) < SHARDS:
+
+            def mine(monitor_id: int) -> bool:
+                shard = table.shard(monitor_id)
+                return shard is None or shard in held
+
+            rows, left_out = rows.only(mine)
+            kept = [e for e in events if mine(e[0])]
+            self.fenced_rows += left_out + len(events) - len(kept)
+            events = kept
+        dirty = store.Dirty(rows, events)
+        self.pending_events = []
+        if not dirty:
+            self.last_flush = self.clock.now()  # nothing to write: the database is current
             return True
+        fence = None
+        if self.leases is not None:
+            shards = {table.shard(i) for i in dirty.all_ids} | {table.shard(e[0]) for e in events}
+            touched = sorted(s for s in shards if s is not None)
+            leases = self.leases
+
+            async def fence(conn: asyncpg.Connection) -> None:
+                await leases.fence(conn, touched)
+
+        started = time.perf_counter()
+        try:
+            with trio.CancelScope(shield=True):
+                if self._flush_conn is None:
+                    self._flush_conn = await self.db.connect("lastseen-ingest-flush")
+                written, flushed = await self.db.call(
+                    store.flush, self._flush_conn, dirty, self.db.timeout, fence
+                )
+        except Fenced:
+            self.table.mark_dirty(dirty.all_ids)
+            self.pending_events[:0] = dirty.events
+            raise
+        except DB_ERRORS as exc:
+            self.flush_failures += 1
+            self.db_up = False
+            self.table.mark_dirty(dirty.all_ids)
+            self.pending_events[:0] = dirty.events
+            self.db.drop(self._flush_conn)
+            self._flush_conn = None
+            log.warning(
+                "flush failed (%s): %d monitors and %d events kept for the next one",
+                why(exc), len(dirty.all_ids), len(self.pending_events),
+            )  # fmt: skip
+            return False
+        self.flush_duration.observe(time.perf_counter() - started)
+        self.flush_rows += written
+        self.flush_events += flushed
+        self.last_flush = self.clock.now()
+        self.db_up = True
+        return True
+
+    # -- shards
+
+    async def _keep_leases(self) -> None:
+        """Step the leases every quarter of a lease (or when another process gave some
+        back), on a connection of its own, until cancelled."""
+        with self._lease_scope:
+            await self._keep_leases_on()
+
+    async def _keep_leases_on(self) -> None:
+        backoff = 0.5
+        while True:
+            conn = None
+            try:
+                conn = await self.db.connect("lastseen-ingest-leases")
+                await self.db.call(conn.add_listener, "lastseen_shards", self._wake_step)
+                while True:
+                    await self._step_leases(conn)
+                    backoff = 0.5
+                    with trio.move_on_after(self.lease_ttl / 4):
+                        await self._step_now.wait()
+                    self._step_now = trio.Event()
+            except DB_ERRORS as exc:
+                self.lease_failures += 1
+                log.warning("lease step failed (%s); shards kept until renewed", why(exc))
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, self.lease_ttl / 4)
+            finally:
+                self.db.drop(conn)
+
+    def _wake_step(self, *_args: object) -> None:
+        self._step_now.set()
+
+    async def _step_leases(self, conn: asyncpg.Connection, *, initial: bool = False) -> None:
+        leases, db = self.leases, self.db
+        assert leases is not None
+        await db.call(leases.here, conn)
+        lost = await db.call(leases.renew, conn)
+        if lost:
+            self._lose(lost)
+        share = await db.call(leases.fair_share, conn)
+        excess = leases.excess(share)
+        if excess and not initial:
+            await self._give_back(conn, excess)
+        await db.call(leases.acquire, conn, share)
+        self.lease_steps += 1
+        if initial:
+            return
+        if self.outbox is not None:
+            self.outbox.owners = await db.call(Leases.owners, conn)
+        unjudged = sorted(set(leases.held) - set(self.table.owned()))
+        if unjudged:
+            rows = await db.call(store.monitors_in_shards, conn, unjudged, db.timeout)
+            self._take([s for s in unjudged if s in leases.held], rows)
+
+    async def _give_back(self, conn: asyncpg.Connection, shards: list[int]) -> None:
+        """A graceful move: stop judging `shards`, write what they have, then release
+        them and wake the others (who take them at once)."""
+        assert self.leases is not None
+        self.table.release(shards)
+        if not await self.flush_once():
+            self.table.take(shards, self.clock.now())  # not written: keep judging them
+            return
+        await self.db.call(self.leases.release, conn, shards)
+        await self.db.call(conn.execute, "SELECT pg_notify('lastseen_shards', '')")
+        log.info("gave back %d shard(s) for a fair share", len(shards))
+
+    def _take(self, shards: list[int], rows: Iterable[store.MonitorRow]) -> None:
+        """Judge `shards` from now on, from their persisted rows, the takeover as floor."""
+        if not shards:
+            return
+        now = self.clock.now()
+        taking = set(shards)
+        self._drop_unflushed(taking)  # left from an earlier ownership: stale
+        table = self.table
+        for r in rows:
+            # Refresh the foreign record from the row first, so that take() judges what
+            # was persisted, not what this process loaded long ago.
+            table.takeover(r.id, r.digest, r.interval, r.grace, r.threshold, r.paused,
+                           now, r.state, r.misses, r.last_seen, r.incident_open)  # fmt: skip
+        table.take(shards, now)
+        self.shards_taken += len(shards)
+        self._changed()
+        log.info("took %d shard(s)", len(shards))
+
+    def _lose(self, lost: list[int]) -> None:
+        """Shards whose leases another process holds now: stop judging them, and drop
+        what they have not written (fenced: their new owner judges from the database)."""
+        assert self.leases is not None
+        for shard in lost:
+            self.leases.held.pop(shard, None)
+        self.table.release(lost)
+        self._drop_unflushed(set(lost))
+        self.shards_lost += len(lost)
+        self.ever_lost = True
+        log.warning("lost %d shard(s) to another process", len(lost))
+
+    def _drop_unflushed(self, shards: set[int]) -> None:
+        table = self.table
+        rows, left_out = table.take_dirty().only(lambda m: table.shard(m) not in shards)
+        table.mark_dirty(rows.seen_ids + rows.ids)
+        events = self.pending_events + table.take_events()
+        self.pending_events = [e for e in events if table.shard(e[0]) not in shards]
+        self.fenced_rows += left_out + len(events) - len(self.pending_events)
+
+    def _receive_handoff(self, body: bytes) -> bool:
+        return self.outbox is not None and self.outbox.receive(body)
+
+    def _slack(self) -> float:
+        return SLACK if self.outbox is not None and self.outbox.has_peers else 0.0
+
+    def _owner_name(self) -> str:
+        """This process's name in the leases: its admin address, as others reach it."""
+        host = self.config.admin_host
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.getfqdn()
+        return f"[{host}]:{self.admin_port}" if ":" in host else f"{host}:{self.admin_port}"
+
+    async def _hand_over(self) -> None:
+        """A graceful stop, once nothing is answered any more: judge nothing more (pings
+        handed to this process from now on are relayed), write everything, hand every
+        shard back (the others take them at once), then relay what is still waiting to
+        the new owners."""
+        if self.leases is None or self.outbox is None:
+            return
+        self._lease_scope.cancel()  # no step may take shards back meanwhile
+        held = sorted(self.leases.held)
+        self.table.release(held)
+        if not await self.flush_once():
+            return  # the leases expire instead, and the others load what was written
+        conn = None
+        try:
+            conn = await self.db.connect("lastseen-ingest-leave")
+            await self.db.call(self.leases.leave, conn)
+            await self.db.call(conn.execute, "SELECT pg_notify('lastseen_shards', '')")
+            log.info("handed %d shard(s) over", len(held))
+            outbox = self.outbox
+            with trio.move_on_after(HAND_OVER_SECONDS):
+                while True:
+                    await trio.sleep(0.1)
+                    outbox.owners = await self.db.call(Leases.owners, conn)
+                    if outbox.idle():
+                        break
+            if not outbox.idle():
+                log.warning("%d hand-off(s) could not be relayed", len(outbox.waiting))
+        except DB_ERRORS as exc:
+            log.warning("could not hand the shards back (%s): they expire instead", why(exc))
+        finally:
+            self.db.drop(conn)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -196,24 +419,32 @@ class Ingest:
             loop.set_exception_handler(_log_asyncio_error)
             if handle_signals:
                 outer.start_soon(self._stop_on_signal)
+            # The admin listener first: its address names this process in the leases.
+            self.admin_port = await outer.start(
+                serve_admin, self.config.admin_host, self.config.admin_port,
+                self.render_metrics, self.health, self._receive_handoff,
+            )  # fmt: skip
+            self.leases = Leases(self._owner_name(), ttl=self.lease_ttl)
             await self._initial_load()
             trusted = self.config.trusted_proxies
             upstream = Upstream(*self.config.upstream, trusted) if self.config.upstream else None
             self.listener = Listener(
                 self.responder, self.config.limits, self.clock, upstream, trusted=trusted
             )
-            sock = open_listen_socket(self.config.host, self.config.port)
+            sock = open_listen_socket(
+                self.config.host, self.config.port, reuse_port=self.config.reuse_port
+            )
             self.port = sock.getsockname()[1]
             async with trio.open_nursery() as workers:
-                self.admin_port = await workers.start(
-                    serve_admin, self.config.admin_host, self.config.admin_port,
-                    self.render_metrics, self.health,
-                )  # fmt: skip
-                self.deadlines = Deadlines(lambda: self.table, self.clock, self._on_events)
+                self.deadlines = Deadlines(
+                    lambda: self.table, self.clock, self._on_events, self._slack
+                )
                 workers.start_soon(self.deadlines.run)
                 workers.start_soon(self._flush_forever)
-                assert self.feed is not None
+                assert self.feed is not None and self.outbox is not None
                 workers.start_soon(self.feed.run)
+                workers.start_soon(self._keep_leases)
+                workers.start_soon(self.outbox.run)
                 async with trio.open_nursery() as serving:
                     await serving.start(self.listener.serve, sock)
                     log.info("ingest listening on %s:%d", self.config.host, self.port)
@@ -221,6 +452,8 @@ class Ingest:
                     await self._stop.wait()
                     log.info("stopping: finishing requests in progress")
                     await self.listener.stop(self.config.shutdown_grace)
+                with trio.move_on_after(self.config.db_timeout + HAND_OVER_SECONDS):
+                    await self._hand_over()
                 workers.cancel_scope.cancel()
             with trio.move_on_after(self.config.db_timeout):
                 await self.flush_once()
@@ -242,10 +475,18 @@ class Ingest:
         body says what is down ("degraded")."""
         lag = self.flush_lag()
         down = [] if self.db_up else ["database"]
-        serving = self.listener is not None
+        held = sorted(self.leases.held) if self.leases is not None else []
+        # Owning nothing after losing leases (paused, partitioned): a load balancer should
+        # prefer another process; its pings are still answered right if it does not.
+        if not held and self.ever_lost:
+            down.append("shards")
+        serving = self.listener is not None and "shards" not in down
         return serving, {
-            "status": "starting" if not serving else "degraded" if down else "ok",
+            "status": "starting" if self.listener is None else "degraded" if down else "ok",
             "down": down,
+            "owner": self.leases.owner if self.leases is not None else None,
+            "shards": len(held),
+            "shard_ranges": _ranges(held),
             "monitors": len(self.table),
             "database": "up" if self.db_up else "down",
             "flush_lag_seconds": None if math.isinf(lag) else round(lag, 3),
@@ -295,6 +536,20 @@ class Ingest:
         return render(samples)
 
 
+def _ranges(shards: list[int]) -> list[str]:
+    """Sorted shards as ranges: [0, 1, 2, 7] -> ["0-2", "7"]."""
+    out: list[str] = []
+    start = prev = None
+    for shard in [*shards, None]:
+        if shard is not None and prev is not None and shard == prev + 1:
+            prev = shard
+            continue
+        if start is not None:
+            out.append(f"{start}-{prev}" if prev != start else f"{start}")
+        start = prev = shard
+    return out
+
+
 @dataclass(frozen=True)
 class Spec:
     """One single-valued metric of the ingest: its name (after lastseen_), its kind, its
@@ -310,6 +565,14 @@ def _listener(attribute: str) -> Callable[[Ingest], float]:
     def read(ingest: Ingest) -> float:
         lst = ingest.listener
         return float(getattr(lst.statistics(), attribute)) if lst is not None else 0.0
+
+    return read
+
+
+def _outbox(attribute: str) -> Callable[[Ingest], float]:
+    def read(ingest: Ingest) -> float:
+        box = ingest.outbox
+        return float(getattr(box.counts, attribute)) if box is not None else 0.0
 
     return read
 
@@ -348,6 +611,33 @@ SIMPLE_METRICS = (
     Spec("flush_lag_seconds", "gauge", "Seconds since the last successful flush.", _flush_lag),
     Spec("database_up", "gauge", "1 if the last database call succeeded.",
          lambda i: int(i.db_up)),
+    Spec("shards_owned", "gauge", "Shards this process holds leases on and judges.",
+         lambda i: len(i.leases.held) if i.leases is not None else 0),
+    Spec("lease_steps_total", "counter", "Lease steps done (renew, rebalance, take).",
+         lambda i: i.lease_steps),
+    Spec("lease_failures_total", "counter", "Lease steps failed (database).",
+         lambda i: i.lease_failures),
+    Spec("shards_taken_total", "counter", "Shards taken over.", lambda i: i.shards_taken),
+    Spec("shards_lost_total", "counter", "Shards lost to another process.",
+         lambda i: i.shards_lost),
+    Spec("fenced_flushes_total", "counter",
+         "Flushes refused by the fence (shards no longer held): nothing of them written.",
+         lambda i: i.fenced_flushes),
+    Spec("fenced_rows_total", "counter",
+         "Rows and events dropped because their shard was no longer held.",
+         lambda i: i.fenced_rows),
+    Spec("handoffs_sent_total", "counter", "Pings handed to their owner.",
+         _outbox("sent")),
+    Spec("handoffs_received_total", "counter", "Pings handed to this owner.",
+         _outbox("received")),
+    Spec("handoffs_relayed_total", "counter", "Hand-offs received for shards owned "
+         "elsewhere now, handed on.", _outbox("relayed")),
+    Spec("handoffs_dropped_total", "counter", "Hand-offs dropped: no owner within 30 s.",
+         _outbox("dropped")),
+    Spec("handoffs_refused_total", "counter", "Hand-off bodies that failed "
+         "authentication.", _outbox("refused")),
+    Spec("handoff_send_failures_total", "counter", "Failed hand-off sends (kept, retried).",
+         _outbox("send_failures")),
 )  # fmt: skip
 
 

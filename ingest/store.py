@@ -17,6 +17,7 @@ and reconnects.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -37,6 +38,8 @@ FROM monitors m LEFT JOIN monitor_state s ON s.monitor_id = m.id
 _LOAD = _MONITORS  # streamed with binary COPY: the columns _copyload expects, in order
 _CHANGED = _MONITORS + " WHERE m.config_xid >= $1::text::xid8"
 _BY_ID = _MONITORS + " WHERE m.id = ANY($1::bigint[])"
+_IN_SHARDS = _MONITORS + " WHERE m.shard = ANY($1::smallint[])"
+_CLUSTER_KEY = "SELECT secret FROM cluster_secrets WHERE name = 'handoff'"
 _DELETED = "SELECT DISTINCT monitor_id FROM monitor_deletions WHERE deleted_xid >= $1::text::xid8"
 _XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
 _PRUNE_DELETIONS = "DELETE FROM monitor_deletions WHERE deleted_at < now() - interval '1 day'"
@@ -162,16 +165,33 @@ async def monitors_by_id(
     return [MonitorRow(*r) for r in await conn.fetch(_BY_ID, ids, timeout=statement_seconds)]
 
 
+async def monitors_in_shards(
+    conn: asyncpg.Connection, shards: list[int], statement_seconds: float
+) -> list[MonitorRow]:
+    return [MonitorRow(*r) for r in await conn.fetch(_IN_SHARDS, shards, timeout=statement_seconds)]
+
+
+async def cluster_key(conn: asyncpg.Connection, statement_seconds: float) -> bytes:
+    """The key that authenticates hand-offs between ingest processes (migration 0010)."""
+    return bytes(await conn.fetchval(_CLUSTER_KEY, timeout=statement_seconds))
+
+
 async def prune_deletions(conn: asyncpg.Connection, statement_seconds: float) -> None:
     await conn.execute(_PRUNE_DELETIONS, timeout=statement_seconds)
 
 
+Fence = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
 async def flush(
-    conn: asyncpg.Connection, dirty: Dirty, statement_seconds: float
+    conn: asyncpg.Connection, dirty: Dirty, statement_seconds: float, fence: Fence | None = None
 ) -> tuple[int, int]:
-    """Write `dirty` in one transaction; returns (monitor rows, events) written."""
+    """Write `dirty` in one transaction; returns (monitor rows, events) written. `fence`
+    runs first inside it (``Leases.fence``): if it raises, nothing is written."""
     rows = events = 0
     async with conn.transaction():
+        if fence is not None:
+            await fence(conn)
         d = dirty.rows
         n = max(len(d.seen_ids), len(d.ids), 1)
         for start in range(0, n, BATCH_ROWS):

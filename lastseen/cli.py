@@ -45,6 +45,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         overrides["admin_host"], overrides["admin_port"] = parse_address(
             args.admin_listen, "--admin-listen"
         )
+    if args.reuse_port:
+        overrides["reuse_port"] = True
     with service_database(_data_dir(args), args.settings.database_url, migrate_database) as dsn:
         config = IngestConfig.from_settings(args.settings, database_url=dsn, **overrides)
         trio.run(lambda: Ingest(config).run(handle_signals=True))
@@ -158,10 +160,19 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _procs(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError("a number of processes from 1 to 64")
+    return int(text)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .supervise import serve
 
-    return serve(_data_dir(args), args.settings, listen=args.listen, admin_listen=args.admin_listen)
+    return serve(
+        _data_dir(args), args.settings, listen=args.listen, admin_listen=args.admin_listen,
+        ingest_procs=args.ingest_procs,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--listen", default=None, help="public address, default 127.0.0.1:8080")
     p.add_argument("--admin-listen", default=None, help="metrics address, default 127.0.0.1:9108")
+    p.add_argument(
+        "--ingest-procs", type=_procs, default=None,
+        help="ingest processes sharing the public port, each on the next admin port "
+        "(default: the number of cores, at most 8)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("ingest", help="the heartbeat listener alone")
@@ -183,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--admin-listen", help="HOST:PORT (LASTSEEN_ADMIN_LISTEN), default 127.0.0.1:9108"
     )
+    p.add_argument(
+        "--reuse-port", action="store_true",
+        help="share --listen with other ingest processes on this host (SO_REUSEPORT)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("control", help="the control-plane API alone")

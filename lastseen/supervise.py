@@ -37,7 +37,7 @@ from control.bootstrap import bootstrap
 from control.crypto import Keyring, load_keyring
 from core.migrate import migrate_database
 from core.pg import EmbeddedPostgres, EmbeddedPostgresError, database
-from core.settings import Settings
+from core.settings import Settings, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,18 @@ class Child:
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
 
+def default_ingest_procs() -> int:
+    """One ingest process per core, at most 8."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
+
+
 def serve(
-    data_dir: Path, settings: Settings, *, listen: str | None, admin_listen: str | None
+    data_dir: Path,
+    settings: Settings,
+    *,
+    listen: str | None,
+    admin_listen: str | None,
+    ingest_procs: int | None = None,
 ) -> int:
     stopping = False
 
@@ -95,8 +105,19 @@ def serve(
             "LASTSEEN_PUBLIC_URL": settings.public_url or f"http://{listen}",
         }
         me = [sys.executable, "-m", "lastseen"]
+        procs = ingest_procs or default_ingest_procs()
+        admin_host, admin_port = parse_address(admin_listen, "--admin-listen")
+        admins = [f"{admin_host}:{admin_port + i}" for i in range(procs)]
+        shared = ["--reuse-port"] if procs > 1 else []
+        ingests = [
+            Child(
+                "ingest" if procs == 1 else f"ingest {i + 1}",
+                [*me, "ingest", "--listen", listen, "--admin-listen", admin, *shared],
+            )
+            for i, admin in enumerate(admins)
+        ]
         children = [
-            Child("ingest", [*me, "ingest", "--listen", listen, "--admin-listen", admin_listen]),
+            *ingests,
             Child("control", [*me, "control", "--listen", control_listen]),
             Child("worker", [*me, "worker"]),
         ]
@@ -111,7 +132,9 @@ def serve(
             )
         print(
             f"lastseen is running at http://{listen}/api/v1 (heartbeats and the API, "
-            f"one origin), metrics at http://{admin_listen}/metrics. Ctrl-C stops it.",
+            f"one origin; {procs} ingest process{'es' if procs > 1 else ''}), metrics at "
+            + ", ".join(f"http://{a}/metrics" for a in admins)
+            + ". Ctrl-C stops it.",
             flush=True,
         )
         while True:

@@ -165,7 +165,10 @@ class TableMatchesModel(RuleBasedStateMachine):
     )
     def load_persisted(self, monitor_id, digest_index, state, misses, ago, incident, paused):
         last_seen = 0.0 if state == "pending" else self.now - ago
-        is_new = self.model.get(monitor_id) is None
+        before = self.model.get(monitor_id)
+        # A new monitor, or a foreign one (moved into an owned shard by this digest, it
+        # is loaded from the row): the row is what the database holds.
+        is_new = before is None or before["foreign"]
         self.both(
             "upsert", monitor_id, DIGESTS[digest_index], 60, 5, 2, paused, self.now,
             state, misses, last_seen, incident,

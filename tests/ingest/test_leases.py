@@ -199,3 +199,62 @@ def test_the_shard_of_a_digest_is_the_databases_shard(database_url):
     assert all(shard_of(d) == s for d, s in shards.items())
     assert shards[bytes([0xFF, 0xFF]) + bytes(30)] == 65535 % SHARDS
     assert shards[bytes([4, 0]) + bytes(30)] == 0  # 1,024 wraps to shard 0
+
+
+def test_after_the_whole_cluster_was_silent_owners_resume_under_the_same_epochs(database_url):
+    """PostgreSQL was away longer than a lease: every lease looks expired when it comes
+    back. The first step opens a grace in which nobody takes an expired lease; each owner
+    renews its own under the same epoch; once the grace is over, a dead owner's are taken."""
+
+    async def go():
+        conn = await _connect(database_url)
+        try:
+            a, b = Leases("a"), Leases("b")
+            for o in (a, b, a, b):
+                await o.step(conn)
+            epochs = dict(a.held)
+            # Silence: nobody stepped for a minute, every lease ran out.
+            await conn.execute("UPDATE ingest_members SET seen_at = now() - interval '1 minute'")
+            await conn.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'")
+            took_b, _, _ = await b.step(conn)  # the first back: the grace opens
+            lost_a = await a.renew(conn)
+            during = dict(a.held)
+            # The grace is over and a never came back: b takes a's shards, new epochs.
+            await conn.execute("UPDATE lease_grace SET until = now() - interval '1 second'")
+            await _expire(conn, "a")
+            took_later, _, _ = await b.step(conn)
+            return epochs, took_b, lost_a, during, took_later
+        finally:
+            await conn.close()
+
+    epochs, took_b, lost_a, during, took_later = run(go())
+    assert len(epochs) == SHARDS // 2
+    assert took_b == {} and lost_a == [] and during == epochs
+    assert set(took_later) == set(epochs)
+    assert all(took_later[s] == epochs[s] + 1 for s in epochs)
+
+
+def test_a_restarted_owner_takes_its_own_shards_back_at_once(database_url):
+    """An owner is named by its admin address: the same after a restart. The new process
+    takes its own (unexpired) leases at once, with new epochs, which fence the old one."""
+
+    async def go():
+        conn = await _connect(database_url)
+        try:
+            old = Leases("127.0.0.1:9108")
+            await old.step(conn)
+            new = Leases("127.0.0.1:9108")
+            taken, _, _ = await new.step(conn)
+            fenced = None
+            async with conn.transaction():
+                try:
+                    await old.fence(conn)
+                except Fenced as exc:
+                    fenced = exc
+            return dict(old.held), taken, fenced
+        finally:
+            await conn.close()
+
+    old, taken, fenced = run(go())
+    assert len(taken) == SHARDS and all(taken[s] == old[s] + 1 for s in old)
+    assert fenced is not None and len(fenced.lost) == SHARDS

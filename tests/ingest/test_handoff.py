@@ -1,0 +1,120 @@
+"""Hand-offs between ingest processes: the body is authenticated with the cluster's key,
+a tampered, truncated or foreign body is refused, and the admin listener takes them on a
+kept-alive connection and answers 204 (403 when refused)."""
+
+from __future__ import annotations
+
+import secrets
+
+import h11
+import pytest
+import trio
+
+from core import DeadlineTable
+from core.shards import shard_of
+from core.tokens import digest
+from ingest.clock import Clock
+from ingest.handoff import Outbox, decode, encode
+from ingest.metrics import serve_admin
+
+KEY = secrets.token_bytes(32)
+
+
+def test_a_body_round_trips_and_any_change_is_refused():
+    ids, times = [1, 2, 2**40], [1.5, 1_700_000_000.25, 3.0]
+    body = encode(KEY, ids, times)
+    assert decode(KEY, body) == (ids, times)
+    assert decode(KEY, encode(KEY, [], [])) == ([], [])
+    with pytest.raises(ValueError):
+        decode(secrets.token_bytes(32), body)  # another cluster's key
+    for i in (0, 31, 32, 40, len(body) - 1):  # the MAC, the count, an id, a time
+        tampered = bytearray(body)
+        tampered[i] ^= 1
+        with pytest.raises(ValueError):
+            decode(KEY, bytes(tampered))
+    with pytest.raises(ValueError):
+        decode(KEY, body[:-8])
+    with pytest.raises(ValueError):
+        decode(KEY, b"")
+
+
+def _table_with(monitor_id: int, token: str, *, owned: bool) -> DeadlineTable:
+    table = DeadlineTable()
+    d = digest(token)
+    if not owned:
+        table.release([shard_of(d)])
+    table.upsert(monitor_id, d, 30, 0, 1, False, 100.0)
+    return table
+
+
+class _FixedClock(Clock):
+    def __init__(self, now: float) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+
+def test_the_owner_records_a_handed_off_ping_and_a_replay_changes_nothing():
+    table = _table_with(7, "ab" * 32, owned=True)
+    outbox = Outbox("127.0.0.1:1", KEY, lambda: table, _FixedClock(200.0))
+    assert outbox.receive(encode(KEY, [7], [150.0]))
+    assert table.get(7)["last_seen"] == 150.0 and table.get(7)["state"] == "up"
+    events = table.take_events()
+    assert outbox.receive(encode(KEY, [7], [150.0]))  # replayed: nothing new
+    assert table.take_events() == [] and events == [(7, "up", 150.0)]
+    # A time in this process's future (another host's clock) is recorded as now.
+    assert outbox.receive(encode(KEY, [7], [900.0]))
+    assert table.get(7)["last_seen"] == 200.0
+    assert not outbox.receive(encode(secrets.token_bytes(32), [7], [199.0]))
+    assert outbox.counts.received == 3 and outbox.counts.refused == 1
+
+
+def test_a_hand_off_for_a_shard_owned_elsewhere_now_is_relayed():
+    table = _table_with(7, "ab" * 32, owned=False)
+    outbox = Outbox("127.0.0.1:1", KEY, lambda: table, _FixedClock(200.0))
+    assert outbox.receive(encode(KEY, [7], [150.0]))
+    assert outbox.counts.relayed == 1
+    assert table.take_handoffs() == ([shard_of(digest("ab" * 32))], [7], [150.0])
+
+
+async def _post(stream: trio.SocketStream, conn: h11.Connection, body: bytes) -> int:
+    headers = [("Host", "x"), ("Content-Length", str(len(body)))]
+    out = conn.send(h11.Request(method="POST", target="/handoff", headers=headers)) or b""
+    out += (conn.send(h11.Data(data=body)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
+    await stream.send_all(out)
+    status = 0
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(4096))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.EndOfMessage):
+            return status
+
+
+def test_the_admin_listener_takes_hand_offs_on_one_kept_alive_connection():
+    received: list[bytes] = []
+
+    def handoff(body: bytes) -> bool:
+        received.append(body)
+        return body.startswith(b"ok")
+
+    async def go() -> list[int]:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(
+                serve_admin, "127.0.0.1", 0, lambda: "", lambda: (True, {}), handoff
+            )
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            conn = h11.Connection(h11.CLIENT)
+            statuses = []
+            for body in (b"ok 1", b"bad", b"ok 2"):
+                statuses.append(await _post(stream, conn, body))
+                conn.start_next_cycle()
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+        return statuses
+
+    assert trio.run(go) == [204, 403, 204]
+    assert received == [b"ok 1", b"bad", b"ok 2"]
