@@ -11,8 +11,8 @@ minutes at about 3,000 pings/s)."""
 from __future__ import annotations
 
 import os
-import signal
 import time
+from typing import Any
 
 import asyncpg
 import trio
@@ -86,9 +86,7 @@ def test_two_processes_on_one_port_answer_exactly_and_judge_each_monitor_once(
     )
 
 
-def test_a_joining_host_gets_its_share_and_a_leaving_one_hands_over_at_once(
-    database_url, tmp_path
-):
+def test_a_joining_host_gets_its_share_and_a_leaving_one_hands_over_at_once(database_url, tmp_path):
     """Hosts on 127.0.0.2-4: a third joins (about 1/3 of the shards move to it), then
     one is stopped gracefully (its shards move to the others at once). Pings go on
     throughout, to every host; none fails, nothing goes down, one `up` per monitor."""
@@ -98,7 +96,7 @@ def test_a_joining_host_gets_its_share_and_a_leaving_one_hands_over_at_once(
         wait_for(lambda: balanced(procs), 20, "two hosts hold their share")
         before = {p.admin: p.shards() for p in procs}
 
-        async def scenario() -> tuple[object, ...]:
+        async def scenario() -> tuple[Any, ...]:
             statuses: list[object] = []
             # Where pings go: as a load balancer would send them (a host draining or
             # stopped gets none; a new one gets its part once it answers).

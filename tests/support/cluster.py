@@ -99,9 +99,9 @@ def balanced(procs: Sequence[Proc], *, slack: int = 2) -> bool:
     """Every shard owned, each process about its share."""
     shards = [p.shards() for p in procs]
     share = -(-1024 // len(procs))
-    return sum(shards) == 1024 and min(shards) >= 1024 // len(procs) - slack and max(
-        shards
-    ) <= share
+    return (
+        sum(shards) == 1024 and min(shards) >= 1024 // len(procs) - slack and max(shards) <= share
+    )
 
 
 @contextmanager
@@ -112,8 +112,13 @@ def ingests(
     on one shared port (SO_REUSEPORT)."""
     shared = free_port()
     procs = [
-        Proc(host, shared if one_port else free_port(), free_port(),
-             tmp_path / f"ingest-{i}.log", reuse_port=one_port)  # fmt: skip
+        Proc(
+            host,
+            shared if one_port else free_port(),
+            free_port(),
+            tmp_path / f"ingest-{i}.log",
+            reuse_port=one_port,
+        )
         for i, host in enumerate(hosts)
     ]
     try:
@@ -127,7 +132,9 @@ def ingests(
 
 
 def request(token: str) -> bytes:
-    return f"POST /api/v1/heartbeats/{token} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode()
+    return (
+        f"POST /api/v1/heartbeats/{token} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode()
+    )
 
 
 async def ping_once(host: str, port: int, token: str) -> int:
