@@ -62,7 +62,9 @@ class Served:
 
 
 @contextmanager
-def serving(dsn: str, data_dir: Path, **env: str) -> Iterator[Served]:
+def serving(
+    dsn: str, data_dir: Path, *, ingest_procs: int | None = None, **env: str
+) -> Iterator[Served]:
     ingest, admin, control = free_port(), free_port(), free_port()
     full_env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn,
                 "LASTSEEN_CONTROL_LISTEN": f"127.0.0.1:{control}", **env}  # fmt: skip
@@ -70,7 +72,8 @@ def serving(dsn: str, data_dir: Path, **env: str) -> Iterator[Served]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "lastseen", "serve", "--data-dir", str(data_dir),
-             "--listen", f"127.0.0.1:{ingest}", "--admin-listen", f"127.0.0.1:{admin}"],
+             "--listen", f"127.0.0.1:{ingest}", "--admin-listen", f"127.0.0.1:{admin}",
+             *(["--ingest-procs", str(ingest_procs)] if ingest_procs else [])],
             env=full_env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     pat = ""
