@@ -35,7 +35,8 @@ owner, and it never has a deadline, an event or a dirty mark of its own. ``relea
 shards foreign (their unflushed state stays for the caller to write or drop); ``take``
 judges them afresh, as a restart would, with the takeover time as the amnesty floor;
 ``takeover`` applies a persisted row the same way; ``seen`` is a hand-off received by the
-owner, recorded like a ping at the time the other process answered it.
+owner, recorded like a ping at the time the other process answered it. ``amnesty`` gives
+every judged monitor a new floor after the process itself was paused.
 
 Every change a flush must write marks the record dirty once; ``take_dirty`` hands over the
 dirty rows and ``take_events`` the events, in the order they happened.
@@ -744,6 +745,26 @@ cdef class DeadlineTable:
         """The monitor's shard, or None if it is not loaded."""
         cdef int32_t slot = self._find_id(monitor_id)
         return None if slot < 0 else _shard_of(self._mons[slot].digest)
+
+    def amnesty(self, double now):
+        """After this process itself was paused (it cannot know which pings it missed):
+        every monitor judged here gets `now` as its floor, so nothing goes down or misses
+        again before now + interval + grace. Returns how many monitors it touched."""
+        cdef uint32_t slot, n = 0
+        cdef Monitor* m
+        cdef double due
+        for slot in range(self._mons_len):
+            m = &self._mons[slot]
+            if not (m.flags & FLAG_LIVE) or (m.flags & FLAG_FOREIGN):
+                continue
+            if m.floor < now:
+                m.floor = now
+            if m.state == STATE_DOWN and not (m.flags & FLAG_INCIDENT):
+                due = now + m.interval + m.grace
+                if due > m.deadline:
+                    self._schedule(slot, due)
+            n += 1
+        return n
 
     def begin_sync(self):
         """Start a full resync: every monitor not upserted before end_sync() is removed."""

@@ -332,6 +332,17 @@ class DeadlineModel:
         self._handoffs = []
         return shards, ids, times
 
+    def amnesty(self, now: float) -> int:
+        n = 0
+        for m in self._by_id.values():
+            if m.foreign:
+                continue
+            m.floor = max(m.floor, now)
+            if m.state == "down" and not m.incident_open and m.next_miss is not None:
+                m.next_miss = max(m.next_miss, now + m.interval + m.grace)
+            n += 1
+        return n
+
     def shard(self, monitor_id: int) -> int | None:
         m = self._by_id.get(monitor_id)
         return None if m is None else shard_of(m.digest)

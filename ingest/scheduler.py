@@ -4,7 +4,9 @@ The loop sleeps until the table's next registered deadline (never more than a se
 woken early by ``wake()`` when a configuration change may have moved a deadline closer),
 processes everything due, and hands the events to ``on_events`` with the time it ran.
 With ``slack`` (an owner with peers: ``handoff.SLACK``), a deadline is judged that much
-later, so a ping another process answered just before it has time to arrive.
+later, so a ping another process answered just before it has time to arrive. Woken more
+than ``PAUSE_SECONDS`` late, the process was frozen: ``on_pause`` runs before anything is
+judged (the service gives every monitor it judges a new floor: ``DeadlineTable.amnesty``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from .clock import Clock
 
 Events = list[tuple[int, str, float]]
 MAX_SLEEP_SECONDS = 1.0
+# Woken this much later than asked: the process was frozen (SIGSTOP, a stalled host or
+# event loop), and pings may have gone unheard meanwhile.
+PAUSE_SECONDS = 2.0
 
 
 class Deadlines:
@@ -28,9 +33,11 @@ class Deadlines:
         clock: Clock,
         on_events: Callable[[Events, float], None],
         slack: Callable[[], float] = lambda: 0.0,
+        on_pause: Callable[[float, float], None] = lambda _now, _late: None,
     ) -> None:
         self._table = table
         self._slack = slack
+        self._on_pause = on_pause
         self._clock = clock
         self._on_events = on_events
         self._wake = trio.Event()
@@ -42,9 +49,12 @@ class Deadlines:
     async def run(self) -> None:
         """Process deadlines forever (cancel to stop). Never returns."""
         clock = self._clock
+        wake_at = clock.now()
         while True:
             table = self._table()
             now = clock.now()
+            if now - wake_at > PAUSE_SECONDS:
+                self._on_pause(now, now - wake_at)
             slack = self._slack()
             table.pop_due(now - slack)
             self._on_events(table.take_events(), now)

@@ -106,6 +106,7 @@ class Ingest:
         self.fenced_flushes = 0
         self.fenced_rows = 0
         self.ever_lost = False
+        self.pauses = 0
         self._step_now = trio.Event()
         self._lease_scope = trio.CancelScope()
 
@@ -352,6 +353,14 @@ class Ingest:
     def _receive_handoff(self, body: bytes) -> bool:
         return self.outbox is not None and self.outbox.receive(body)
 
+    def _paused(self, now: float, late: float) -> None:
+        self.pauses += 1
+        touched = self.table.amnesty(now)
+        log.warning(
+            "woke %.1f s late (paused or stalled): pings may have gone unheard; %d monitors"
+            " judged afresh from now", late, touched,
+        )  # fmt: skip
+
     def _slack(self) -> float:
         return SLACK if self.outbox is not None and self.outbox.has_peers else 0.0
 
@@ -437,7 +446,7 @@ class Ingest:
             self.port = sock.getsockname()[1]
             async with trio.open_nursery() as workers:
                 self.deadlines = Deadlines(
-                    lambda: self.table, self.clock, self._on_events, self._slack
+                    lambda: self.table, self.clock, self._on_events, self._slack, self._paused
                 )
                 workers.start_soon(self.deadlines.run)
                 workers.start_soon(self._flush_forever)
@@ -620,6 +629,9 @@ SIMPLE_METRICS = (
     Spec("shards_taken_total", "counter", "Shards taken over.", lambda i: i.shards_taken),
     Spec("shards_lost_total", "counter", "Shards lost to another process.",
          lambda i: i.shards_lost),
+    Spec("pauses_total", "counter",
+         "Times the process woke too late (frozen): every monitor judged afresh.",
+         lambda i: i.pauses),
     Spec("fenced_flushes_total", "counter",
          "Flushes refused by the fence (shards no longer held): nothing of them written.",
          lambda i: i.fenced_flushes),

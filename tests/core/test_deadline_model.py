@@ -209,6 +209,17 @@ class TableMatchesModel(RuleBasedStateMachine):
         """A ping another process answered `ago` seconds ago, handed to this owner."""
         self.both("seen", monitor_id, self.now - ago)
 
+    @rule(seconds=st.floats(0, 120, allow_nan=False))
+    def paused(self, seconds):
+        """The process itself was frozen `seconds` (SIGSTOP, a stall): on waking it judged
+        nothing yet, and gives every monitor it judges a new floor."""
+        self.now += seconds
+        self.both("amnesty", self.now)
+        for monitor_id, (_d, interval, grace, _t, _p) in self.config.items():
+            if not self.model.get(monitor_id)["foreign"]:
+                self.amnesty[monitor_id] = self.now + interval + grace
+        self.both("pop_due", self.now)
+
     @rule(group=st.integers(0, 1), away=st.floats(0, 120))
     def take(self, group, away):
         """`away` seconds later this process takes the group (back): its monitors are
