@@ -654,7 +654,8 @@ cdef class DeadlineTable:
     def take(self, shards, double now):
         """Judge `shards` from now on: each of their monitors is judged afresh from what
         this table holds, with `now` as its amnesty floor (nothing goes down before now +
-        interval + grace). The caller then applies the persisted rows with takeover().
+        interval + grace). A new owner removes the monitors it has persisted rows for
+        first, upserts them after, then records with seen() the pings it heard of them.
         Returns how many monitors were taken."""
         cdef uint32_t slot, n = 0
         cdef Monitor* m
@@ -674,33 +675,6 @@ cdef class DeadlineTable:
         if not 0 <= shard < SHARDS:
             raise ValueError(f"a shard is between 0 and {SHARDS - 1}")
         return shard
-
-    def takeover(
-        self,
-        int64_t monitor_id,
-        bytes digest,
-        uint32_t interval,
-        uint32_t grace,
-        uint32_t threshold,
-        bint paused,
-        double now,
-        str state="pending",
-        uint32_t misses=0,
-        double last_seen=0.0,
-        bint incident_open=False,
-    ):
-        """Load a monitor as a new owner does: its persisted row, judged afresh with `now`
-        as its floor, keeping (and writing) a later last_seen this table heard itself."""
-        cdef int32_t slot = self._find_id(monitor_id)
-        cdef double heard = 0.0
-        if slot >= 0:
-            heard = self._mons[slot].last_seen
-            self._remove_slot(slot)
-        self.upsert(monitor_id, digest, interval, grace, threshold, paused, now,
-                    state, misses, _fmax(last_seen, heard), incident_open)
-        slot = self._find_id(monitor_id)
-        if heard > last_seen and not (self._mons[slot].flags & FLAG_FOREIGN):
-            self._mark_dirty(slot, False)  # the stored last_seen is older: rewrite it
 
     def seen(self, int64_t monitor_id, double at):
         """A ping another process answered at `at`, handed to this owner: recorded like a

@@ -276,33 +276,6 @@ class DeadlineModel:
         if not 0 <= shard < SHARDS:
             raise ValueError(f"a shard is between 0 and {SHARDS - 1}")
 
-    def takeover(
-        self,
-        monitor_id: int,
-        digest: bytes,
-        interval: int,
-        grace: int,
-        threshold: int,
-        paused: bool,
-        now: float,
-        state: str = "pending",
-        misses: int = 0,
-        last_seen: float = 0.0,
-        incident_open: bool = False,
-    ) -> None:
-        old = self._by_id.get(monitor_id)
-        heard = 0.0
-        if old is not None:
-            heard = old.last_seen
-            self.remove(monitor_id)
-        self.upsert(
-            monitor_id, digest, interval, grace, threshold, paused, now,
-            state, misses, max(last_seen, heard), incident_open,
-        )  # fmt: skip
-        m = self._by_id[monitor_id]
-        if heard > last_seen and not m.foreign:
-            self._mark_dirty(m, changed=False)
-
     def seen(self, monitor_id: int, at: float) -> bool:
         m = self._by_id.get(monitor_id)
         if m is None:

@@ -105,6 +105,7 @@ class Settings:
     # The ingest.
     flush_interval: float = 1.0  # LASTSEEN_FLUSH_INTERVAL_SECONDS
     poll_interval: float = 5.0  # LASTSEEN_POLL_INTERVAL_SECONDS
+    lease: float = 8.0  # LASTSEEN_LEASE_SECONDS
     db_timeout: float = 5.0  # LASTSEEN_DB_TIMEOUT_SECONDS
     # Connection limits of the ingest's listener (only those set; the rest its defaults).
     limits: Mapping[str, float] = field(default_factory=dict)
@@ -162,6 +163,7 @@ class Settings:
             trusted_proxies=proxies,
             flush_interval=seconds(env, "LASTSEEN_FLUSH_INTERVAL_SECONDS", 1.0),
             poll_interval=seconds(env, "LASTSEEN_POLL_INTERVAL_SECONDS", 5.0),
+            lease=seconds(env, "LASTSEEN_LEASE_SECONDS", 8.0),
             db_timeout=seconds(env, "LASTSEEN_DB_TIMEOUT_SECONDS", 5.0),
             limits=limits,
             auth_failures_per_hour=whole(env, "LASTSEEN_AUTH_FAILURES_PER_HOUR", 20),

@@ -26,6 +26,9 @@ class IngestConfig:
     poll_interval: float = 5 * SECONDS
     db_timeout: float = 5 * SECONDS
     shutdown_grace: float = 2 * SECONDS
+    # How long a shard's lease lasts unrenewed: a dead process's shards are taken after
+    # this and one step (a quarter of it); renewed every quarter.
+    lease: float = 8 * SECONDS
     limits: Limits = field(default_factory=Limits)
     # The control process, for everything that is not a heartbeat (None: 404 instead).
     upstream: tuple[str, int] | None = None
@@ -44,6 +47,7 @@ class IngestConfig:
             "host": host, "port": port, "admin_host": admin_host, "admin_port": admin_port,
             "flush_interval": settings.flush_interval,
             "poll_interval": settings.poll_interval,
+            "lease": settings.lease,
             "db_timeout": settings.db_timeout,
             "limits": replace(Limits(), **limits),
             "upstream": settings.control_upstream,

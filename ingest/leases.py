@@ -36,7 +36,7 @@ import asyncpg
 
 from core.shards import SHARDS
 
-LEASE_SECONDS = 8.0  # a dead owner's shards are taken within this and one step
+LEASE_SECONDS = 8.0  # the default of LASTSEEN_LEASE_SECONDS
 
 Held = dict[int, int]  # shard -> the epoch it is held under
 
@@ -124,7 +124,8 @@ class Leases:
         kept = {r["shard"] for r in rows}
         lost = [s for s in shards if s not in kept]
         for shard in lost:
-            del self.held[shard]
+            # A fenced write may have let it go meanwhile (the process awaited the renew).
+            self.held.pop(shard, None)
         return lost
 
     async def release(self, conn: asyncpg.Connection, shards: list[int]) -> None:

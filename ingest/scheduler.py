@@ -11,6 +11,7 @@ judged (the service gives every monitor it judges a new floor: ``DeadlineTable.a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import trio
@@ -49,16 +50,20 @@ class Deadlines:
     async def run(self) -> None:
         """Process deadlines forever (cancel to stop). Never returns."""
         clock = self._clock
-        wake_at = clock.now()
+        # Lateness is measured on the machine's monotonic clock, not on `clock`: a
+        # MockClock's jump is time passing while the process listened, not a freeze.
+        real_wake_at = time.monotonic()
         while True:
             table = self._table()
             now = clock.now()
-            if now - wake_at > PAUSE_SECONDS:
-                self._on_pause(now, now - wake_at)
+            late = time.monotonic() - real_wake_at
+            if late > PAUSE_SECONDS:
+                self._on_pause(now, late)
             slack = self._slack()
             table.pop_due(now - slack)
             self._on_events(table.take_events(), now)
             wake_at = min(table.next_deadline() + slack, now + MAX_SLEEP_SECONDS)
+            real_wake_at = time.monotonic() + max(0.0, wake_at - now)
             self._wake = trio.Event()
             with trio.move_on_at(clock.to_trio(wake_at)):
                 await self._wake.wait()

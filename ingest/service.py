@@ -56,7 +56,7 @@ from .config import IngestConfig, raise_fd_limit
 from .database import DB_ERRORS, Database, why
 from .forward import Upstream
 from .handoff import SLACK, Outbox
-from .leases import LEASE_SECONDS, Fenced, Leases
+from .leases import Fenced, Leases
 from .listener import Listener, open_listen_socket
 from .metrics import FLUSH_BUCKETS, LAG_BUCKETS, Histogram, Metric, render, sample, serve_admin
 from .protocol import ResponseCache
@@ -98,7 +98,7 @@ class Ingest:
         self.deadlines: Deadlines | None = None
         self.leases: Leases | None = None
         self.outbox: Outbox | None = None
-        self.lease_ttl = LEASE_SECONDS
+        self.lease_ttl = config.lease
         self.lease_steps = 0
         self.lease_failures = 0
         self.shards_taken = 0
@@ -320,12 +320,23 @@ class Ingest:
         taking = set(shards)
         self._drop_unflushed(taking)  # left from an earlier ownership: stale
         table = self.table
+        rows = list(rows)
+        # What this process loaded of them long ago is stale: judged from the rows, not
+        # from that; but a ping it answered meanwhile (handed to the old owner, perhaps
+        # never written) is recorded after, like a ping. All in one step: no ping can
+        # fall between the removal and the load.
+        heard: dict[int, float] = {}
         for r in rows:
-            # Refresh the foreign record from the row first, so that take() judges what
-            # was persisted, not what this process loaded long ago.
-            table.takeover(r.id, r.digest, r.interval, r.grace, r.threshold, r.paused,
-                           now, r.state, r.misses, r.last_seen, r.incident_open)  # fmt: skip
+            known = table.get(r.id)
+            if known is not None and known["last_seen"] > r.last_seen:
+                heard[r.id] = known["last_seen"]
+            table.remove(r.id)
         table.take(shards, now)
+        for r in rows:
+            table.upsert(r.id, r.digest, r.interval, r.grace, r.threshold, r.paused, now,
+                         r.state, r.misses, r.last_seen, r.incident_open)  # fmt: skip
+        for monitor_id, at in heard.items():
+            table.seen(monitor_id, at)
         self.shards_taken += len(shards)
         self._changed()
         log.info("took %d shard(s)", len(shards))

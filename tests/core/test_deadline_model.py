@@ -229,22 +229,30 @@ class TableMatchesModel(RuleBasedStateMachine):
         self.now += away
         self.both("pop_due", self.now)  # the owned group goes on meanwhile
         self.same_monitors_and_events()
+        # As the service does: the monitors it has rows for are removed (keeping what
+        # they heard), the group taken, the rows loaded, the heard pings recorded.
+        moving = [m for m in self.config if _shard(self.config[m][0]) == group]
+        heard = {}
+        for monitor_id in moving:
+            heard[monitor_id] = self.model.get(monitor_id)["last_seen"]
+            self.both("remove", monitor_id)
         self.both("take", _shards(group), self.now)
         self.owned.add(group)
-        for monitor_id in self.config:
-            if _shard(self.config[monitor_id][0]) == group:
-                self._load_persisted(monitor_id, "takeover")
-                _digest, interval, grace, _threshold, _paused = self.config[monitor_id]
-                self.amnesty[monitor_id] = self.now + interval + grace
+        for monitor_id in moving:
+            self._load_persisted(monitor_id)
+            _digest, interval, grace, _threshold, _paused = self.config[monitor_id]
+            self.amnesty[monitor_id] = self.now + interval + grace
+            if heard[monitor_id] > self.persisted.get(monitor_id, ("", 0, 0.0, False))[2]:
+                self.both("seen", monitor_id, heard[monitor_id])
 
-    def _load_persisted(self, monitor_id: int, how: str = "upsert") -> None:
+    def _load_persisted(self, monitor_id: int) -> None:
         """Load a monitor as a new owner does: what is persisted, now as its floor."""
         digest_, interval, grace, threshold, paused = self.config[monitor_id]
         state, misses, last_seen, incident = self.persisted.get(
             monitor_id, ("pending", 0, 0.0, False)
         )
         self.both(
-            how, monitor_id, digest_, interval, grace, threshold, paused, self.now,
+            "upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now,
             state, misses, last_seen, incident,
         )  # fmt: skip
         assert self.last_ok

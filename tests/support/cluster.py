@@ -106,18 +106,24 @@ def balanced(procs: Sequence[Proc], *, slack: int = 2) -> bool:
 
 @contextmanager
 def ingests(
-    dsn: str, hosts: Sequence[str], tmp_path: Path, *, one_port: bool = False
+    dsn: str,
+    hosts: Sequence[str],
+    tmp_path: Path,
+    *,
+    one_port: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Iterator[list[Proc]]:
     """One ingest process per entry of `hosts`, started together; with `one_port`, all
-    on one shared port (SO_REUSEPORT)."""
+    on one shared port (SO_REUSEPORT); `env` added to each one's environment."""
     shared = free_port()
     procs = [
         Proc(
             host,
             shared if one_port else free_port(),
             free_port(),
-            tmp_path / f"ingest-{i}.log",
+            tmp_path / f"ingest-{host}-{i}.log",
             reuse_port=one_port,
+            env=dict(env or {}),
         )
         for i, host in enumerate(hosts)
     ]
