@@ -126,3 +126,19 @@ def pytest_terminal_summary(terminalreporter) -> None:
     terminalreporter.write_line(summary, red=bool(leaks), green=not leaks)
     for leak in leaks[:50]:
         terminalreporter.write_line(f"  LEAK: {leak}", red=True)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL of the test's own, which it may stop and start."""
+    if os.environ.get("LASTSEEN_DATABASE_URL"):
+        pytest.skip("needs an embedded cluster it may stop")
+    workdir = throwaway_dir("lastseen-outage-")
+    pg = EmbeddedPostgres(workdir, durable=False)
+    pg.start()
+    try:
+        yield pg
+    finally:
+        # force: the test may have restarted it from a worker thread, or stopped it
+        pg.stop(force=True)
+        shutil.rmtree(workdir, ignore_errors=True)

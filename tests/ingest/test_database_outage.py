@@ -7,17 +7,13 @@ with LASTSEEN_SLOW=1 (make test-faults); each prints its ping latencies before a
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-from collections.abc import Iterator
 
 import pytest
 import trio
 
-from core.pg import EmbeddedPostgres
-
-from ..conftest import throwaway_dir
 from ..support.dbhelp import execute, fetch, ping, running, seed, wait_for
+from ..support.outage import migrated as _migrated
 
 pytestmark = pytest.mark.faults
 OUTAGE_SECONDS = 60.0 if os.environ.get("LASTSEEN_SLOW") else 1.0
@@ -45,30 +41,6 @@ def _flush_failed(ingest):
 def _p99(answered: list[tuple[int, float]]) -> float:
     latencies = sorted(t for _, t in answered)
     return latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[EmbeddedPostgres]:
-    if os.environ.get("LASTSEEN_DATABASE_URL"):
-        pytest.skip("needs an embedded cluster it may stop")
-    workdir = throwaway_dir("lastseen-outage-")
-    pg = EmbeddedPostgres(workdir, durable=False)
-    pg.start()
-    try:
-        yield pg
-    finally:
-        # force: the test may have restarted it from a worker thread, or stopped it
-        pg.stop(force=True)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-async def _migrated(pg: EmbeddedPostgres) -> str:
-    from core.migrate import migrate
-
-    from ..support.dbhelp import with_conn
-
-    await with_conn(pg.dsn, migrate)
-    return pg.dsn
 
 
 async def _last_seen_matches(ingest, dsn: str) -> bool:
