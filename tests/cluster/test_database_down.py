@@ -82,7 +82,7 @@ def test_postgres_down_longer_than_a_lease_changes_no_owner_and_no_answer(own_po
                 await trio.to_thread.run_sync(own_postgres.start)
 
         trio.run(scenario)
-        wait_for(lambda: all(p.health()["database"] == "up" for p in procs), 20, "reconnected")  # type: ignore[index]
+        wait_for(lambda: all(p.health()["database"] == "up" for p in procs), 20, "reconnected")
         time.sleep(2)
         after = run(_leases(dsn))
         events, most = run(_events(dsn))
