@@ -111,16 +111,19 @@ def ingests(
     tmp_path: Path,
     *,
     one_port: bool = False,
+    same_ports: bool = False,
     env: dict[str, str] | None = None,
 ) -> Iterator[list[Proc]]:
     """One ingest process per entry of `hosts`, started together; with `one_port`, all
-    on one shared port (SO_REUSEPORT); `env` added to each one's environment."""
-    shared = free_port()
+    on one shared port (SO_REUSEPORT); with `same_ports`, the same port and admin port
+    on each host (as a load balancer's configuration has them); `env` added to each
+    one's environment."""
+    shared, admin = free_port(), free_port()
     procs = [
         Proc(
             host,
-            shared if one_port else free_port(),
-            free_port(),
+            shared if one_port or same_ports else free_port(),
+            admin if same_ports else free_port(),
             tmp_path / f"ingest-{host}-{i}.log",
             reuse_port=one_port,
             env=dict(env or {}),
