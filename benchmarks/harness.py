@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,7 @@ class Server:
     port: int
     process: subprocess.Popen[bytes]
     started_in: float
+    admin: int = 0  # the admin listener's port, for an ingest
 
     def wait_ready(self, token: str, started: float, *, within: float, log: str) -> None:
         """Wait until a ping with `token` answers 204; record the time since `started`."""
@@ -137,19 +139,67 @@ class Server:
 @contextlib.contextmanager
 def ingest(dsn: str, probe_token: str, *, pin: list[str], log: Path) -> Iterator[Server]:
     """Start `lastseen ingest`; ready when probe_token answers 204 (bounded at 120 s)."""
-    port, admin = free_port(), free_port()
+    with ingests(dsn, probe_token, [pin], log=log) as servers:
+        yield servers[0]
+
+
+@contextlib.contextmanager
+def ingests(
+    dsn: str, probe_token: str, pins: list[list[str]], *, log: Path
+) -> Iterator[list[Server]]:
+    """One `lastseen ingest` per entry of `pins` (its taskset prefix), all on one port
+    (SO_REUSEPORT) when there are several; ready when probe_token answers 204 and every
+    shard has its owner (bounded at 120 s). Each Server's `admin` is its admin port."""
+    port = free_port()
     env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn, "LASTSEEN_LOG_LEVEL": "WARNING"}
-    cmd = [*pin, sys.executable, "-m", "lastseen", "ingest",
-           "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"]  # fmt: skip
+    shared = ["--reuse-port"] if len(pins) > 1 else []
     started = time.perf_counter()
+    servers = []
     with log.open("ab") as log_file:
-        process = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=log_file)
-    server = Server("lastseen ingest", port, process, 0.0)
+        for pin in pins:
+            admin = free_port()
+            listen = ["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"]
+            cmd = [*pin, sys.executable, "-m", "lastseen", "ingest", *shared, *listen]
+            process = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=log_file)
+            servers.append(Server("lastseen ingest", port, process, 0.0, admin))
     try:
-        server.wait_ready(probe_token, started, within=120, log=str(log))
-        yield server
+        for server in servers:
+            server.wait_ready(probe_token, started, within=120, log=str(log))
+        deadline = time.monotonic() + 30
+        while sum(shards_owned(s.admin) for s in servers) != 1024 or (
+            len(servers) > 1 and min(shards_owned(s.admin) for s in servers) == 0
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the ingest processes did not share the shards; see {log}")
+            time.sleep(0.05)
+        yield servers
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
+
+
+def metrics(admin_port: int) -> dict[str, float]:
+    """An ingest's unlabelled metrics by name (empty if it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def shards_owned(admin_port: int) -> int:
+    """How many shards the ingest with this admin port holds (0 if it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/healthz", timeout=1) as r:
+            return int(json.loads(r.read())["shards"])
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 NGINX_CONF = """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import core, flood, startup, throughput, wal
+from . import core, flood, procs, startup, throughput, wal
 from .report import emit
 
 
@@ -26,6 +26,7 @@ def main() -> None:
             startup.run(monitors=2_000),
             throughput.run(monitors=1_000, seconds=1, connections=8),
             flood.run(monitors=1_000, seconds=1, connections=8),
+            procs.run(monitors=1_000, seconds=1, connections=8),
             wal.run(monitors=1_000, rounds=1),
         ]
     else:
@@ -34,6 +35,7 @@ def main() -> None:
             startup.run(monitors=1_000_000),
             throughput.run(monitors=100_000, seconds=10, connections=64),
             flood.run(monitors=100_000, seconds=10, connections=64),
+            procs.run(monitors=100_000, seconds=10, connections=64),
             wal.run(monitors=100_000, rounds=5),
         ]
     emit(results, args.out)

@@ -55,6 +55,7 @@ class Served:
     pat: str  # the first-run owner's token
     data_dir: Path
     dsn: str
+    admin: str = ""  # the (first) ingest's admin listener, 127.0.0.1:PORT
 
     @property
     def api(self) -> str:
@@ -82,7 +83,7 @@ def serving(
         wait_until(functools.partial(answers, f"{origin}/api/v1/openapi.json"), 30)
         token_file = data_dir / "owner-token"  # absent when the database had organisations
         pat = token_file.read_text().strip() if token_file.exists() else ""
-        yield Served(origin, pat, data_dir, dsn)
+        yield Served(origin, pat, data_dir, dsn, f"127.0.0.1:{admin}")
     finally:
         stop(process, signal.SIGINT)
         output = log_path.read_text(errors="replace")
