@@ -145,25 +145,28 @@ def ingest(dsn: str, probe_token: str, *, pin: list[str], log: Path) -> Iterator
 
 @contextlib.contextmanager
 def ingests(
-    dsn: str, probe_token: str, pins: list[list[str]], *, log: Path
+    dsn: str, probe_token: str, pins: list[list[str]], *, log: Path, serving: int | None = None
 ) -> Iterator[list[Server]]:
     """One `lastseen ingest` per entry of `pins` (its taskset prefix), all on one port
     (SO_REUSEPORT) when there are several; ready when probe_token answers 204 and every
-    shard has its owner (bounded at 120 s). Each Server's `admin` is its admin port."""
+    shard has its owner (bounded at 120 s). Each Server's `admin` is its admin port.
+    `serving`: only the first so many share the port; the others listen on ports of their
+    own that no load reaches (they own shards and receive hand-offs, nothing else)."""
     port = free_port()
     env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn, "LASTSEEN_LOG_LEVEL": "WARNING"}
     shared = ["--reuse-port"] if len(pins) > 1 else []
     started = time.perf_counter()
     servers = []
     with log.open("ab") as log_file:
-        for pin in pins:
+        for i, pin in enumerate(pins):
             admin = free_port()
-            listen = ["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"]
+            own = port if serving is None or i < serving else free_port()
+            listen = ["--listen", f"127.0.0.1:{own}", "--admin-listen", f"127.0.0.1:{admin}"]
             cmd = [*pin, sys.executable, "-m", "lastseen", "ingest", *shared, *listen]
             process = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=log_file)
-            servers.append(Server("lastseen ingest", port, process, 0.0, admin))
+            servers.append(Server("lastseen ingest", own, process, 0.0, admin))
     try:
-        for server in servers:
+        for server in servers[: serving or len(servers)]:
             server.wait_ready(probe_token, started, within=120, log=str(log))
         deadline = time.monotonic() + 30
         while sum(shards_owned(s.admin) for s in servers) != 1024 or (

@@ -11,6 +11,9 @@ each after a warm-up that gives every monitor its first ping:
   now with about half the pings answered by the process that does not own the monitor
   and handed off. Their ratio is the hop tax (the issue's target: at least 0.9x the
   throughput, p99 at most 1.25x);
+- the same two processes, but the load reaches only the first (the second owns half the
+  shards and only receives hand-offs): what the hand-offs cost, apart from two event
+  loops sharing one core;
 - one, then two processes with no pinning and wrk beside them: on this 2-core machine
   wrk takes most of a core, so this says what a second process gains when the load
   generator shares the machine (on a host of its own, a second process has a core).
@@ -42,18 +45,20 @@ def run(monitors: int, seconds: float, connections: int) -> Result:
     figures: dict[str, Any] = {"monitors": monitors, "seconds": seconds, "connections": connections}
     loads: dict[str, harness.Load] = {}
     handed: dict[str, float] = {}
-    setups: dict[str, tuple[list[list[str]], list[str]]] = {
-        "1 process, core 0": ([server_pin], load_pin),
-        "2 processes, core 0": ([server_pin, server_pin], load_pin),
-        "1 process, unpinned": ([[]], []),
-        "2 processes, unpinned": ([[], []], []),
+    # name: (each process's pin, wrk's pin, how many processes the load reaches)
+    setups: dict[str, tuple[list[list[str]], list[str], int | None]] = {
+        "1 process, core 0": ([server_pin], load_pin, None),
+        "2 processes, core 0": ([server_pin, server_pin], load_pin, None),
+        "1 serving, half handed off, core 0": ([server_pin, server_pin], load_pin, 1),
+        "1 process, unpinned": ([[]], [], None),
+        "2 processes, unpinned": ([[], []], [], None),
     }
     try:
         with harness.database() as dsn:
             tokens = harness.seed(dsn, monitors, tokens_file)
-            for name, (pins, wrk_pin) in setups.items():
+            for name, (pins, wrk_pin, serving) in setups.items():
                 log = workdir / f"{len(loads)}.log"
-                with harness.ingests(dsn, tokens[-1], pins, log=log) as servers:
+                with harness.ingests(dsn, tokens[-1], pins, log=log, serving=serving) as servers:
                     port = servers[0].port
                     harness.wrk(port, tokens_file, seconds=min(15, 1 + monitors / 10_000),
                                 connections=connections, close=False, pin=wrk_pin)  # fmt: skip

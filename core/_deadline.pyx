@@ -715,6 +715,15 @@ cdef class DeadlineTable:
         self._handoff_len = 0
         return shards, ids, times
 
+    def shards(self, ids):
+        """The shard of each monitor of `ids`, in order (-1 for one not loaded)."""
+        cdef list out = []
+        cdef int32_t slot
+        for monitor_id in ids:
+            slot = self._find_id(monitor_id)
+            out.append(-1 if slot < 0 else <int>_shard_of(self._mons[slot].digest))
+        return out
+
     def shard(self, int64_t monitor_id):
         """The monitor's shard, or None if it is not loaded."""
         cdef int32_t slot = self._find_id(monitor_id)

@@ -316,6 +316,9 @@ class DeadlineModel:
             n += 1
         return n
 
+    def shards(self, ids: list[int]) -> list[int]:
+        return [-1 if (shard := self.shard(i)) is None else shard for i in ids]
+
     def shard(self, monitor_id: int) -> int | None:
         m = self._by_id.get(monitor_id)
         return None if m is None else shard_of(m.digest)

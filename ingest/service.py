@@ -191,16 +191,21 @@ class Ingest:
         held = self.leases.held if self.leases is not None else None
         table = self.table
         rows, events = self.table.take_dirty(), self.pending_events
-        if held is not None and len(held) < SHARDS:
-
-            def mine(monitor_id: int) -> bool:
-                shard = table.shard(monitor_id)
-                return shard is None or shard in held
-
-            rows, left_out = rows.only(mine)
-            kept = [e for e in events if mine(e[0])]
-            self.fenced_rows += left_out + len(events) - len(kept)
-            events = kept
+        touched: list[int] = []
+        if held is not None:
+            # The shards written (one pass in the table), and only if one is no longer
+            # held (rare: rows kept by a failed flush while a shard was lost), a filter.
+            shards = set(table.shards(rows.seen_ids + rows.ids))
+            shards.update(table.shards([e[0] for e in events]))
+            shards.discard(-1)  # a deleted monitor's events: no shard to fence
+            if not shards <= held.keys():
+                gone = shards - held.keys()
+                rows, left_out = rows.only(lambda m: table.shard(m) not in gone)
+                kept = [e for e in events if table.shard(e[0]) not in gone]
+                self.fenced_rows += left_out + len(events) - len(kept)
+                events = kept
+                shards -= gone
+            touched = sorted(shards)
         dirty = store.Dirty(rows, events)
         self.pending_events = []
         if not dirty:
@@ -208,8 +213,6 @@ class Ingest:
             return True
         fence = None
         if self.leases is not None:
-            shards = {table.shard(i) for i in dirty.all_ids} | {table.shard(e[0]) for e in events}
-            touched = sorted(s for s in shards if s is not None)
             leases = self.leases
 
             async def fence(conn: asyncpg.Connection) -> None:

@@ -196,6 +196,12 @@ class TableMatchesModel(RuleBasedStateMachine):
             assert row["foreign"] and row["deadline"] is None
         assert self.table.owned() == self.model.owned()
 
+    @rule(ids=st.lists(IDS, max_size=4))
+    def shards(self, ids):
+        assert self.both("shards", ids) == [
+            shard_of(self.config[i][0]) if i in self.config else -1 for i in ids
+        ]
+
     @rule()
     def handoffs(self):
         table, model = self.table.take_handoffs(), self.model.take_handoffs()
