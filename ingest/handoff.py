@@ -86,7 +86,8 @@ class Outbox:
         self.key = key
         self._table = table
         self._clock = clock
-        self.owners: dict[int, str] = {}  # shard -> owner (admin address), from the leases
+        self._owners: dict[int, str] = {}  # shard -> owner (admin address), from the leases
+        self._has_peers = False
         self.waiting: dict[int, tuple[int, float]] = {}  # monitor id -> (shard, last ping)
         self.counts = Counts()
         self._peers: dict[str, _Peer] = {}
@@ -103,8 +104,18 @@ class Outbox:
         return not self.waiting and not any(p.busy for p in self._peers.values())
 
     @property
+    def owners(self) -> dict[int, str]:
+        return self._owners
+
+    @owners.setter
+    def owners(self, owners: dict[int, str]) -> None:
+        self._owners = owners
+        self._has_peers = any(owner != self.me for owner in owners.values())
+
+    @property
     def has_peers(self) -> bool:
-        return any(owner != self.me for owner in self.owners.values())
+        """Another process owns shards (read by the scheduler at every wake: kept)."""
+        return self._has_peers
 
     def receive(self, body: bytes) -> bool:
         """A hand-off body from a peer: record its pings; False if not authentic."""
