@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 INTERVAL = 0.05  # seconds between batches (a request each: see benchmarks/procs.py)
 SLACK = 0.25  # how much longer an owner with peers waits at a deadline, for hand-offs
 STALE_SECONDS = 30.0
+REUSE_SECONDS = 5.0  # a connection idle longer is made anew (the owner closes at 10 s)
 MAX_BATCH = 50_000  # monitors per request (800 KB)
 MAX_BODY = 32 + 4 + 16 * MAX_BATCH
 PATH = b"/handoff"
@@ -205,9 +206,13 @@ class _Peer:
         backoff = 0.1
         stream: trio.SocketStream | None = None
         conn = h11.Connection(h11.CLIENT)
+        last_used = trio.current_time()
         while True:
             await self._ready.wait()
             self._ready = trio.Event()
+            if stream is not None and trio.current_time() - last_used > REUSE_SECONDS:
+                await stream.aclose()
+                stream = None
             batch, self.batch = self.batch, {}
             items = list(batch.items())
             self.sending = True
@@ -226,6 +231,7 @@ class _Peer:
                     conn.start_next_cycle()
                 self.outbox.counts.sent += len(items)
                 self.sending = False
+                last_used = trio.current_time()
                 backoff = 0.1
             except (OSError, trio.TooSlowError, h11.ProtocolError, trio.BrokenResourceError) as exc:
                 self.outbox.counts.send_failures += 1

@@ -120,7 +120,7 @@ async def serve_admin(
     await trio.serve_listeners(handle, listeners)
 
 
-ADMIN_IDLE_SECONDS = 60.0
+ADMIN_IDLE_SECONDS = 10.0  # to read a request, or between two on a kept-alive connection
 MAX_ADMIN_BODY = 1 << 20  # a hand-off batch is at most 800 KB (handoff.MAX_BODY)
 
 
