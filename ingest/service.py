@@ -365,7 +365,11 @@ class Ingest:
         self.fenced_rows += left_out + len(events) - len(self.pending_events)
 
     def _receive_handoff(self, body: bytes) -> bool:
-        return self.outbox is not None and self.outbox.receive(body)
+        """A peer's hand-off; refused (the peer keeps it and retries) until the table
+        is loaded, or a ping of a monitor not loaded yet would be dropped."""
+        if self.outbox is None or self.loaded_at is None:
+            return False
+        return self.outbox.receive(body)
 
     def _paused(self, now: float, late: float) -> None:
         self.pauses += 1

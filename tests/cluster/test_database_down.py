@@ -3,7 +3,7 @@ keep their 204 (answered from memory, handed between the hosts without the datab
 nobody goes down, and when PostgreSQL is back every host renews its own shards under the
 same epochs (the grace of migration 0010: nobody takes an expired lease first).
 
-Default: a 5 s outage of a 2 s lease; LASTSEEN_SLOW=1: 60 s of the default 8 s lease."""
+Default: a 7 s outage of a 3 s lease; LASTSEEN_SLOW=1: 60 s of the default 8 s lease."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from ..support.outage import migrated
 
 pytestmark = pytest.mark.faults
 SLOW = bool(os.environ.get("LASTSEEN_SLOW"))
-LEASE = 8.0 if SLOW else 2.0
-OUTAGE = 60.0 if SLOW else 5.0
+LEASE = 8.0 if SLOW else 3.0
+OUTAGE = 60.0 if SLOW else 7.0
 ROUND = 10.0 if SLOW else 5.0  # every monitor pinged once a round
 MONITORS = 2_000
 
