@@ -21,7 +21,14 @@ import trio
 from core.seed import seed_monitors
 
 from ..support.aio import run
-from ..support.cluster import balanced, ingests, ping_all, ping_once, wait_for
+from ..support.cluster import (
+    balanced,
+    ingests,
+    monitors_owned_by,
+    ping_all,
+    ping_once,
+    wait_for,
+)
 
 pytestmark = pytest.mark.faults
 SLOW = bool(os.environ.get("LASTSEEN_SLOW"))
@@ -67,19 +74,7 @@ async def _outcome(dsn: str, dead: list[int]) -> tuple[dict[str, int], dict[int,
 
 
 def _owned_by(dsn: str, owner: str, monitors: list[tuple[int, str]]) -> list[tuple[int, str]]:
-    async def go() -> set[int]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            rows = await conn.fetch(
-                "SELECT m.id FROM monitors m JOIN shard_leases l ON l.shard = m.shard"
-                " WHERE l.owner = $1",
-                owner,
-            )
-            return {r["id"] for r in rows}
-        finally:
-            await conn.close()
-
-    mine = run(go())
+    mine = run(monitors_owned_by(dsn, owner))
     return [m for m in monitors if m[0] in mine]
 
 

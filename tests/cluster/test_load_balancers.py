@@ -30,7 +30,7 @@ from core.pg import free_port
 from core.seed import seed_monitors
 
 from ..support.aio import run
-from ..support.cluster import Proc, balanced, ingests, ping_once, wait_for
+from ..support.cluster import Proc, balanced, ingests, monitors_owned_by, ping_once, wait_for
 from ..support.serving import stop
 
 pytestmark = pytest.mark.faults
@@ -132,19 +132,6 @@ async def _outcome(dsn: str) -> tuple[dict[str, int], dict[int, int]]:
         await conn.close()
 
 
-async def _shards_of(dsn: str, owner: str) -> set[int]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT m.id FROM monitors m JOIN shard_leases l ON l.shard = m.shard"
-            " WHERE l.owner = $1",
-            owner,
-        )
-        return {r["id"] for r in rows}
-    finally:
-        await conn.close()
-
-
 KINDS = ("haproxy", "nginx")
 
 
@@ -159,7 +146,7 @@ def test_kill_9_of_one_host_behind_haproxy_and_nginx(database_url, tmp_path):
     ):
         wait_for(lambda: balanced(procs), 20, "three hosts hold their share")
         victim: Proc = procs[1]
-        doomed = run(_shards_of(database_url, victim.admin))
+        doomed = run(monitors_owned_by(database_url, victim.admin))
         stops = [m for m in stopping if m[0] in doomed]
         assert stops
         # (wall time, status) of every ping, by balancer

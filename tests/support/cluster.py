@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import httpx
 import trio
 
@@ -84,6 +85,20 @@ class Proc:
     def shards(self) -> int:
         health = self.health()
         return int(health["shards"]) if health else 0  # type: ignore[call-overload]
+
+
+async def monitors_owned_by(dsn: str, owner: str) -> set[int]:
+    """The ids of the monitors whose shard `owner` (an admin address) holds."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT m.id FROM monitors m JOIN shard_leases l ON l.shard = m.shard"
+            " WHERE l.owner = $1",
+            owner,
+        )
+        return {r["id"] for r in rows}
+    finally:
+        await conn.close()
 
 
 def wait_for(predicate: Callable[[], bool], within: float, what: str) -> float:
