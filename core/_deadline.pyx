@@ -34,9 +34,9 @@ answered, each ping records last_seen and queues a hand-off (``take_handoffs``) 
 owner, and it never has a deadline, an event or a dirty mark of its own. ``release`` makes
 shards foreign (their unflushed state stays for the caller to write or drop); ``take``
 judges them afresh, as a restart would, with the takeover time as the amnesty floor;
-``takeover`` applies a persisted row the same way; ``seen`` is a hand-off received by the
-owner, recorded like a ping at the time the other process answered it. ``amnesty`` gives
-every judged monitor a new floor after the process itself was paused.
+``seen`` is a hand-off received by the owner, recorded like a ping at the time the other
+process answered it. ``amnesty`` gives every judged monitor a new floor after the process
+itself was paused. ``seen_times`` lists a shard's seen monitors for the seen log.
 
 Every change a flush must write marks the record dirty once; ``take_dirty`` hands over the
 dirty rows and ``take_events`` the events, in the order they happened.
@@ -714,6 +714,27 @@ cdef class DeadlineTable:
             times.append(m.last_seen)
         self._handoff_len = 0
         return shards, ids, times
+
+    def seen_times(self, shards):
+        """The judged monitors of `shards` seen at least once: (shards, ids, last pings),
+        for a full section of the seen log (``core/seenlog.py``)."""
+        cdef uint8_t wanted[SHARDS]
+        cdef list out_shards = [], ids = [], times = []
+        cdef uint32_t slot, shard
+        cdef Monitor* m
+        memset(wanted, 0, SHARDS)
+        for s in shards:
+            wanted[self._check_shard(s)] = 1
+        for slot in range(self._mons_len):
+            m = &self._mons[slot]
+            if not (m.flags & FLAG_LIVE) or (m.flags & FLAG_FOREIGN) or m.last_seen <= 0.0:
+                continue
+            shard = _shard_of(m.digest)
+            if wanted[shard]:
+                out_shards.append(shard)
+                ids.append(m.monitor_id)
+                times.append(m.last_seen)
+        return out_shards, ids, times
 
     def shards(self, ids):
         """The shard of each monitor of `ids`, in order (-1 for one not loaded)."""

@@ -9,6 +9,7 @@ and every event. The rules are stated once, in ``core/_deadline.pyx``'s docstrin
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,6 +289,19 @@ class DeadlineModel:
         if at > m.last_seen:
             self._record(m, at)
         return True
+
+    def seen_times(self, shards: Iterable[int]) -> tuple[list[int], list[int], list[float]]:
+        wanted = set()
+        for shard in shards:
+            self._check_shard(shard)
+            wanted.add(shard)
+        out: tuple[list[int], list[int], list[float]] = ([], [], [])
+        for m in self._by_id.values():
+            if not m.foreign and m.last_seen > 0.0 and shard_of(m.digest) in wanted:
+                out[0].append(shard_of(m.digest))
+                out[1].append(m.monitor_id)
+                out[2].append(m.last_seen)
+        return out
 
     def take_handoffs(self) -> tuple[list[int], list[int], list[float]]:
         shards: list[int] = []

@@ -64,7 +64,8 @@ def whole(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) 
     return number
 
 
-def seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def seconds(env: Mapping[str, str], name: str, default: float, *, off: bool = False) -> float:
+    """A positive number of seconds; with `off`, 0 too (whatever it is, switched off)."""
     value = _text(env, name)
     if value is None:
         return default
@@ -72,8 +73,11 @@ def seconds(env: Mapping[str, str], name: str, default: float) -> float:
         number = float(value)
     except ValueError:
         raise SettingsError(f"{name} must be a number of seconds, not {value!r}") from None
+    if off and number == 0:
+        return 0.0
     if not number > 0 or number == float("inf"):
-        raise SettingsError(f"{name} must be a positive number of seconds, not {value!r}")
+        allowed = "a positive number of seconds" + (" or 0 (off)" if off else "")
+        raise SettingsError(f"{name} must be {allowed}, not {value!r}")
     return number
 
 
@@ -106,6 +110,8 @@ class Settings:
     flush_interval: float = 1.0  # LASTSEEN_FLUSH_INTERVAL_SECONDS
     poll_interval: float = 5.0  # LASTSEEN_POLL_INTERVAL_SECONDS
     lease: float = 8.0  # LASTSEEN_LEASE_SECONDS
+    # How often last-seen times go to the database (the seen log); 0: at every flush.
+    seen_interval: float = 10.0  # LASTSEEN_SEEN_SECONDS
     db_timeout: float = 5.0  # LASTSEEN_DB_TIMEOUT_SECONDS
     # Connection limits of the ingest's listener (only those set; the rest its defaults).
     limits: Mapping[str, float] = field(default_factory=dict)
@@ -164,6 +170,7 @@ class Settings:
             flush_interval=seconds(env, "LASTSEEN_FLUSH_INTERVAL_SECONDS", 1.0),
             poll_interval=seconds(env, "LASTSEEN_POLL_INTERVAL_SECONDS", 5.0),
             lease=seconds(env, "LASTSEEN_LEASE_SECONDS", 8.0),
+            seen_interval=seconds(env, "LASTSEEN_SEEN_SECONDS", 10.0, off=True),
             db_timeout=seconds(env, "LASTSEEN_DB_TIMEOUT_SECONDS", 5.0),
             limits=limits,
             auth_failures_per_hour=whole(env, "LASTSEEN_AUTH_FAILURES_PER_HOUR", 20),

@@ -31,7 +31,8 @@ cdef inline uint64_t _u64(const uint8_t* p) nogil:
 
 
 cdef class CopyLoader:
-    """Feed it the chunks of a binary COPY; it upserts each row with `now` as the floor."""
+    """Feed it the chunks of a binary COPY; it upserts each row with `now` as the floor,
+    and with the later of the row's last_seen and `seen`'s (the seen log, if given)."""
 
     cdef DeadlineTable table
     cdef double now
@@ -40,10 +41,12 @@ cdef class CopyLoader:
     cdef public bint finished
     cdef public Py_ssize_t rows
     cdef public list errors
+    cdef dict seen
 
-    def __cinit__(self, DeadlineTable table not None, double now):
+    def __cinit__(self, DeadlineTable table not None, double now, dict seen=None):
         self.table = table
         self.now = now
+        self.seen = seen
         self._pending = bytearray()
         self.errors = []
 
@@ -122,6 +125,10 @@ cdef class CopyLoader:
         monitor_id = <int64_t>_u64(p + s[0])
         bits = _u64(p + s[8])
         memcpy(&last_seen, &bits, 8)
+        if self.seen is not None:
+            logged = self.seen.get(monitor_id)
+            if logged is not None and logged > last_seen:
+                last_seen = logged
         state = STATES.get(PyBytes_FromStringAndSize(<const char*>(p + s[6]), l[6]))
         if state is None:
             raise ValueError("unknown state")

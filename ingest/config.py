@@ -29,6 +29,9 @@ class IngestConfig:
     # How long a shard's lease lasts unrenewed: a dead process's shards are taken after
     # this and one step (a quarter of it); renewed every quarter.
     lease: float = 8 * SECONDS
+    # How often last-seen times are written (the seen log, core/seenlog.py); 0: at every
+    # flush, into monitor_state (the write per ping the seen log replaced).
+    seen_interval: float = 10 * SECONDS
     limits: Limits = field(default_factory=Limits)
     # The control process, for everything that is not a heartbeat (None: 404 instead).
     upstream: tuple[str, int] | None = None
@@ -48,6 +51,7 @@ class IngestConfig:
             "flush_interval": settings.flush_interval,
             "poll_interval": settings.poll_interval,
             "lease": settings.lease,
+            "seen_interval": settings.seen_interval,
             "db_timeout": settings.db_timeout,
             "limits": replace(Limits(), **limits),
             "upstream": settings.control_upstream,

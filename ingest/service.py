@@ -9,7 +9,10 @@ the listener:
   a configuration change may have moved one) and processes what is due;
 - the flusher writes the dirty monitors and the events every ``flush_interval``; a failed
   flush keeps them (the table re-marks the rows, the events stay queued), so unflushed
-  state is bounded by the number of monitors, not of pings;
+  state is bounded by the number of monitors, not of pings. A ping that changes nothing
+  but a last-seen time waits for the seen log's next row instead (``seen.py``, every
+  ``seen_interval``): the database diet, one compact row per ~10 s instead of a row
+  update per ping;
 - the change feed (``changefeed.py``) follows configuration changes into the table;
 - the admin listener serves /metrics (``SIMPLE_METRICS``: one spec per single-valued
   metric), /healthz, and POST /handoff from the other ingest processes;
@@ -61,10 +64,12 @@ from .listener import Listener, open_listen_socket
 from .metrics import FLUSH_BUCKETS, LAG_BUCKETS, Histogram, Metric, render, sample, serve_admin
 from .protocol import ResponseCache
 from .scheduler import Deadlines
+from .seen import SeenWriter
 
 log = logging.getLogger(__name__)
 
 HAND_OVER_SECONDS = 3.0  # at a graceful stop, for relaying what waits to the new owners
+SEEN_PRUNE_SECONDS = 60.0  # the seen log's superseded rows are deleted at most this often
 
 
 class Ingest:
@@ -109,6 +114,8 @@ class Ingest:
         self.pauses = 0
         self._step_now = trio.Event()
         self._lease_scope = trio.CancelScope()
+        self.seen = SeenWriter(config.seen_interval)
+        self._next_seen_prune = 0.0
 
     @property
     def clock(self) -> Clock:
@@ -173,25 +180,35 @@ class Ingest:
                 self.detection_lag.observe(max(0.0, now - at))
         self.pending_events.extend(events)
 
-    async def flush_once(self) -> bool:
+    async def flush_once(self, *, all_seen: bool = False) -> bool:
         """Write what changed since the last flush, fenced by this process's leases;
         False (and nothing lost) on failure. What belongs to shards no longer held is
-        dropped: their new owner judges them from what was persisted."""
+        dropped: their new owner judges them from what was persisted. `all_seen`: write
+        the seen log's row now, due or not (shards given back, a stop)."""
         async with self._flush_lock:
             for _attempt in range(3):
                 try:
-                    return await self._flush_held()
+                    return await self._flush_held(all_seen)
                 except Fenced as exc:
                     self.fenced_flushes += 1
                     self._lose(exc.lost)
             return False
 
-    async def _flush_held(self) -> bool:
+    async def _flush_held(self, all_seen: bool) -> bool:
         self.pending_events.extend(self.table.take_events())
         held = self.leases.held if self.leases is not None else None
         table = self.table
         rows, events = self.table.take_dirty(), self.pending_events
         touched: list[int] = []
+        seen_row: store.SeenRow | None = None
+        seen_taken: dict[int, float] = {}
+        if self.seen.enabled:
+            self.seen.add(rows.seen_ids, rows.seen_last_seen)
+            rows = rows._replace(seen_ids=[], seen_last_seen=[])
+            seen_row, seen_taken = self.seen.row(
+                table, held if held is not None else range(SHARDS), self.clock.now(),
+                force=all_seen,
+            )  # fmt: skip
         if held is not None:
             # The shards written (one pass in the table), and only if one is no longer
             # held (rare: rows kept by a failed flush while a shard was lost), a filter.
@@ -205,8 +222,10 @@ class Ingest:
                 self.fenced_rows += left_out + len(events) - len(kept)
                 events = kept
                 shards -= gone
+            if seen_row is not None:
+                shards.update(seen_row.shards)  # all held: SeenWriter.row() saw to it
             touched = sorted(shards)
-        dirty = store.Dirty(rows, events)
+        dirty = store.Dirty(rows, events, seen_row)
         self.pending_events = []
         if not dirty:
             self.last_flush = self.clock.now()  # nothing to write: the database is current
@@ -229,12 +248,16 @@ class Ingest:
         except Fenced:
             self.table.mark_dirty(dirty.all_ids)
             self.pending_events[:0] = dirty.events
+            if seen_row is not None:
+                self.seen.failed(seen_row, seen_taken)
             raise
         except DB_ERRORS as exc:
             self.flush_failures += 1
             self.db_up = False
             self.table.mark_dirty(dirty.all_ids)
             self.pending_events[:0] = dirty.events
+            if seen_row is not None:
+                self.seen.failed(seen_row, seen_taken)
             self.db.drop(self._flush_conn)
             self._flush_conn = None
             log.warning(
@@ -247,7 +270,24 @@ class Ingest:
         self.flush_events += flushed
         self.last_flush = self.clock.now()
         self.db_up = True
+        if seen_row is not None:
+            self.seen.written(seen_row, self.last_flush)
+            if any(seen_row.fulls) and self.last_flush >= self._next_seen_prune:
+                await self._prune_seen()
         return True
+
+    async def _prune_seen(self) -> None:
+        """Delete the seen log's rows that later full sections cover (best effort: the
+        next full section tries again)."""
+        self._next_seen_prune = self.clock.now() + SEEN_PRUNE_SECONDS
+        try:
+            with trio.CancelScope(shield=True):
+                assert self._flush_conn is not None
+                self.seen.pruned += await self.db.call(
+                    store.prune_seen, self._flush_conn, self.db.timeout
+                )
+        except DB_ERRORS as exc:
+            log.warning("pruning the seen log failed (%s); tried again later", why(exc))
 
     # -- shards
 
@@ -308,7 +348,7 @@ class Ingest:
         them and wake the others (who take them at once)."""
         assert self.leases is not None
         self.table.release(shards)
-        if not await self.flush_once():
+        if not await self.flush_once(all_seen=True):
             self.table.take(shards, self.clock.now())  # not written: keep judging them
             return
         await self.db.call(self.leases.release, conn, shards)
@@ -399,7 +439,7 @@ class Ingest:
         self._lease_scope.cancel()  # no step may take shards back meanwhile
         held = sorted(self.leases.held)
         self.table.release(held)
-        if not await self.flush_once():
+        if not await self.flush_once(all_seen=True):
             return  # the leases expire instead, and the others load what was written
         conn = None
         try:
@@ -483,7 +523,7 @@ class Ingest:
                     await self._hand_over()
                 workers.cancel_scope.cancel()
             with trio.move_on_after(self.config.db_timeout):
-                await self.flush_once()
+                await self.flush_once(all_seen=True)
             self.db.drop(self._flush_conn)
             outer.cancel_scope.cancel()
         log.info("ingest stopped")
@@ -635,6 +675,14 @@ SIMPLE_METRICS = (
     Spec("flush_events_total", "counter", "Events flushed.", lambda i: i.flush_events),
     Spec("flush_failures_total", "counter", "Failed flushes (state kept).",
          lambda i: i.flush_failures),
+    Spec("seen_log_rows_total", "counter", "Rows written to the seen log.",
+         lambda i: i.seen.rows),
+    Spec("seen_log_entries_total", "counter", "Last-seen times written to the seen log.",
+         lambda i: i.seen.entries),
+    Spec("seen_log_waiting", "gauge", "Last-seen times waiting for the seen log's next row.",
+         lambda i: len(i.seen.waiting)),
+    Spec("seen_log_pruned_total", "counter", "Seen log rows deleted (superseded).",
+         lambda i: i.seen.pruned),
     Spec("flush_lag_seconds", "gauge", "Seconds since the last successful flush.", _flush_lag),
     Spec("database_up", "gauge", "1 if the last database call succeeded.",
          lambda i: int(i.db_up)),

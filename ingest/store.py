@@ -6,11 +6,12 @@ them through trio-asyncio. Every call carries a client-side timeout, so a hung s
 and reconnects.
 
 - ``load``: stream every monitor (configuration and observed state) into the table in
-  one REPEATABLE READ transaction; return the snapshot's xmin, where ``changes_since``
-  starts.
+  one REPEATABLE READ transaction, with the seen log's later last-seen times for the
+  shards the table judges; return the snapshot's xmin, where ``changes_since`` starts.
 - ``flush``: one statement per batch (data-modifying CTEs): the dirty monitors' observed
   state (``monitor_state``), the events in the order they happened, and a NOTIFY for the
-  alert worker, all in one transaction.
+  alert worker, with the seen log's row when one is due (``core/seenlog.py``), all in
+  one transaction.
 - ``changes_since``: monitors whose configuration changed, and monitors deleted, in
   transactions not older than a previous snapshot's xmin (see migration 0001).
 """
@@ -23,8 +24,9 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from core import DeadlineTable
+from core import DeadlineTable, seenlog
 from core.records import DirtyRows
+from core.shards import SHARDS
 
 from ._copyload import CopyLoader
 
@@ -94,16 +96,29 @@ class MonitorRow(NamedTuple):
     incident_open: bool
 
 
+class SeenRow(NamedTuple):
+    """A row of the seen log, packed (``seenlog.pack``)."""
+
+    base_ms: int
+    shards: list[int]
+    fulls: list[bool]
+    starts: list[int]
+    lens: list[int]
+    data: bytes
+    entries: int  # monitors in it, for the metrics
+
+
 @dataclass(frozen=True)
 class Dirty:
-    """What a flush writes: the table's dirty rows (DeadlineTable.take_dirty()) and the
-    events since the last flush."""
+    """What a flush writes: the table's dirty rows (DeadlineTable.take_dirty()), the
+    events since the last flush, and the seen log's row if one is due."""
 
     rows: DirtyRows
     events: list[tuple[int, str, float]]
+    seen: SeenRow | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.rows.seen_ids or self.rows.ids or self.events)
+        return bool(self.rows.seen_ids or self.rows.ids or self.events or self.seen)
 
     @property
     def all_ids(self) -> list[int]:
@@ -130,13 +145,14 @@ async def load(
 
     Returns the snapshot's xmin, the rows loaded, and the rows refused with why.
     """
-    loader = CopyLoader(table, now)
-
-    async def sink(chunk: bytes) -> None:
-        loader.feed(chunk)
-
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         xmin: str = await conn.fetchval(_XMIN, timeout=statement_seconds)
+        seen = await seenlog.read(conn, table.owned(), statement_seconds)
+        loader = CopyLoader(table, now, seen)
+
+        async def sink(chunk: bytes) -> None:
+            loader.feed(chunk)
+
         await conn.copy_from_query(_LOAD, output=sink, format="binary")
     loader.close()
     return xmin, loader.rows, loader.errors
@@ -168,7 +184,16 @@ async def monitors_by_id(
 async def monitors_in_shards(
     conn: asyncpg.Connection, shards: list[int], statement_seconds: float
 ) -> list[MonitorRow]:
-    return [MonitorRow(*r) for r in await conn.fetch(_IN_SHARDS, shards, timeout=statement_seconds)]
+    """The monitors of `shards`, with the seen log's later last-seen times."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        rows = await conn.fetch(_IN_SHARDS, shards, timeout=statement_seconds)
+        seen = await seenlog.read(conn, shards, statement_seconds)
+    out = []
+    for r in rows:
+        row = MonitorRow(*r)
+        logged = seen.get(row.id, 0.0)
+        out.append(row._replace(last_seen=logged) if logged > row.last_seen else row)
+    return out
 
 
 async def cluster_key(conn: asyncpg.Connection, statement_seconds: float) -> bytes:
@@ -178,6 +203,12 @@ async def cluster_key(conn: asyncpg.Connection, statement_seconds: float) -> byt
 
 async def prune_deletions(conn: asyncpg.Connection, statement_seconds: float) -> None:
     await conn.execute(_PRUNE_DELETIONS, timeout=statement_seconds)
+
+
+async def prune_seen(conn: asyncpg.Connection, statement_seconds: float) -> int:
+    """Delete the seen log's rows every shard has a later full section for."""
+    done: str = await conn.execute(seenlog.PRUNE, SHARDS, timeout=statement_seconds)
+    return int(done.split()[-1])
 
 
 Fence = Callable[[asyncpg.Connection], Awaitable[None]]
@@ -192,6 +223,12 @@ async def flush(
     async with conn.transaction():
         if fence is not None:
             await fence(conn)
+        if dirty.seen is not None:
+            s = dirty.seen
+            await conn.execute(
+                seenlog.WRITE, s.base_ms, s.shards, s.fulls, s.starts, s.lens, s.data,
+                timeout=statement_seconds,
+            )  # fmt: skip
         d = dirty.rows
         n = max(len(d.seen_ids), len(d.ids), 1)
         for start in range(0, n, BATCH_ROWS):

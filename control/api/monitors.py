@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
+from core import seenlog
 from core.tokens import digest, new_token
 from notifier.base import Notice
 
@@ -46,7 +47,21 @@ NOT_FOUND = ApiError(404, "not_found", "no such monitor")
 RECENT_INCIDENTS = 20
 
 
-def monitor_json(row: Any) -> dict[str, Any]:
+async def seen_times(conn: Any, rows: list[Any]) -> dict[int, float]:
+    """The seen log's last-seen times for `rows` (core/seenlog.py): an up monitor's pings
+    reach the database there, within ~10 s; monitor_state has the state changes'."""
+    return await seenlog.read(conn, {r["shard"] for r in rows})
+
+
+def _last_seen(row: Any, seen: dict[int, float]) -> datetime | None:
+    at: datetime | None = row["last_seen_at"]
+    logged = seen.get(row["id"])
+    if logged is not None and (at is None or logged > at.timestamp()):
+        return datetime.fromtimestamp(logged, UTC)
+    return at
+
+
+def monitor_json(row: Any, seen: dict[int, float]) -> dict[str, Any]:
     return {
         "id": row["id"],
         "name": row["name"],
@@ -60,7 +75,7 @@ def monitor_json(row: Any) -> dict[str, Any]:
         "paused": row["paused"],
         "state": row["state"] or "pending",
         "misses": row["misses"] or 0,
-        "lastSeenAt": iso(row["last_seen_at"]),
+        "lastSeenAt": iso(_last_seen(row, seen)),
         "createdAt": iso(row["created_at"]),
         "channelIds": list(row["channel_ids"]),
         "heartbeatToken": row["token_envelope"],
@@ -105,7 +120,8 @@ async def create_monitor(
         await _set_channels(conn, caller, monitor_id, body.channel_ids)
         await audit(conn, caller, request, "CREATE_MONITOR", "monitor", monitor_id)
         row = await conn.fetchrow(_SELECT + " WHERE m.id = $1", monitor_id)
-    return monitor_json(row)
+        seen = await seen_times(conn, [row])
+    return monitor_json(row, seen)
 
 
 async def _set_channels(
@@ -138,14 +154,16 @@ async def list_monitors(
     after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> dict[str, Any]:
     caller.require("monitors:read")
-    rows = await st.pool.fetch(
-        _SELECT + " WHERE m.org_id = $1 AND m.id > $2 ORDER BY m.id LIMIT $3",
-        caller.org_id,
-        after,
-        limit + 1,
-    )
-    rows, next_after = page(rows, limit)
-    return {"monitors": [monitor_json(r) for r in rows], "nextAfter": next_after}
+    async with st.pool.acquire() as conn:
+        rows = await conn.fetch(
+            _SELECT + " WHERE m.org_id = $1 AND m.id > $2 ORDER BY m.id LIMIT $3",
+            caller.org_id,
+            after,
+            limit + 1,
+        )
+        rows, next_after = page(rows, limit)
+        seen = await seen_times(conn, rows)
+    return {"monitors": [monitor_json(r, seen) for r in rows], "nextAfter": next_after}
 
 
 @router.get("/monitors/{monitor_id}")
@@ -159,7 +177,8 @@ async def get_monitor(monitor_id: Id, caller: CallerDep, st: StateDep) -> dict[s
             NOT_FOUND,
         )
         incidents = await recent_incidents(conn, caller.org_id, monitor_id, RECENT_INCIDENTS)
-    return {**monitor_json(row), "incidents": [incident_json(i) for i in incidents]}
+        seen = await seen_times(conn, [row])
+    return {**monitor_json(row, seen), "incidents": [incident_json(i) for i in incidents]}
 
 
 @router.get("/monitors/{monitor_id}/events")
@@ -251,6 +270,8 @@ async def _change(
     caller.require("monitors:write")
     sets = ", ".join(f"{column} = ${i + 3}" for i, column in enumerate(["id", *assignments]))
     async with st.pool.acquire() as conn, conn.transaction():
+        if "token_digest" in assignments:
+            await _keep_last_seen(conn, caller, monitor_id)
         done = await conn.execute(
             f"UPDATE monitors SET {sets} WHERE id = $1 AND org_id = $2",
             monitor_id,
@@ -263,7 +284,25 @@ async def _change(
         await _set_channels(conn, caller, monitor_id, channel_ids)
         await audit(conn, caller, request, action, "monitor", monitor_id)
         row = await conn.fetchrow(_SELECT + " WHERE m.id = $1", monitor_id)
-    return monitor_json(row)
+        seen = await seen_times(conn, [row])
+    return monitor_json(row, seen)
+
+
+async def _keep_last_seen(conn: Any, caller: Caller, monitor_id: int) -> None:
+    """A new token may move the monitor to another shard, whose seen log sections do not
+    have it: its last-seen time from the old shard's goes into monitor_state first."""
+    shard = await conn.fetchval(
+        "SELECT shard FROM monitors WHERE id = $1 AND org_id = $2", monitor_id, caller.org_id
+    )
+    if shard is None:
+        return
+    logged = (await seenlog.read(conn, [shard])).get(monitor_id)
+    if logged is not None:
+        await conn.execute(
+            "UPDATE monitor_state SET last_seen_at = to_timestamp($2) WHERE monitor_id = $1"
+            " AND (last_seen_at IS NULL OR last_seen_at < to_timestamp($2))",
+            monitor_id, logged,
+        )  # fmt: skip
 
 
 @router.patch("/monitors/{monitor_id}")

@@ -9,6 +9,7 @@ import sys
 import asyncpg
 import pytest
 
+from core import seenlog
 from core.tokens import digest
 
 from ..support.aio import run
@@ -341,3 +342,47 @@ def test_twenty_failed_authentications_from_one_address_get_429(control, owner):
     # a colleague's stale tab with a revoked token on the same network).
     with control.client(owner) as c:
         assert c.get("/me").status_code == 200
+
+
+def _value(control: Control, query: str, *args: object) -> int:
+    async def go() -> int:
+        conn = await asyncpg.connect(control.dsn)
+        try:
+            return int(await conn.fetchval(query, *args))
+        finally:
+            await conn.close()
+
+    return run(go())
+
+
+def test_last_seen_at_is_the_later_of_the_state_and_the_seen_log_and_survives_a_rotation(
+    control, owner
+):
+    """An up monitor's pings reach the database in the seen log (core/seenlog.py), not
+    in monitor_state: the API reads both. A new token may move the monitor to another
+    shard, whose sections lack it: its time is kept in monitor_state first."""
+    monitor = new_monitor(control, owner)
+    path = f"/monitors/{monitor['id']}"
+    control.sql(
+        "UPDATE monitor_state SET state = 'up', last_seen_at = to_timestamp(1800000000.5)"
+        " WHERE monitor_id = $1",
+        monitor["id"],
+    )
+    shard = _value(control, "SELECT shard FROM monitors WHERE id = $1", monitor["id"])
+    base_ms = 1_800_000_100_000
+    packed = seenlog.pack([(shard, False, [monitor["id"]], [1800000042.25])], base_ms)
+    control.sql(seenlog.WRITE, base_ms, *packed)
+    with control.client(owner) as c:
+        assert body(c.get(path))["lastSeenAt"] == "2027-01-15T08:00:42.250000+00:00"
+        listed = body(c.get("/monitors?limit=500"))["monitors"]
+        assert [m["lastSeenAt"] for m in listed if m["id"] == monitor["id"]] == [
+            "2027-01-15T08:00:42.250000+00:00"
+        ]
+        rotated = body(c.post(f"{path}/rotate-token"))
+        assert rotated["lastSeenAt"] == "2027-01-15T08:00:42.250000+00:00"
+        control.sql("DELETE FROM seen_log")
+        assert body(c.get(path))["lastSeenAt"] == "2027-01-15T08:00:42.250000+00:00"
+        # An older time in the log changes nothing.
+        packed = seenlog.pack([(shard, False, [monitor["id"]], [1800000001.0])], base_ms)
+        control.sql(seenlog.WRITE, base_ms, *packed)
+        assert body(c.get(path))["lastSeenAt"] == "2027-01-15T08:00:42.250000+00:00"

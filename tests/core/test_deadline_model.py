@@ -49,6 +49,9 @@ class TableMatchesModel(RuleBasedStateMachine):
         self.model = DeadlineModel()
         self.config: dict[int, tuple[bytes, int, int, int, bool]] = {}
         self.persisted: dict[int, tuple[str, int, float, bool]] = {}
+        # The seen log (core/seenlog.py): where a flush puts a seen-only row (a later
+        # last_seen alone); a load takes the later of it and the persisted row's.
+        self.seen_log: dict[int, float] = {}
         # Ownership (issue 11): monitors fall into the test's two shards by their digest.
         # After a takeover, no monitor of the shard may go down before its amnesty: the
         # takeover + its interval + grace (a takeover raises no false incident).
@@ -92,6 +95,7 @@ class TableMatchesModel(RuleBasedStateMachine):
         if self.both("remove", monitor_id):
             del self.config[monitor_id]
             self.persisted.pop(monitor_id, None)
+            self.seen_log.pop(monitor_id, None)
 
     @rule(seconds=st.one_of(st.floats(0, 400, allow_nan=False), st.sampled_from([30.0, 60.0])))
     def advance(self, seconds):
@@ -112,12 +116,10 @@ class TableMatchesModel(RuleBasedStateMachine):
         model = self.model.take_dirty()
         assert sorted(zip(*table[:2], strict=True)) == sorted(zip(*model[:2], strict=True))
         assert sorted(zip(*table[2:], strict=True)) == sorted(zip(*model[2:], strict=True))
-        # Apply them as the database does: a seen-only row changes last_seen alone.
-        default = ("pending", 0, 0.0, False)
+        # Apply them as the database does: a seen-only row goes to the seen log.
         for monitor_id, last_seen in zip(*model[:2], strict=True):
             if lost is None or _shard(self.config[monitor_id][0]) != lost:
-                state, misses, _seen, incident = self.persisted.get(monitor_id, default)
-                self.persisted[monitor_id] = (state, misses, last_seen, incident)
+                self.seen_log[monitor_id] = max(self.seen_log.get(monitor_id, 0.0), last_seen)
         for monitor_id, last_seen, state, misses, incident in zip(*model[2:], strict=True):
             if lost is None or _shard(self.config[monitor_id][0]) != lost:
                 self.persisted[monitor_id] = (state, misses, last_seen, incident)
@@ -127,7 +129,25 @@ class TableMatchesModel(RuleBasedStateMachine):
             if row["foreign"]:
                 continue
             actual = (row["state"], row["misses"], row["last_seen"], row["incident_open"])
-            assert self.persisted.get(monitor_id, default) == actual, monitor_id
+            assert self._persisted(monitor_id) == actual, monitor_id
+
+    def _persisted(self, monitor_id: int) -> tuple[str, int, float, bool]:
+        """What a new owner loads: the row, with the later of its last_seen and the log's."""
+        state, misses, last_seen, incident = self.persisted.get(
+            monitor_id, ("pending", 0, 0.0, False)
+        )
+        return state, misses, max(last_seen, self.seen_log.get(monitor_id, 0.0)), incident
+
+    @rule(group=st.integers(0, 2))
+    def seen_times(self, group):
+        """A full section of the seen log: the judged monitors of the shards, seen once."""
+        shards = list(range(SHARDS)) if group == 2 else _shards(group)
+        table, model = self.table.seen_times(shards), self.model.seen_times(shards)
+        assert sorted(zip(*table, strict=True)) == sorted(zip(*model, strict=True))
+        for shard, monitor_id, at in zip(*model, strict=True):
+            row = self.model.get(monitor_id)
+            assert not row["foreign"] and row["last_seen"] == at > 0.0
+            assert shard == shard_of(self.config[monitor_id][0])
 
     @rule(keep=st.sets(IDS))
     def resync(self, keep):
@@ -140,6 +160,7 @@ class TableMatchesModel(RuleBasedStateMachine):
         for monitor_id in removed:
             del self.config[monitor_id]
             self.persisted.pop(monitor_id, None)
+            self.seen_log.pop(monitor_id, None)
 
     @rule(downtime=st.floats(0, 900, allow_nan=False))
     def restart(self, downtime):
@@ -178,6 +199,7 @@ class TableMatchesModel(RuleBasedStateMachine):
             self.amnesty.pop(monitor_id, None)
             if is_new:  # what the database held, as loaded
                 self.persisted[monitor_id] = (state, misses, last_seen, incident)
+                self.seen_log.pop(monitor_id, None)
 
     @rule(group=st.integers(0, 1), graceful=st.booleans())
     def release(self, group, graceful):
@@ -248,15 +270,13 @@ class TableMatchesModel(RuleBasedStateMachine):
             self._load_persisted(monitor_id)
             _digest, interval, grace, _threshold, _paused = self.config[monitor_id]
             self.amnesty[monitor_id] = self.now + interval + grace
-            if heard[monitor_id] > self.persisted.get(monitor_id, ("", 0, 0.0, False))[2]:
+            if heard[monitor_id] > self._persisted(monitor_id)[2]:
                 self.both("seen", monitor_id, heard[monitor_id])
 
     def _load_persisted(self, monitor_id: int) -> None:
         """Load a monitor as a new owner does: what is persisted, now as its floor."""
         digest_, interval, grace, threshold, paused = self.config[monitor_id]
-        state, misses, last_seen, incident = self.persisted.get(
-            monitor_id, ("pending", 0, 0.0, False)
-        )
+        state, misses, last_seen, incident = self._persisted(monitor_id)
         self.both(
             "upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now,
             state, misses, last_seen, incident,

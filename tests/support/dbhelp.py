@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import trio
 
+from core import seenlog
 from core.pg import free_port
 from core.seed import SeededMonitor, seed_monitors
 from ingest.clock import Clock
@@ -212,3 +213,9 @@ async def probe(port: int, token: str, seconds: float) -> dict[str, float]:
     )
     result: dict[str, float] = json.loads(done.stdout)
     return result
+
+
+async def last_seen(dsn: str) -> dict[int, float]:
+    """Every monitor's last-seen time as persisted (the later of monitor_state and the
+    seen log; 0.0: never)."""
+    return await with_conn(dsn, seenlog.persisted)
