@@ -137,15 +137,24 @@ class Server:
 
 
 @contextlib.contextmanager
-def ingest(dsn: str, probe_token: str, *, pin: list[str], log: Path) -> Iterator[Server]:
-    """Start `lastseen ingest`; ready when probe_token answers 204 (bounded at 120 s)."""
-    with ingests(dsn, probe_token, [pin], log=log) as servers:
+def ingest(
+    dsn: str, probe_token: str, *, pin: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """Start `lastseen ingest` (with `env` added to its environment); ready when
+    probe_token answers 204 (bounded at 120 s)."""
+    with ingests(dsn, probe_token, [pin], log=log, env=env) as servers:
         yield servers[0]
 
 
 @contextlib.contextmanager
 def ingests(
-    dsn: str, probe_token: str, pins: list[list[str]], *, log: Path, serving: int | None = None
+    dsn: str,
+    probe_token: str,
+    pins: list[list[str]],
+    *,
+    log: Path,
+    serving: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[list[Server]]:
     """One `lastseen ingest` per entry of `pins` (its taskset prefix), all on one port
     (SO_REUSEPORT) when there are several; ready when probe_token answers 204 and every
@@ -153,7 +162,8 @@ def ingests(
     `serving`: only the first so many share the port; the others listen on ports of their
     own that no load reaches (they own shards and receive hand-offs, nothing else)."""
     port = free_port()
-    env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn, "LASTSEEN_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn, "LASTSEEN_LOG_LEVEL": "WARNING",
+           **(env or {})}  # fmt: skip
     shared = ["--reuse-port"] if len(pins) > 1 else []
     started = time.perf_counter()
     servers = []

@@ -27,7 +27,7 @@ def main() -> None:
             throughput.run(monitors=1_000, seconds=1, connections=8),
             flood.run(monitors=1_000, seconds=1, connections=8),
             procs.run(monitors=1_000, seconds=1, connections=8),
-            wal.run(monitors=1_000, rounds=1),
+            wal.run(monitors=1_000, rounds=2, interval=1.5, seen=0.5),
         ]
     else:
         results = [
@@ -36,7 +36,7 @@ def main() -> None:
             throughput.run(monitors=100_000, seconds=10, connections=64),
             flood.run(monitors=100_000, seconds=10, connections=64),
             procs.run(monitors=100_000, seconds=10, connections=64),
-            wal.run(monitors=100_000, rounds=5),
+            wal.run(monitors=100_000, rounds=2, interval=30.0, seen=10.0),
         ]
     emit(results, args.out)
 

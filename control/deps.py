@@ -140,9 +140,10 @@ _OWNED = {"monitors": "monitor", "channels": "channel", "status_pages": "status_
 async def delete_owned(
     st: State, caller: Caller, request: Request, table: str, object_id: int,
     not_found: errors.ApiError,
-) -> None:  # fmt: skip
+) -> str:  # fmt: skip
     """Delete one of the caller's organisation's objects and audit it (DELETE_<TYPE>), or
-    raise `not_found` (another organisation's object reads as missing)."""
+    raise `not_found` (another organisation's object reads as missing). Returns the
+    deleting transaction's id (``control/applied.py``)."""
     kind = _OWNED[table]
     async with st.pool.acquire() as conn, conn.transaction():
         done = await conn.execute(
@@ -151,3 +152,5 @@ async def delete_owned(
         if done != "DELETE 1":
             raise not_found
         await audit(conn, caller, request, f"DELETE_{kind.upper()}", kind, object_id)
+        xid: str = await conn.fetchval("SELECT pg_current_xact_id()::text")
+    return xid

@@ -11,8 +11,8 @@ still go to ``monitor_state`` with their last-seen time within a flush (~1 s).
 A monitor's last-seen time is therefore the latest of ``monitor_state.last_seen_at`` and
 every entry for it in its shard's sections (``read``). So that readers stay cheap, the
 owner rewrites each of its shards in full (every monitor of the shard seen at least
-once) at least every ``FULL_SECONDS``, a few shards per row, and after taking a shard;
-rows older than every shard's latest full section are deleted (``PRUNE``). Every row is
+once) once every ``FULL_ROUND`` rows, a few shards per row (5 minutes at the default
+10 s); rows older than every shard's latest full section are deleted (``PRUNE``). Every row is
 written under the owner's fence, so an owner that lost a shard writes nothing of it.
 
 A section: the entries sorted by monitor id; the id gaps and the times (milliseconds
@@ -33,7 +33,10 @@ from itertools import accumulate
 from typing import Any
 
 SEEN_SECONDS = 10.0  # how stale lastSeenAt may be in the database (LASTSEEN_SEEN_SECONDS)
-FULL_SECONDS = 300.0  # every shard is rewritten in full at least this often
+# Rows per round of full sections. A full section costs what a delta entry does, per
+# monitor: every 30 intervals adds ~1/10 to a 30 s fleet's cost (3 pings per interval),
+# and keeps an hourly monitor's under half of a row update per ping.
+FULL_ROUND = 30
 _WIDTH = 8  # bytes per value
 
 READ = """

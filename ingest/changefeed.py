@@ -1,10 +1,16 @@
 """The ingest's change feed: configuration changes from PostgreSQL into the table.
 
-The feed LISTENs on ``lastseen_monitors`` (the payload is a monitor id) and applies each
-change at once; it also polls every ``poll_interval`` for changes since the last
-snapshot (``xmin``) in case a NOTIFY was missed, trims the deletion log once an hour, and
-after a reconnect resyncs in full (NOTIFYs sent while it was away are gone). Every
-change applied wakes the deadline scheduler, since a deadline may have moved.
+The feed LISTENs on ``lastseen_monitors`` and, woken by a NOTIFY, reads every change
+since its previous snapshot (``xmin``) at once; it also does so every ``poll_interval``
+in case a NOTIFY was missed, trims the deletion log once an hour, and after a reconnect
+resyncs in full (NOTIFYs sent while it was away are gone). Every change applied wakes the
+deadline scheduler, since a deadline may have moved.
+
+Reading every change since the previous snapshot (not only the notified monitors) makes
+"applied" exact: after a read, every change visible in its snapshot is in the table. The
+feed says so in ``ingest_members.applied`` (migration 0012), and the control plane waits
+for that before it answers a change (``control/applied.py``): a monitor the API says
+exists is pingable on every process.
 """
 
 from __future__ import annotations
@@ -45,15 +51,29 @@ class ChangeFeed:
         self.database_up = database_up
         self.poll_interval = poll_interval
         self.xmin = ""
+        self.owner: str | None = None  # this process in ingest_members, to say what it applied
+        self.applied = ""  # the snapshot of the last load or read, once said
 
-    async def load(self, conn: asyncpg.Connection) -> None:
-        """Every monitor into the table (COPY), and the snapshot to poll changes from."""
+    async def load(self, conn: asyncpg.Connection) -> str:
+        """Every monitor into the table (COPY), and the snapshot to poll changes from;
+        returns the snapshot. Until it is said applied (the caller's to say, once the
+        table answers for it), this process counts as having applied nothing."""
         db = self.db
-        self.xmin, _rows, refused = await db.call(
+        if self.owner is not None:
+            await db.call(store.mark_applied, conn, self.owner, None, db.timeout)
+            self.applied = ""
+        snapshot, _rows, refused = await db.call(
             store.load, conn, self.table, self.clock.now(), db.timeout, limit=LOAD_LIMIT
         )
         for monitor_id, reason in refused:
             log.error("monitor %s not loaded: %s", monitor_id, reason)
+        self.xmin = snapshot.xmin
+        return snapshot.snapshot
+
+    async def _say_applied(self, conn: asyncpg.Connection, snapshot: str) -> None:
+        if self.owner is not None and snapshot != self.applied:
+            await self.db.call(store.mark_applied, conn, self.owner, snapshot, self.db.timeout)
+            self.applied = snapshot
 
     def apply(self, rows: Sequence[store.MonitorRow]) -> None:
         now = self.clock.now()
@@ -88,12 +108,9 @@ class ChangeFeed:
     async def _follow_on(self, conn: asyncpg.Connection, *, resync: bool) -> None:
         """LISTEN on one connection and apply changes until it fails."""
         db = self.db
-        notified: set[int] = set()
         wakes = [trio.Event()]
 
-        def on_notify(_c: object, _pid: int, _channel: str, payload: str) -> None:
-            if payload.isdigit():
-                notified.add(int(payload))
+        def on_notify(_c: object, _pid: int, _channel: str, _payload: str) -> None:
             wakes[0].set()
 
         await db.call(conn.add_listener, "lastseen_monitors", on_notify)
@@ -111,21 +128,12 @@ class ChangeFeed:
                 next_poll = trio.current_time() + self.poll_interval
             with trio.move_on_at(next_poll):
                 await wakes[0].wait()
-            wakes[0] = trio.Event()
-            if notified:
-                ids = sorted(notified)
-                notified.clear()
-                await self._apply_ids(conn, ids)
-
-    async def _apply_ids(self, conn: asyncpg.Connection, ids: list[int]) -> None:
-        rows = await self.db.call(store.monitors_by_id, conn, ids, self.db.timeout)
-        self.apply(rows)
-        for monitor_id in set(ids) - {r.id for r in rows}:
-            self.table.remove(monitor_id)
-        self.changed()
+            if wakes[0].is_set():  # a change was committed: read it (and all before it)
+                wakes[0] = trio.Event()
+                await self._poll(conn)
 
     async def _poll(self, conn: asyncpg.Connection) -> None:
-        changed, deleted, xmin = await self.db.call(
+        changed, deleted, snapshot = await self.db.call(
             store.changes_since, conn, self.xmin, self.db.timeout
         )
         # Deletions first: a monitor deleted and recreated keeps nothing of the old one.
@@ -134,12 +142,14 @@ class ChangeFeed:
             if monitor_id not in present:
                 self.table.remove(monitor_id)
         self.apply(changed)
-        self.xmin = xmin
+        self.xmin = snapshot.xmin
         self.changed()
+        await self._say_applied(conn, snapshot.snapshot)
 
     async def _resync(self, conn: asyncpg.Connection) -> None:
         self.table.begin_sync()
-        await self.load(conn)
+        snapshot = await self.load(conn)
         removed = self.table.end_sync()
         log.info("resynced %d monitors (%d removed)", len(self.table), len(removed))
         self.changed()
+        await self._say_applied(conn, snapshot)

@@ -5,7 +5,7 @@ wait here, the latest time per monitor, until a row is due (every ``every`` seco
 at once when the process gives shards back or stops). A row holds a delta section per
 shard with waiting entries, and full sections for the next few shards of a rotation
 over the shards this process judges, so that every shard is rewritten in full at least
-every ``FULL_SECONDS`` (a round). Only shards this process holds are written (the flush
+``FULL_ROUND`` rows (a round). Only shards this process holds are written (the flush
 fences them); what waits for a shard it lost is dropped, as the rest of its unflushed
 state is: the new owner loads what was written, with the amnesty of a takeover.
 """
@@ -21,9 +21,9 @@ from .store import SeenRow
 
 
 class SeenWriter:
-    def __init__(self, every: float, full_every: float = seenlog.FULL_SECONDS) -> None:
+    def __init__(self, every: float, full_every: float | None = None) -> None:
         self.every = every  # 0: the seen log is off; flushes write every last-seen
-        self.full_every = full_every
+        self.full_every = every * seenlog.FULL_ROUND if full_every is None else full_every
         self.waiting: dict[int, float] = {}
         self.next_row_at = -math.inf
         self._round: list[int] = []  # judged shards not yet rewritten in full this round

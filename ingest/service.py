@@ -148,6 +148,7 @@ class Ingest:
                 started = time.perf_counter()
                 self.feed = ChangeFeed(db, self.table, self.clock, self._changed, self._db_state,
                                        self.config.poll_interval)  # fmt: skip
+                self.feed.owner = self.leases.owner
                 await self.feed.load(conn)
                 self.loaded_at = self.clock.now()
                 self.db_up = True
@@ -509,11 +510,13 @@ class Ingest:
                 workers.start_soon(self.deadlines.run)
                 workers.start_soon(self._flush_forever)
                 assert self.feed is not None and self.outbox is not None
-                workers.start_soon(self.feed.run)
                 workers.start_soon(self._keep_leases)
                 workers.start_soon(self.outbox.run)
                 async with trio.open_nursery() as serving:
                     await serving.start(self.listener.serve, sock)
+                    # Listening: the feed's first read says what this process has applied
+                    # (the control plane waits for it before answering a change).
+                    workers.start_soon(self.feed.run)
                     log.info("ingest listening on %s:%d", self.config.host, self.port)
                     task_status.started(self.port)
                     await self._stop.wait()

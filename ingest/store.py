@@ -39,11 +39,11 @@ FROM monitors m LEFT JOIN monitor_state s ON s.monitor_id = m.id
 """
 _LOAD = _MONITORS  # streamed with binary COPY: the columns _copyload expects, in order
 _CHANGED = _MONITORS + " WHERE m.config_xid >= $1::text::xid8"
-_BY_ID = _MONITORS + " WHERE m.id = ANY($1::bigint[])"
 _IN_SHARDS = _MONITORS + " WHERE m.shard = ANY($1::smallint[])"
 _CLUSTER_KEY = "SELECT secret FROM cluster_secrets WHERE name = 'handoff'"
 _DELETED = "SELECT DISTINCT monitor_id FROM monitor_deletions WHERE deleted_xid >= $1::text::xid8"
-_XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
+_XMIN = "SELECT pg_snapshot_xmin(s)::text, s::text FROM pg_current_snapshot() s"
+_APPLIED = "UPDATE ingest_members SET applied = $2::text::pg_snapshot WHERE owner = $1"
 _PRUNE_DELETIONS = "DELETE FROM monitor_deletions WHERE deleted_at < now() - interval '1 day'"
 
 _FLUSH = """
@@ -138,15 +138,23 @@ async def connect(dsn: str, statement_seconds: float, application: str) -> async
     )
 
 
+class Snapshot(NamedTuple):
+    """Where a load or a poll read the configuration: its snapshot's xmin (where the
+    next poll starts) and the whole snapshot (what this process has applied)."""
+
+    xmin: str
+    snapshot: str
+
+
 async def load(
     conn: asyncpg.Connection, table: DeadlineTable, now: float, statement_seconds: float
-) -> tuple[str, int, list[tuple[int, str]]]:
+) -> tuple[Snapshot, int, list[tuple[int, str]]]:
     """Stream every monitor into `table` (binary COPY, parsed as it arrives).
 
-    Returns the snapshot's xmin, the rows loaded, and the rows refused with why.
+    Returns the snapshot, the rows loaded, and the rows refused with why.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        xmin: str = await conn.fetchval(_XMIN, timeout=statement_seconds)
+        snapshot = Snapshot(*await conn.fetchrow(_XMIN, timeout=statement_seconds))
         seen = await seenlog.read(conn, table.owned(), statement_seconds)
         loader = CopyLoader(table, now, seen)
 
@@ -155,7 +163,7 @@ async def load(
 
         await conn.copy_from_query(_LOAD, output=sink, format="binary")
     loader.close()
-    return xmin, loader.rows, loader.errors
+    return snapshot, loader.rows, loader.errors
 
 
 async def count(conn: asyncpg.Connection, statement_seconds: float) -> int:
@@ -164,21 +172,24 @@ async def count(conn: asyncpg.Connection, statement_seconds: float) -> int:
 
 async def changes_since(
     conn: asyncpg.Connection, xmin: str, statement_seconds: float
-) -> tuple[list[MonitorRow], list[int], str]:
-    """Changed monitors, deleted ids, and the xmin to pass next time."""
+) -> tuple[list[MonitorRow], list[int], Snapshot]:
+    """Changed monitors, deleted ids, and the snapshot they were read in (its xmin is
+    the one to pass next time): every change visible in it is among them."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        next_xmin: str = await conn.fetchval(_XMIN, timeout=statement_seconds)
+        snapshot = Snapshot(*await conn.fetchrow(_XMIN, timeout=statement_seconds))
         changed = [
             MonitorRow(*r) for r in await conn.fetch(_CHANGED, xmin, timeout=statement_seconds)
         ]
         deleted = [r[0] for r in await conn.fetch(_DELETED, xmin, timeout=statement_seconds)]
-    return changed, deleted, next_xmin
+    return changed, deleted, snapshot
 
 
-async def monitors_by_id(
-    conn: asyncpg.Connection, ids: list[int], statement_seconds: float
-) -> list[MonitorRow]:
-    return [MonitorRow(*r) for r in await conn.fetch(_BY_ID, ids, timeout=statement_seconds)]
+async def mark_applied(
+    conn: asyncpg.Connection, owner: str, snapshot: str | None, statement_seconds: float
+) -> None:
+    """Say that this process (`owner`) has applied every change visible in `snapshot`
+    (None: nothing yet, a process starting)."""
+    await conn.execute(_APPLIED, owner, snapshot, timeout=statement_seconds)
 
 
 async def monitors_in_shards(

@@ -13,7 +13,7 @@ from core import seenlog
 from core.tokens import digest, new_token
 from notifier.base import Notice
 
-from .. import quotas
+from .. import applied, quotas
 from ..auth import Caller
 from ..crypto import TOKEN_PURPOSE, EnvelopeError, open_envelope, seal
 from ..delivery import Target, attempt
@@ -121,6 +121,8 @@ async def create_monitor(
         await audit(conn, caller, request, "CREATE_MONITOR", "monitor", monitor_id)
         row = await conn.fetchrow(_SELECT + " WHERE m.id = $1", monitor_id)
         seen = await seen_times(conn, [row])
+        xid = await conn.fetchval(applied.XID)
+    await applied.wait(st.pool, xid, st.settings.lease)  # 201 means pingable
     return monitor_json(row, seen)
 
 
@@ -285,6 +287,8 @@ async def _change(
         await audit(conn, caller, request, action, "monitor", monitor_id)
         row = await conn.fetchrow(_SELECT + " WHERE m.id = $1", monitor_id)
         seen = await seen_times(conn, [row])
+        xid = await conn.fetchval(applied.XID)
+    await applied.wait(st.pool, xid, st.settings.lease)  # as every ingest now answers
     return monitor_json(row, seen)
 
 
@@ -354,7 +358,8 @@ async def delete_monitor(
     monitor_id: Id, request: Request, caller: CallerDep, st: StateDep
 ) -> Response:
     caller.require("monitors:write")
-    await delete_owned(st, caller, request, "monitors", monitor_id, NOT_FOUND)
+    xid = await delete_owned(st, caller, request, "monitors", monitor_id, NOT_FOUND)
+    await applied.wait(st.pool, xid, st.settings.lease)  # its token answers 404 everywhere
     return Response(status_code=204)
 
 

@@ -25,6 +25,8 @@ def test_the_defaults_and_a_few_variables():
     assert settings.allow_private_targets and "10.1.2.3" in settings.trusted_proxies
     assert settings.max_tokens_per_user == 7
     assert Settings.from_env({}).control_listen == ("127.0.0.1", 8081)
+    assert Settings.from_env({}).seen_interval == 10.0
+    assert Settings.from_env({"LASTSEEN_SEEN_SECONDS": "0"}).seen_interval == 0.0  # off
 
 
 def test_the_older_name_of_the_public_listener_still_counts():
@@ -41,6 +43,7 @@ def test_the_older_name_of_the_public_listener_still_counts():
         ("LASTSEEN_ADMIN_LISTEN", "127.0.0.1:99999", "LASTSEEN_ADMIN_LISTEN: the port must"),
         ("LASTSEEN_ALLOW_PRIVATE_TARGETS", "maybe", "LASTSEEN_ALLOW_PRIVATE_TARGETS must be 1"),
         ("LASTSEEN_LOG_LEVEL", "loud", "LASTSEEN_LOG_LEVEL must be one of"),
+        ("LASTSEEN_SEEN_SECONDS", "-5", r"LASTSEEN_SEEN_SECONDS must be .* or 0 \(off\)"),
         ("LASTSEEN_TRUSTED_PROXIES", "ten", "LASTSEEN_TRUSTED_PROXIES: 'ten' is not"),
     ],
 )
