@@ -20,6 +20,7 @@ import h11
 import trio
 
 from core import DeadlineTable
+from core.records import Event
 from core.tokens import digest
 from ingest import responses
 from ingest._fastpath import FastPath
@@ -136,8 +137,8 @@ def bench_detection_lag(n: int, spread: float) -> dict[str, Any]:
         table.take_events()
         assert clock.now() < base, "set-up outran its margin"
 
-        def on_events(events: list[tuple[int, str, float]], at: float) -> None:
-            lags.extend(at - when for _id, kind, when in events if kind == "down")
+        def on_events(events: list[Event], at: float) -> None:
+            lags.extend(at - e.at for e in events if e.kind == "down")
 
         loop = Deadlines(lambda: table, clock, on_events)
         with trio.move_on_at(clock.to_trio(base + spread + 5)):

@@ -80,17 +80,27 @@ def backoff(attempts: int, rng: random.Random) -> float:
     return float(base * (1.0 - 0.2 * rng.random()))
 
 
+# The last ping comes with the event; the deadline first missed is the down period's
+# 'down' event (the latest one up to the opening: a threshold above 1 opens later).
 _OPEN = """
-INSERT INTO incidents (org_id, monitor_id, opened_at)
-SELECT org_id, id, $2 FROM monitors WHERE id = $1
+INSERT INTO incidents (org_id, monitor_id, opened_at, last_ping_at, expected_at)
+SELECT org_id, id, $2, $3,
+       (SELECT max(e.occurred_at) FROM monitor_events e
+        WHERE e.monitor_id = $1 AND e.kind = 'down' AND e.occurred_at <= $2
+          AND ($3::timestamptz IS NULL OR e.occurred_at > $3))
+FROM monitors WHERE id = $1
 ON CONFLICT (monitor_id) WHERE resolved_at IS NULL DO NOTHING
 RETURNING id
 """
 _RESOLVE = """
-UPDATE incidents SET resolved_at = greatest($2, opened_at)
+UPDATE incidents SET resolved_at = greatest($2, opened_at), resolved_by = $3
 WHERE monitor_id = $1 AND resolved_at IS NULL
 RETURNING id
 """
+# What closes an incident, how it is told, and who hears of it: a ping is a recovery
+# (channels and subscribers); a pause closes it without one (channels only: subscribers
+# are told of outages and recoveries, and a pause is neither).
+_CLOSES = {"incident_resolved": ("ping", "recovery"), "incident_paused": ("pause", "closed")}
 # One row per channel of the monitor, one for its alertEmail, one per confirmed subscriber
 # of a public status page that shows it; a repeat does nothing.
 _ENQUEUE = """
@@ -106,7 +116,7 @@ SELECT sp.org_id, spm.monitor_id, $1::bigint, NULL, 'email', s.email, 'subscribe
 FROM status_page_monitors spm
 JOIN status_pages sp ON sp.id = spm.page_id AND sp.public
 JOIN subscribers s ON s.page_id = sp.id AND s.confirmed_at IS NOT NULL
-WHERE spm.monitor_id = $2
+WHERE spm.monitor_id = $2 AND $3::text IN ('alert', 'recovery')
 ON CONFLICT (incident_id, channel_ref, kind) WHERE incident_id IS NOT NULL DO NOTHING
 """
 _RECEIVER = "coalesce(c.receiver, n.channel_type)"
@@ -147,7 +157,10 @@ RETURNING n.id, n.org_id, n.monitor_id, n.incident_id, n.channel_id, n.channel_t
           (SELECT c.receiver FROM channels c WHERE c.id = n.channel_id) AS channel_receiver,
           (SELECT m.name FROM monitors m WHERE m.id = n.monitor_id) AS monitor_name,
           (SELECT i.opened_at FROM incidents i WHERE i.id = n.incident_id) AS opened_at,
-          (SELECT i.resolved_at FROM incidents i WHERE i.id = n.incident_id) AS resolved_at
+          (SELECT i.resolved_at FROM incidents i WHERE i.id = n.incident_id) AS resolved_at,
+          (SELECT i.last_ping_at FROM incidents i WHERE i.id = n.incident_id) AS last_ping_at,
+          (SELECT i.expected_at FROM incidents i WHERE i.id = n.incident_id) AS expected_at,
+          (SELECT i.resolved_by FROM incidents i WHERE i.id = n.incident_id) AS resolved_by
 """
 _PACE = """
 INSERT INTO delivery_pacing (channel_ref, next_at)
@@ -192,18 +205,20 @@ class Worker:
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", EVENTS_LOCK):
                 return 0  # another worker is on it
             events = await conn.fetch(
-                "SELECT id, monitor_id, kind, occurred_at FROM monitor_events"
+                "SELECT id, monitor_id, kind, occurred_at, last_seen_at FROM monitor_events"
                 " WHERE processed_at IS NULL ORDER BY id LIMIT $1",
                 EVENT_BATCH,
             )
             for event in events:
+                monitor_id, at = event["monitor_id"], event["occurred_at"]
                 if event["kind"] == "incident_opened":
-                    sql, kind = _OPEN, "alert"
-                elif event["kind"] == "incident_resolved":
-                    sql, kind = _RESOLVE, "recovery"
+                    kind = "alert"
+                    incident = await conn.fetchval(_OPEN, monitor_id, at, event["last_seen_at"])
+                elif event["kind"] in _CLOSES:
+                    by, kind = _CLOSES[event["kind"]]
+                    incident = await conn.fetchval(_RESOLVE, monitor_id, at, by)
                 else:
                     continue
-                incident = await conn.fetchval(sql, event["monitor_id"], event["occurred_at"])
                 if incident is not None:
                     done = await conn.execute(_ENQUEUE, incident, event["monitor_id"], kind, now)
                     queued += int(done.split()[-1])
@@ -276,6 +291,9 @@ class Worker:
             opened_at=row["opened_at"],
             resolved_at=row["resolved_at"],
             sent_at=self.clock(),
+            last_ping_at=row["last_ping_at"],
+            expected_at=row["expected_at"],
+            resolved_by=row["resolved_by"],
             idempotency_key=str(row["idempotency_key"]),
         )
         if row["subscriber_id"] is not None:

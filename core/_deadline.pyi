@@ -2,13 +2,14 @@
 from collections.abc import Iterable
 from typing import Any, Final
 
-from .records import DirtyRows
+from .records import DirtyRows, Event
 
 EVENT_UP: Final[str]
 EVENT_DOWN: Final[str]
 EVENT_INCIDENT_OPENED: Final[str]
 EVENT_RECOVERED: Final[str]
 EVENT_INCIDENT_RESOLVED: Final[str]
+EVENT_INCIDENT_PAUSED: Final[str]
 STATE_NAMES: Final[tuple[str, str, str, str]]
 
 class DeadlineTable:
@@ -43,7 +44,7 @@ class DeadlineTable:
     def end_sync(self) -> list[int]: ...
     def pop_due(self, now: float) -> int: ...
     def next_deadline(self) -> float: ...
-    def take_events(self) -> list[tuple[int, str, float]]: ...
+    def take_events(self) -> list[Event]: ...
     def take_dirty(self) -> DirtyRows: ...
     def mark_dirty(self, ids: list[int]) -> None: ...
     @property

@@ -48,13 +48,14 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
-from core.records import DirtyRows
+from core.records import DirtyRows, Event
 
 EVENT_UP = "up"
 EVENT_DOWN = "down"
 EVENT_INCIDENT_OPENED = "incident_opened"
 EVENT_RECOVERED = "recovered"
 EVENT_INCIDENT_RESOLVED = "incident_resolved"
+EVENT_INCIDENT_PAUSED = "incident_paused"  # closed by a pause: not a recovery
 
 STATE_NAMES = ("pending", "up", "down", "paused")
 _STATE_CODES = {name: code for code, name in enumerate(STATE_NAMES)}
@@ -349,7 +350,7 @@ cdef class DeadlineTable:
         return _fmax(m.last_seen, m.floor) + m.interval + m.grace
 
     cdef void _emit(self, Monitor* m, str kind, double at):
-        self._events.append((m.monitor_id, kind, at))
+        self._events.append(Event(m.monitor_id, kind, at, m.last_seen))
 
     cdef int ping_digest(self, const uint8_t* digest, double now) except -1:
         """Record a ping; 1 if the digest belongs to a monitor, else 0."""
@@ -512,7 +513,7 @@ cdef class DeadlineTable:
             m.misses = 0
             if m.flags & FLAG_INCIDENT:
                 m.flags &= ~FLAG_INCIDENT
-                self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+                self._emit(m, EVENT_INCIDENT_PAUSED, now)
             self._schedule(slot, 0.0)
             self._mark_dirty(slot, True)
         elif was_paused and not paused:
@@ -599,8 +600,9 @@ cdef class DeadlineTable:
             else:
                 self._schedule(slot, self._up_deadline(m))
         if incident_open and not (m.flags & FLAG_INCIDENT):
-            # Paused (or found inconsistent) while we were not looking: resolve it.
-            self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+            # Paused (or found inconsistent) while we were not looking: close it, as a
+            # pause closes it (no ping recovered it).
+            self._emit(m, EVENT_INCIDENT_PAUSED if paused else EVENT_INCIDENT_RESOLVED, now)
         if (m.state != code or m.misses != misses
                 or bool(m.flags & FLAG_INCIDENT) != incident_open):
             self._mark_dirty(slot, True)  # the stored row is stale: rewrite it

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .records import DirtyRows
+from .records import DirtyRows, Event
 from .shards import SHARDS, shard_of
 
 EVENT_UP = "up"
@@ -21,6 +21,7 @@ EVENT_DOWN = "down"
 EVENT_INCIDENT_OPENED = "incident_opened"
 EVENT_RECOVERED = "recovered"
 EVENT_INCIDENT_RESOLVED = "incident_resolved"
+EVENT_INCIDENT_PAUSED = "incident_paused"
 
 STATE_NAMES = ("pending", "up", "down", "paused")
 _MAX_MISSES = 65535
@@ -55,9 +56,6 @@ class _Monitor:
         return None
 
 
-Event = tuple[int, str, float]
-
-
 class DeadlineModel:
     """Pure-Python twin of DeadlineTable."""
 
@@ -73,7 +71,7 @@ class DeadlineModel:
         return len(self._by_id)
 
     def _emit(self, m: _Monitor, kind: str, at: float) -> None:
-        self._events.append((m.monitor_id, kind, at))
+        self._events.append(Event(m.monitor_id, kind, at, m.last_seen))
 
     def _mark_dirty(self, m: _Monitor, changed: bool = True) -> None:
         m.changed = m.changed or changed
@@ -170,7 +168,7 @@ class DeadlineModel:
             m.next_miss = None
             if m.incident_open:
                 m.incident_open = False
-                self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+                self._emit(m, EVENT_INCIDENT_PAUSED, now)
             self._mark_dirty(m)
         elif not paused and m.state == "paused":
             m.floor = now
@@ -239,7 +237,7 @@ class DeadlineModel:
             else:
                 m.next_miss = max(m.last_seen, m.floor) + m.interval + m.grace
         if incident_open and not m.incident_open:
-            self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+            self._emit(m, EVENT_INCIDENT_PAUSED if paused else EVENT_INCIDENT_RESOLVED, now)
         if (m.state, m.misses, m.incident_open) != (state, misses, incident_open):
             self._mark_dirty(m)
 

@@ -7,6 +7,17 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 
+class Event(NamedTuple):
+    """Something that happened to a monitor, as ``DeadlineTable.take_events()`` hands it
+    over: what (``kind``), when (``at``), and the monitor's last ping then (``last_seen``,
+    0.0 if never): the alert says when the last ping was, not when the deadline passed."""
+
+    monitor_id: int
+    kind: str
+    at: float
+    last_seen: float
+
+
 class DirtyRows(NamedTuple):
     """What ``DeadlineTable.take_dirty()`` hands over: the monitors whose only change is a
     later last_seen (the common case: a ping to an up monitor), then those whose state

@@ -17,10 +17,11 @@ from collections.abc import Callable
 import trio
 
 from core import DeadlineTable
+from core.records import Event
 
 from .clock import Clock
 
-Events = list[tuple[int, str, float]]
+Events = list[Event]
 MAX_SLEEP_SECONDS = 1.0
 # Woken this much later than asked: the process was frozen (SIGSTOP, a stalled host or
 # event loop), and pings may have gone unheard meanwhile.

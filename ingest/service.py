@@ -49,6 +49,7 @@ import trio
 import trio_asyncio
 
 from core import DeadlineTable
+from core.records import Event
 from core.shards import SHARDS
 
 from . import store
@@ -85,7 +86,7 @@ class Ingest:
         self.responder = ResponseCache(self.fast)
         self.feed: ChangeFeed | None = None
         self.listener: Listener | None = None
-        self.pending_events: list[tuple[int, str, float]] = []
+        self.pending_events: list[Event] = []
         self.detection_lag = Histogram(LAG_BUCKETS)
         self.flush_duration = Histogram(FLUSH_BUCKETS)
         self.flush_rows = 0
@@ -175,10 +176,10 @@ class Ingest:
 
     # -- deadlines and flushing
 
-    def _on_events(self, events: list[tuple[int, str, float]], now: float) -> None:
-        for _id, kind, at in events:
-            if kind == "down" or kind == "incident_opened":
-                self.detection_lag.observe(max(0.0, now - at))
+    def _on_events(self, events: list[Event], now: float) -> None:
+        for e in events:
+            if e.kind == "down" or e.kind == "incident_opened":
+                self.detection_lag.observe(max(0.0, now - e.at))
         self.pending_events.extend(events)
 
     async def flush_once(self, *, all_seen: bool = False) -> bool:

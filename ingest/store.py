@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from core import DeadlineTable, seenlog
-from core.records import DirtyRows
+from core.records import DirtyRows, Event
 from core.shards import SHARDS
 
 from ._copyload import CopyLoader
@@ -65,9 +65,11 @@ WITH seen AS (
     WHERE s.monitor_id = d.id
     RETURNING 1
 ), events AS (
-    INSERT INTO monitor_events (monitor_id, kind, occurred_at)
-    SELECT e.id, e.kind, to_timestamp(e.at)
-    FROM unnest($8::bigint[], $9::text[], $10::float8[]) WITH ORDINALITY AS e(id, kind, at, n)
+    INSERT INTO monitor_events (monitor_id, kind, occurred_at, last_seen_at)
+    SELECT e.id, e.kind, to_timestamp(e.at),
+           CASE WHEN e.seen > 0 THEN to_timestamp(e.seen) END
+    FROM unnest($8::bigint[], $9::text[], $10::float8[], $11::float8[])
+        WITH ORDINALITY AS e(id, kind, at, seen, n)
     ORDER BY e.n
     ON CONFLICT (monitor_id, kind, occurred_at) DO NOTHING
     RETURNING 1
@@ -114,7 +116,7 @@ class Dirty:
     events since the last flush, and the seen log's row if one is due."""
 
     rows: DirtyRows
-    events: list[tuple[int, str, float]]
+    events: list[Event]
     seen: SeenRow | None = None
 
     def __bool__(self) -> bool:
@@ -258,6 +260,7 @@ async def flush(
                 [e[0] for e in batch_events],
                 [e[1] for e in batch_events],
                 [e[2] for e in batch_events],
+                [e[3] for e in batch_events],
                 timeout=statement_seconds,
             )
             rows += record["rows"]

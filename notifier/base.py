@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ MAX_RETRY_AFTER_SECONDS = 3600.0
 EVENTS = {
     "alert": "incident.opened",
     "recovery": "incident.resolved",
+    "closed": "incident.resolved",  # resolvedBy "pause": closed, not recovered
     "test": "test",
     "confirm": "subscription.confirm",
 }
@@ -46,9 +47,11 @@ class TransportError(Exception):
 
 @dataclass(frozen=True)
 class Notice:
-    """One thing to tell one channel: an incident opened or resolved, or a test."""
+    """One thing to tell one channel: an incident opened, recovered or closed by a pause,
+    or a test. `last_ping_at`: the monitor's last ping before the incident; `expected_at`:
+    the deadline it missed first; `resolved_by`: what closed it (ping, pause)."""
 
-    kind: str  # alert | recovery | test
+    kind: str  # alert | recovery | closed | test
     monitor_id: int
     monitor_name: str
     incident_id: int | None
@@ -56,6 +59,9 @@ class Notice:
     resolved_at: datetime | None
     sent_at: datetime
     idempotency_key: str
+    last_ping_at: datetime | None = None
+    expected_at: datetime | None = None
+    resolved_by: str | None = None
 
     @property
     def event(self) -> str:
@@ -73,18 +79,32 @@ class Notice:
     def title_for(self, escape: Callable[[str], str]) -> str:
         """The title with the monitor's name passed through `escape`: a name is the
         user's text, and must never become markup, a link or a mention in a channel."""
-        verb = {"alert": "DOWN", "recovery": "RECOVERED"}.get(self.kind, "Test alert")
+        verb = {"alert": "DOWN", "recovery": "RECOVERED", "closed": "PAUSED"}.get(
+            self.kind, "Test alert"
+        )
         return f"{verb}: {escape(self.monitor_name)}"
 
     def text_for(self, escape: Callable[[str], str]) -> str:
         name = escape(self.monitor_name)
+        late = _when(self.expected_at or self.opened_at)
         if self.kind == "alert":
-            since = _when(self.opened_at)
-            return f"Heartbeat monitor “{name}” stopped pinging: no ping since {since}."
+            if self.last_ping_at is None:
+                return f"Heartbeat monitor “{name}” stopped pinging: no ping by {late}."
+            ago = _duration(self.sent_at - self.last_ping_at)
+            return (
+                f"Heartbeat monitor “{name}” stopped pinging: last ping at "
+                f"{_when(self.last_ping_at)} ({ago} ago), expected by {late}."
+            )
         if self.kind == "recovery":
             return (
-                f"Heartbeat monitor “{name}” is pinging again (down from "
-                f"{_when(self.opened_at)} to {_when(self.resolved_at)})."
+                f"Heartbeat monitor “{name}” is pinging again: a ping at "
+                f"{_when(self.resolved_at)}, late since {late}."
+            )
+        if self.kind == "closed":
+            return (
+                f"Monitoring of heartbeat monitor “{name}” was paused at "
+                f"{_when(self.resolved_at)} while it was down (late since {late}): its "
+                "incident is closed without a recovery; no ping has arrived."
             )
         return f"Test alert for heartbeat monitor “{name}”: this channel works."
 
@@ -96,6 +116,9 @@ class Notice:
                 "id": self.incident_id,
                 "openedAt": iso(self.opened_at),
                 "resolvedAt": iso(self.resolved_at),
+                "resolvedBy": self.resolved_by,
+                "lastPingAt": iso(self.last_ping_at),
+                "expectedAt": iso(self.expected_at),
             }
         return {
             "event": self.event,
@@ -112,6 +135,17 @@ def _plain(text: str) -> str:
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 for the API and payloads; None stays None."""
     return value.isoformat() if value is not None else None
+
+
+def _duration(delta: timedelta) -> str:
+    """ "3 min 20 s", "2 h 5 min", "45 s": how long ago, to the second."""
+    seconds = max(0, round(delta.total_seconds()))
+    days, seconds = divmod(seconds, 86_400)
+    hours, seconds = divmod(seconds, 3_600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "min"), (seconds, "s")]
+    shown = [f"{n} {unit}" for n, unit in parts if n][:2]
+    return " ".join(shown) or "0 s"
 
 
 def _when(value: datetime | None) -> str:

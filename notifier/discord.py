@@ -17,7 +17,7 @@ TYPE = "discord"
 SECRET_FIELDS = ("url",)
 SPACING_SECONDS = 1.0  # 5 requests per 5 s per webhook
 
-COLOURS = {"alert": 0xD93025, "recovery": 0x188038, "test": 0x5F6368}
+COLOURS = {"alert": 0xD93025, "recovery": 0x188038, "closed": 0x5F6368, "test": 0x5F6368}
 
 
 validate = schema.url_only

@@ -27,7 +27,7 @@ def escape(text: str) -> str:
 
 
 def payload(notice: Notice) -> dict[str, Any]:
-    colour = {"alert": "Attention", "recovery": "Good", "test": "Default"}[notice.kind]
+    colour = {"alert": "Attention", "recovery": "Good"}.get(notice.kind, "Default")
     card = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",

@@ -1,6 +1,8 @@
 """End to end through `lastseen serve`, in real time: a monitor stops pinging, goes down,
-an incident opens and every channel hears of it; the next ping resolves it and every
-channel hears of the recovery. (The one real-time alerting test: about 35 s.)"""
+an incident opens and every channel hears of it, with the time of the last ping and the
+deadline it missed; the next ping resolves it and every channel hears of the recovery. A
+second monitor, paused while down, has its incident closed as a pause: no channel hears
+"pinging again". (The one real-time alerting test: about 35 s.)"""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -18,7 +20,7 @@ from core.pg import free_port
 
 from .support.aio import fetch
 from .support.exposure import EXPOSURE
-from .support.receivers import http_receiver, smtp_server
+from .support.receivers import http_receiver, smtp_server, text_of
 from .support.serving import answers, wait_until
 
 BOT = "123456:" + "C" * 35
@@ -65,9 +67,18 @@ def test_a_silent_monitor_alerts_every_channel_and_its_next_ping_recovers_it(
                 "intervalSec": 30, "heartbeatGraceSec": 0, "alertThreshold": 1,
                 "alertEmail": "ops@example.test", "channelIds": ids,
             }).json()  # fmt: skip
+            paused = c.post("/monitors", json={
+                "name": "weekly-report", "url": "internal://weekly", "type": "heartbeat",
+                "intervalSec": 30, "heartbeatGraceSec": 0, "alertThreshold": 1,
+                "channelIds": ids[:1],
+            }).json()  # fmt: skip
             token = c.get(f"/monitors/{monitor['id']}/secrets").json()["heartbeatToken"]
+            other = c.get(f"/monitors/{paused['id']}/secrets").json()["heartbeatToken"]
             ping = f"{api}/heartbeats/{token}"
-            wait_until(lambda: httpx.post(ping, timeout=10).status_code == 204, 10)
+            sent = time.time()
+            assert httpx.post(ping, timeout=10).status_code == 204  # pingable once created
+            answered = time.time()
+            assert httpx.post(f"{api}/heartbeats/{other}", timeout=10).status_code == 204
             pinged = time.monotonic()
 
             paths = ["/webhook", "/slack", "/discord", "/teams", "/telegram"]
@@ -75,13 +86,19 @@ def test_a_silent_monitor_alerts_every_channel_and_its_next_ping_recovers_it(
                 receiver.wait_for(1, path, within=60)
             mails = box.wait_for(2, within=30)
             alerted = time.monotonic() - pinged
-            incident = fetch(database_url, "SELECT * FROM incidents")[0]
+            incident = fetch(
+                database_url, "SELECT * FROM incidents WHERE monitor_id = $1", monitor["id"]
+            )[0]
             assert incident["resolved_at"] is None
             assert c.get(f"/monitors/{monitor['id']}").json()["state"] == "down"
+            # The other one, down too, is paused: its incident closes, nothing recovers.
+            receiver.wait_for(2, "/webhook", within=30)
+            assert c.post(f"/monitors/{paused['id']}/pause").status_code == 200
 
             assert httpx.post(ping, timeout=10).status_code == 204
             for path in paths:
                 receiver.wait_for(2, path, within=30)
+            receiver.wait_for(4, "/webhook", within=30)  # and the pause's closing notice
             mails = box.wait_for(4, within=30)
             detail = c.get(f"/incidents/{incident['id']}").json()
             c.close()
@@ -96,11 +113,25 @@ def test_a_silent_monitor_alerts_every_channel_and_its_next_ping_recovers_it(
         for kind in ("webhook", "slack", "discord", "teams", "telegram", "email", "email")
         for k in ("alert", "recovery")
     )
-    webhook = [r.json() for r in receiver.on("/webhook")]
+    hooks = [r.json() for r in receiver.on("/webhook")]
+    webhook = [w for w in hooks if w["monitor"]["id"] == monitor["id"]]
     assert [w["event"] for w in webhook] == ["incident.opened", "incident.resolved"]
     assert webhook[0]["monitor"] == {"id": monitor["id"], "name": "nightly-backup"}
     assert webhook[0]["incident"]["id"] == incident["id"]
+    # The alert says when the last ping was (the one we sent) and when the next was due.
+    last_ping = datetime.fromisoformat(webhook[0]["incident"]["lastPingAt"]).timestamp()
+    expected = datetime.fromisoformat(webhook[0]["incident"]["expectedAt"]).timestamp()
+    assert sent - 0.01 <= last_ping <= answered + 0.01, (sent, last_ping, answered)
+    assert abs(expected - (last_ping + 30)) < 0.001  # interval 30 s, grace 0
+    assert [w["incident"]["resolvedBy"] for w in webhook] == [None, "ping"]
+    closing = [w for w in hooks if w["monitor"]["id"] == paused["id"]]
+    assert [(w["event"], w["incident"]["resolvedBy"]) for w in closing] == [
+        ("incident.opened", None), ("incident.resolved", "pause"),
+    ]  # fmt: skip
     assert receiver.on("/slack")[1].json()["text"].startswith("RECOVERED: nightly-backup")
+    alert_mail = next(m for m in mails if m["Subject"] == "[lastseen] DOWN: nightly-backup")
+    when = datetime.fromtimestamp(last_ping, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f"last ping at {when} (" in text_of(alert_mail)
     assert sorted(m["To"] for m in mails) == ["ops@example.test", "ops@example.test",
                                               "team@example.test", "team@example.test"]  # fmt: skip
     # No secret reaches a log line: heartbeat token, bot token, signing secret.

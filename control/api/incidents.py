@@ -13,7 +13,8 @@ router = APIRouter()
 NOT_FOUND = ApiError(404, "not_found", "no such incident")
 
 INCIDENTS = """
-SELECT i.id, i.monitor_id, m.name AS monitor_name, i.opened_at, i.resolved_at
+SELECT i.id, i.monitor_id, m.name AS monitor_name, i.opened_at, i.resolved_at,
+       i.resolved_by, i.last_ping_at, i.expected_at
 FROM incidents i JOIN monitors m ON m.id = i.monitor_id
 """
 
@@ -26,6 +27,9 @@ def incident_json(row: Any) -> dict[str, Any]:
         "state": "open" if row["resolved_at"] is None else "resolved",
         "openedAt": iso(row["opened_at"]),
         "resolvedAt": iso(row["resolved_at"]),
+        "resolvedBy": row["resolved_by"],
+        "lastPingAt": iso(row["last_ping_at"]),
+        "expectedAt": iso(row["expected_at"]),
     }
 
 

@@ -29,7 +29,7 @@ from ..support.alerthelp import (
     run,
     worker,
 )
-from ..support.receivers import http_receiver, smtp_server, stall, status
+from ..support.receivers import http_receiver, smtp_server, stall, status, text_of
 
 
 def test_an_incident_opens_once_and_every_channel_hears_of_it_and_of_the_recovery(database_url):
@@ -604,3 +604,64 @@ def test_an_unexpected_error_in_a_delivery_is_recorded_not_lost(database_url, mo
     with http_receiver() as receiver:
         row = run(scenario(receiver))
     assert (row["status"], row["last_error"]) == ("pending", "internal error (KeyError)")
+
+
+def test_a_pause_closes_the_incident_without_a_recovery_and_tells_no_subscriber(database_url):
+    """Pausing a down monitor closed its incident with an `incident_resolved`, told to
+    every channel and status-page subscriber as "is pinging again" (issue 13). A pause
+    now closes it as a pause: `resolvedBy: pause`, a neutral notice to the channels, and
+    nothing to subscribers, who hear of outages and recoveries only."""
+
+    async def scenario(receiver, box):
+        clock = FakeClock()
+        conn = await asyncpg.connect(database_url)
+        async with worker(database_url, clock, smtp_url=box.url) as w:
+            org_id = await org(conn)
+            m = await monitor(conn, org_id, alert_email="ops@example.test")
+            await channel(
+                conn, org_id, "webhook", {},
+                {"url": f"{receiver.url}/hook", "signingSecret": "s" * 20}, m,
+            )  # fmt: skip
+            page = await conn.fetchval(
+                "INSERT INTO status_pages (org_id, slug, title) VALUES ($1, 'acme', 'Acme')"
+                " RETURNING id",
+                org_id,
+            )
+            await conn.execute(
+                "INSERT INTO status_page_monitors (page_id, monitor_id, position) VALUES ($1, $2, 0)",
+                page, m,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO subscribers (page_id, email, confirmed_at) VALUES ($1, $2, now())",
+                page, "fan@example.test",
+            )  # fmt: skip
+            last_ping = T0 - timedelta(seconds=30)
+            await event(conn, m, "down", T0, last_ping)
+            await event(conn, m, "incident_opened", T0, last_ping)
+            assert await w.run_once() == 3  # webhook, alertEmail, the subscriber
+            clock.advance(60)
+            await event(conn, m, "incident_paused", T0 + timedelta(seconds=50), last_ping)
+            await w.run_once()
+            (incident,) = await conn.fetch("SELECT * FROM incidents")
+            assert incident["resolved_by"] == "pause"
+            assert incident["resolved_at"] == T0 + timedelta(seconds=50)
+            assert (incident["last_ping_at"], incident["expected_at"]) == (last_ping, T0)
+            rows = await notifications(conn)
+            assert sorted((r["channel_ref"].split(":")[0], r["kind"]) for r in rows) == [
+                ("channel", "alert"), ("channel", "closed"), ("email", "alert"),
+                ("email", "closed"), ("subscriber", "alert"),
+            ]  # fmt: skip
+        await conn.close()
+        hook = [r.json() for r in receiver.on("/hook")]
+        assert [(h["event"], h["incident"]["resolvedBy"]) for h in hook] == [
+            ("incident.opened", None), ("incident.resolved", "pause"),
+        ]  # fmt: skip
+        assert hook[0]["incident"]["lastPingAt"] == last_ping.isoformat()
+        assert hook[0]["incident"]["expectedAt"] == T0.isoformat()
+        by_subject = {m["Subject"]: m for m in box.messages if m["To"] == "ops@example.test"}
+        assert sorted(by_subject) == ["[lastseen] DOWN: nightly", "[lastseen] PAUSED: nightly"]
+        assert "closed without a recovery" in text_of(by_subject["[lastseen] PAUSED: nightly"])
+        assert not any("pinging again" in text_of(m) for m in box.messages)
+
+    with http_receiver() as receiver, smtp_server() as box:
+        run(scenario(receiver, box))

@@ -16,6 +16,7 @@ from hypothesis.stateful import (
 
 from core import DeadlineTable
 from core._deadline_model import DeadlineModel
+from core.records import Event
 from core.shards import SHARDS, shard_of
 from core.tokens import digest
 
@@ -36,7 +37,7 @@ def _shards(group: int) -> list[int]:
     return list(range(group, SHARDS, 2))
 
 
-def _by_monitor(events: list[tuple[int, str, float]]) -> list[tuple[int, str, float]]:
+def _by_monitor(events: list[Event]) -> list[Event]:
     # Monitors are independent: order across them may differ, order within one may not.
     return sorted(events, key=lambda e: e[0])
 
@@ -291,9 +292,14 @@ class TableMatchesModel(RuleBasedStateMachine):
             assert self.table.get(monitor_id) == self.model.get(monitor_id)
         events = self.model.take_events()
         assert _by_monitor(self.table.take_events()) == _by_monitor(events)
-        for monitor_id, kind, at in events:
+        for monitor_id, kind, at, last_seen in events:
             if kind == "down":
                 assert at >= self.amnesty.get(monitor_id, -1.0), (monitor_id, at)
+            if kind in ("down", "incident_opened"):
+                # What the alert will say: a real last ping, before the deadline missed.
+                assert 0.0 < last_seen <= at, (monitor_id, kind, at, last_seen)
+            if kind == "incident_paused":  # a pause closed it: never a recovery
+                assert self.model.get(monitor_id)["state"] == "paused"
         assert self.table.next_deadline() <= self.model.next_deadline()
 
     @invariant()

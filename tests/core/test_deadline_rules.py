@@ -21,7 +21,7 @@ def table(request: pytest.FixtureRequest) -> Any:
 
 
 def kinds(table: Any) -> list[str]:
-    return [kind for _id, kind, _at in table.take_events()]
+    return [e.kind for e in table.take_events()]
 
 
 def test_a_new_monitor_never_goes_down_before_its_first_ping(table):
@@ -38,7 +38,11 @@ def test_a_missed_deadline_makes_it_down_and_opens_the_incident_once(table):
     table.pop_due(T0 + 40.999)
     assert table.get(1)["state"] == "up"
     table.pop_due(T0 + 41)
-    assert table.take_events() == [(1, "down", T0 + 41), (1, "incident_opened", T0 + 41)]
+    # Each event carries the last ping: the alert says when that was, not the deadline.
+    assert table.take_events() == [
+        (1, "down", T0 + 41, T0 + 1),
+        (1, "incident_opened", T0 + 41, T0 + 1),
+    ]
     table.pop_due(T0 + 10_000)
     assert kinds(table) == []
     assert table.get(1)["misses"] == 1
@@ -54,7 +58,7 @@ def test_each_further_interval_is_one_more_miss_until_the_threshold(table):
     assert table.get(1)["misses"] == 2
     assert kinds(table) == ["down"]
     table.pop_due(T0 + 185)
-    assert table.take_events() == [(1, "incident_opened", T0 + 185)]
+    assert table.take_events() == [(1, "incident_opened", T0 + 185, T0)]
 
 
 def test_the_next_ping_recovers_and_resolves_the_incident(table):
@@ -115,13 +119,15 @@ def test_a_paused_monitor_has_no_deadline_but_records_its_pings(table):
     assert kinds(table) == []
 
 
-def test_pausing_resolves_an_open_incident_and_resuming_restarts_the_clock(table):
+def test_pausing_closes_an_open_incident_without_a_recovery_and_resuming_restarts_the_clock(
+    table,
+):
     table.upsert(1, A, 30, 0, 1, False, T0)
     table.ping(A, T0)
     table.pop_due(T0 + 30)
     table.take_events()
     table.upsert(1, A, 30, 0, 1, True, T0 + 100)
-    assert kinds(table) == ["incident_resolved"]
+    assert kinds(table) == ["incident_paused"]  # not incident_resolved: nothing pinged
     table.upsert(1, A, 30, 0, 1, False, T0 + 200)
     assert table.get(1)["deadline"] == T0 + 230
 

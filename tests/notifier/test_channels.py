@@ -6,7 +6,8 @@ import dataclasses
 import hashlib
 import hmac
 import json
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,11 +19,17 @@ from ..support.aio import run
 from ..support.receivers import http_receiver, smtp_server, stall, status, text_of
 
 OPENED = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
+LAST_PING = datetime(2026, 11, 26, 2, 59, 25, 500_000, tzinfo=UTC)  # interval 30, grace 5
 NOTICE = Notice(
     kind="alert", monitor_id=7, monitor_name="nightly-backup", incident_id=42,
     opened_at=OPENED, resolved_at=None, sent_at=datetime(2026, 11, 26, 3, 0, 5, tzinfo=UTC),
     idempotency_key="0b6c1f9e-3d54-4a8e-9a57-1d1f0f3c2b10",
+    last_ping_at=LAST_PING, expected_at=OPENED,
 )  # fmt: skip
+ALERT_TEXT = (
+    "Heartbeat monitor “nightly-backup” stopped pinging: last ping at 2026-11-26 02:59:25"
+    " UTC (40 s ago), expected by 2026-11-26 03:00:00 UTC."
+)
 BOT = "123456:" + "A" * 35
 
 
@@ -50,7 +57,14 @@ def test_webhook_posts_the_notice_signed_with_an_idempotency_key():
     assert request.json() == {
         "event": "incident.opened",
         "monitor": {"id": 7, "name": "nightly-backup"},
-        "incident": {"id": 42, "openedAt": OPENED.isoformat(), "resolvedAt": None},
+        "incident": {
+            "id": 42,
+            "openedAt": OPENED.isoformat(),
+            "resolvedAt": None,
+            "resolvedBy": None,
+            "lastPingAt": LAST_PING.isoformat(),
+            "expectedAt": OPENED.isoformat(),
+        },
         "sentAt": "2026-11-26T03:00:05+00:00",
     }
     assert request.headers["idempotency-key"] == NOTICE.idempotency_key
@@ -67,7 +81,7 @@ def test_slack_discord_and_teams_payloads():
             assert deliver(kind, {"url": f"{receiver.url}/{kind}"}) is None
         slack, discord, teams = (r.json() for r in receiver.requests)
     assert slack["text"].startswith("DOWN: nightly-backup.")
-    assert "no ping since 2026-11-26 03:00:00 UTC" in slack["blocks"][0]["text"]["text"]
+    assert ALERT_TEXT in slack["blocks"][0]["text"]["text"]
     assert discord["content"] == "DOWN: nightly-backup"
     assert discord["allowed_mentions"] == {"parse": []}
     card = teams["attachments"][0]
@@ -152,7 +166,7 @@ def test_email_goes_out_with_text_and_html_bodies():
         (mail,) = box.messages
     assert mail["Subject"] == "[lastseen] DOWN: nightly-backup"
     assert mail["From"] == "alerts@lastseen.test" and mail["To"] == "ops@example.test"
-    assert "no ping since 2026-11-26 03:00:00 UTC" in text_of(mail)
+    assert ALERT_TEXT in text_of(mail)
     assert "<h1" in text_of(mail, "html")
 
 
@@ -273,3 +287,30 @@ def test_teams_breaks_markdown_links_in_a_name():
     for block in body:
         assert "](" not in block["text"]
     assert "Sign in" in body[1]["text"]
+
+
+def test_every_notice_says_what_happened_and_when():
+    """The alert names the last ping and the deadline it missed (not the deadline as the
+    last ping); a recovery names the ping; a pause is a closing, never a recovery."""
+    assert NOTICE.text == ALERT_TEXT
+    hours_later = replace(NOTICE, sent_at=LAST_PING + timedelta(hours=2, minutes=5, seconds=9))
+    assert "(2 h 5 min ago)" in hours_later.text
+    resolved = datetime(2026, 11, 26, 3, 4, 10, tzinfo=UTC)
+    recovery = replace(NOTICE, kind="recovery", resolved_at=resolved, resolved_by="ping")
+    assert recovery.title == "RECOVERED: nightly-backup"
+    assert recovery.text == (
+        "Heartbeat monitor “nightly-backup” is pinging again: a ping at 2026-11-26 03:04:10"
+        " UTC, late since 2026-11-26 03:00:00 UTC."
+    )
+    closed = replace(NOTICE, kind="closed", resolved_at=resolved, resolved_by="pause")
+    assert closed.title == "PAUSED: nightly-backup"
+    assert "pinging again" not in closed.text and "RECOVERED" not in closed.title
+    assert closed.text == (
+        "Monitoring of heartbeat monitor “nightly-backup” was paused at 2026-11-26 03:04:10"
+        " UTC while it was down (late since 2026-11-26 03:00:00 UTC): its incident is closed"
+        " without a recovery; no ping has arrived."
+    )
+    assert closed.as_json()["event"] == "incident.resolved"
+    assert closed.as_json()["incident"]["resolvedBy"] == "pause"
+    unknown = replace(NOTICE, last_ping_at=None)  # an incident from before version 13
+    assert unknown.text.endswith("stopped pinging: no ping by 2026-11-26 03:00:00 UTC.")

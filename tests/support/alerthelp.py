@@ -90,11 +90,18 @@ async def channel(
     return channel_id
 
 
-async def event(conn: asyncpg.Connection, monitor_id: int, kind: str, at: datetime) -> None:
-    """What the ingest's flush writes."""
+async def event(
+    conn: asyncpg.Connection,
+    monitor_id: int,
+    kind: str,
+    at: datetime,
+    last_seen: datetime | None = None,
+) -> None:
+    """What the ingest's flush writes (with the monitor's last ping then)."""
     await conn.execute(
-        "INSERT INTO monitor_events (monitor_id, kind, occurred_at) VALUES ($1, $2, $3)",
-        monitor_id, kind, at,
+        "INSERT INTO monitor_events (monitor_id, kind, occurred_at, last_seen_at)"
+        " VALUES ($1, $2, $3, $4)",
+        monitor_id, kind, at, last_seen,
     )  # fmt: skip
 
 
