@@ -36,7 +36,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP) $(SNIPPETS_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m tests.parallel
 
 # wrk, nginx, Node.js, npm, curl and Chromium: installed if missing (apt-get), or named.
 system-deps:

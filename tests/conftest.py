@@ -23,7 +23,9 @@ from core.pg import EmbeddedPostgres
 from .support import exposure
 from .support.aio import run
 
-TEMPLATE = "lastseen_test_template"
+# One template per session: `make test` runs two sessions at once (tests/parallel.py),
+# possibly on one LASTSEEN_DATABASE_URL.
+TEMPLATE = f"lastseen_test_template_{os.getpid()}"
 _counter = itertools.count()
 
 
@@ -63,11 +65,20 @@ def postgres_url() -> Iterator[str]:
         finally:
             await conn.close()
 
+    async def drop_template() -> None:
+        conn = await asyncpg.connect(_with_db(url, "postgres"))
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        finally:
+            await conn.close()
+
     _admin(make_template)
     migrate_database(_with_db(url, TEMPLATE))
     try:
         yield url
     finally:
+        if external:
+            _admin(drop_template)
         if pg is not None:
             pg.stop(force=True)
         if workdir is not None:
