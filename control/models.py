@@ -70,6 +70,8 @@ ObjectId = Annotated[int, Field(ge=1, le=MAX_ID), _WHOLE]
 TimeoutMs = Annotated[int, Field(ge=1, le=60_000), _WHOLE]
 GraceSec = Annotated[int, Field(ge=0, le=86_400), _WHOLE]
 Threshold = Annotated[int, Field(ge=1, le=100), _WHOLE]
+# Pings in a row, none late, that resolve an open incident (flap damping; 1: the first).
+RecoveryThreshold = Annotated[int, Field(ge=1, le=100), _WHOLE]
 Ids = list[ObjectId]
 
 
@@ -120,6 +122,7 @@ class MonitorCreate(Body):
     timeout_ms: TimeoutMs = 10_000
     heartbeat_grace_sec: GraceSec = 60
     alert_threshold: Threshold = 1
+    recovery_threshold: RecoveryThreshold = 1
     alert_email: AlertEmail = None
     channel_ids: Ids = Field(default_factory=list, max_length=50)
 
@@ -134,6 +137,7 @@ class MonitorUpdate(Body):
     timeout_ms: TimeoutMs | NotNull = None
     heartbeat_grace_sec: GraceSec | NotNull = None
     alert_threshold: Threshold | NotNull = None
+    recovery_threshold: RecoveryThreshold | NotNull = None
     alert_email: AlertEmail = None
     channel_ids: Annotated[Ids, Field(max_length=50)] | NotNull = None
 

@@ -35,6 +35,8 @@ ctypedef struct Monitor:
     uint16_t misses
     uint8_t state
     uint8_t flags
+    uint8_t recovery        # pings in a row (none late) that resolve an open incident
+    uint8_t recovering      # of those, had so far: up with its incident still open
 
 
 ctypedef packed struct HeapEntry:  # 12 bytes: the heap is 1-2 entries per monitor
@@ -72,7 +74,7 @@ cdef class DeadlineTable:
     cdef int ping_digest(self, const uint8_t* digest, double now) except -1
     cpdef upsert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
                  uint32_t threshold, bint paused, double now, str state=*, uint32_t misses=*,
-                 double last_seen=*, bint incident_open=*)
+                 double last_seen=*, bint incident_open=*, uint32_t recovery=*)
     cdef int32_t _find_digest(self, const uint8_t* digest)
     cdef int32_t _find_id(self, int64_t monitor_id)
     cdef uint64_t _home(self, int32_t slot, bint by_digest)
@@ -93,11 +95,12 @@ cdef class DeadlineTable:
     cdef int _miss(self, uint32_t slot, double at) except -1
     cdef int _insert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
                      uint32_t threshold, bint paused, double now, str state, uint32_t misses,
-                     double last_seen, bint incident_open) except -1
+                     double last_seen, bint incident_open, uint32_t recovery) except -1
     cdef void _remove_slot(self, int32_t slot)
     cdef int _judge(self, uint32_t slot, bint paused, int code, uint32_t misses,
                     bint incident_open, double now) except -1
     cdef int _queue_handoff(self, uint32_t slot) except -1
     cdef uint32_t _check_shard(self, shard) except? 0
     cdef int _record(self, uint32_t slot, double now) except -1
+    cdef int _recovered_once(self, uint32_t slot, double now) except -1
     cdef object _due(self, Monitor* m)

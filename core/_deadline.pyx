@@ -388,7 +388,10 @@ cdef class DeadlineTable:
         cdef double due
         m.last_seen = now
         self._mark_dirty(slot, False)
-        if m.state == STATE_UP or m.state == STATE_PAUSED:
+        if m.state == STATE_PAUSED or (m.state == STATE_UP and not (m.flags & FLAG_INCIDENT)):
+            return 1
+        if m.state == STATE_UP:  # recovering: its incident resolves at the recovery-th ping
+            self._recovered_once(slot, now)
             return 1
         m.flags |= FLAG_CHANGED
         if m.state == STATE_PENDING:
@@ -399,23 +402,38 @@ cdef class DeadlineTable:
             m.misses = 0
             self._emit(m, EVENT_RECOVERED, now)
             if m.flags & FLAG_INCIDENT:
-                m.flags &= ~FLAG_INCIDENT
-                self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+                m.recovering = 0
+                self._recovered_once(slot, now)
         due = self._up_deadline(m)
         if m.deadline == 0.0 or due < m.deadline:  # earlier only for a handed-off ping
             self._schedule(slot, due)
         return 1
+
+    cdef int _recovered_once(self, uint32_t slot, double now) except -1:
+        # One more ping in a row of an up monitor whose incident is open (flap damping).
+        cdef Monitor* m = &self._mons[slot]
+        if m.recovering < 255:
+            m.recovering += 1
+        if m.recovering >= m.recovery:
+            m.flags &= ~FLAG_INCIDENT
+            m.recovering = 0
+            self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+            self._mark_dirty(slot, True)
+        return 0
 
     cdef int _miss(self, uint32_t slot, double at) except -1:
         cdef Monitor* m = &self._mons[slot]
         if m.state == STATE_UP:
             m.state = STATE_DOWN
             m.misses = 1
+            m.recovering = 0
             self._emit(m, EVENT_DOWN, at)
         elif m.misses < _MAX_THRESHOLD:
             m.misses += 1
         self._mark_dirty(slot, True)
-        if m.misses >= m.threshold:
+        if m.flags & FLAG_INCIDENT:  # down again while recovering: the same incident
+            self._schedule(slot, 0.0)
+        elif m.misses >= m.threshold:
             m.flags |= FLAG_INCIDENT
             self._emit(m, EVENT_INCIDENT_OPENED, at)
             self._schedule(slot, 0.0)
@@ -448,6 +466,7 @@ cdef class DeadlineTable:
         uint32_t misses=0,
         double last_seen=0.0,
         bint incident_open=False,
+        uint32_t recovery=1,
     ):
         """Add a monitor, or apply new configuration to a known one.
 
@@ -460,7 +479,7 @@ cdef class DeadlineTable:
         cdef int32_t slot
         cdef Monitor* m
         cdef uint32_t old_threshold
-        cdef bint was_paused, was_foreign
+        cdef bint was_paused, was_foreign, heard
         cdef int code
         cdef double due
         if digest is None or PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
@@ -469,10 +488,12 @@ cdef class DeadlineTable:
             raise ValueError("interval must be positive")
         if threshold == 0 or threshold > _MAX_THRESHOLD:
             raise ValueError("threshold must be between 1 and 65535")
+        if recovery == 0 or recovery > 255:
+            raise ValueError("recovery must be between 1 and 255")
         slot = self._find_id(monitor_id)
         if slot < 0:
             self._insert(monitor_id, digest, interval, grace, threshold, paused, now,
-                         state, misses, last_seen, incident_open)
+                         state, misses, last_seen, incident_open, recovery)
             return
         m = &self._mons[slot]
         m.flags |= FLAG_SEEN
@@ -487,6 +508,7 @@ cdef class DeadlineTable:
         m.grace = grace
         old_threshold = m.threshold
         m.threshold = <uint16_t>threshold
+        m.recovery = <uint8_t>recovery
         was_paused = m.state == STATE_PAUSED
         was_foreign = (m.flags & FLAG_FOREIGN) != 0
         if not self._owned[_shard_of(m.digest)]:
@@ -505,12 +527,16 @@ cdef class DeadlineTable:
             if code < 0:
                 raise ValueError(f"unknown state {state!r}")
             m.flags &= ~(FLAG_FOREIGN | FLAG_HANDOFF)
+            heard = m.last_seen > last_seen  # a ping answered here the row does not have
             m.last_seen = _fmax(m.last_seen, last_seen)
             self._judge(slot, paused, code, misses, incident_open, now)
+            if heard:
+                self._mark_dirty(slot, False)
             return
         if paused and not was_paused:
             m.state = STATE_PAUSED
             m.misses = 0
+            m.recovering = 0
             if m.flags & FLAG_INCIDENT:
                 m.flags &= ~FLAG_INCIDENT
                 self._emit(m, EVENT_INCIDENT_PAUSED, now)
@@ -528,6 +554,12 @@ cdef class DeadlineTable:
             due = self._up_deadline(m)
             if due < m.deadline:
                 self._schedule(slot, due)
+            if (m.flags & FLAG_INCIDENT) and m.recovering >= m.recovery:
+                # Fewer pings in a row now resolve it, and it had them.
+                m.flags &= ~FLAG_INCIDENT
+                m.recovering = 0
+                self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+                self._mark_dirty(slot, True)
         elif m.state == STATE_DOWN and not (m.flags & FLAG_INCIDENT):
             if m.misses >= m.threshold:
                 m.flags |= FLAG_INCIDENT
@@ -537,7 +569,7 @@ cdef class DeadlineTable:
 
     cdef int _insert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
                      uint32_t threshold, bint paused, double now, str state, uint32_t misses,
-                     double last_seen, bint incident_open) except -1:
+                     double last_seen, bint incident_open, uint32_t recovery) except -1:
         cdef int32_t slot
         cdef Monitor* m
         cdef int code = _STATE_CODES.get(state, -1)
@@ -553,6 +585,7 @@ cdef class DeadlineTable:
         m.interval = interval
         m.grace = grace
         m.threshold = <uint16_t>threshold
+        m.recovery = <uint8_t>recovery
         m.last_seen = last_seen
         m.floor = now
         m.flags = FLAG_LIVE | FLAG_SEEN
@@ -576,6 +609,7 @@ cdef class DeadlineTable:
         cdef Monitor* m = &self._mons[slot]
         m.floor = now
         m.misses = 0
+        m.recovering = 0
         m.flags &= ~FLAG_INCIDENT
         self._schedule(slot, 0.0)
         if paused:
@@ -588,6 +622,9 @@ cdef class DeadlineTable:
         elif code == STATE_UP:
             m.state = STATE_UP
             self._schedule(slot, self._up_deadline(m))
+            if incident_open and m.recovery > 1:
+                # Recovering (flap damping): the pings in a row start again from here.
+                m.flags |= FLAG_INCIDENT
         else:
             # Down: keep counting misses from the amnesty floor, unless the incident is open.
             m.state = STATE_DOWN
@@ -898,6 +935,8 @@ cdef class DeadlineTable:
             "interval": m.interval,
             "grace": m.grace,
             "threshold": m.threshold,
+            "recovery": m.recovery,
+            "recovering": m.recovering,
         }
 
     cdef object _due(self, Monitor* m):

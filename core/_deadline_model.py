@@ -25,6 +25,7 @@ EVENT_INCIDENT_PAUSED = "incident_paused"
 
 STATE_NAMES = ("pending", "up", "down", "paused")
 _MAX_MISSES = 65535
+_MAX_RECOVERY = 255
 
 
 @dataclass
@@ -45,6 +46,8 @@ class _Monitor:
     seen: bool = True
     foreign: bool = False  # its shard is not the table's: answered, never judged
     handoff: bool = False  # pinged while foreign, not yet taken by take_handoffs()
+    recovery: int = 1  # pings in a row (none late) that resolve an open incident
+    recovering: int = 0  # of those, had so far: up with its incident still open
 
     def due(self) -> float | None:
         if self.foreign:
@@ -109,8 +112,20 @@ class DeadlineModel:
             m.next_miss = None
             self._emit(m, EVENT_RECOVERED, now)
             if m.incident_open:
-                m.incident_open = False
-                self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+                m.recovering = 0
+                self._recovered_once(m, now)
+        elif m.state == "up" and m.incident_open:
+            self._recovered_once(m, now)
+
+    def _recovered_once(self, m: _Monitor, now: float) -> None:
+        """One more ping in a row of an up monitor whose incident is open: resolved at
+        the `recovery`-th (flap damping)."""
+        m.recovering += 1
+        if m.recovering >= m.recovery:
+            m.incident_open = False
+            m.recovering = 0
+            self._emit(m, EVENT_INCIDENT_RESOLVED, now)
+            self._mark_dirty(m)
 
     def upsert(
         self,
@@ -125,9 +140,12 @@ class DeadlineModel:
         misses: int = 0,
         last_seen: float = 0.0,
         incident_open: bool = False,
+        recovery: int = 1,
     ) -> None:
         if len(digest) != 32:
             raise ValueError("a digest is 32 bytes")
+        if not 1 <= recovery <= _MAX_RECOVERY:
+            raise ValueError("recovery must be between 1 and 255")
         if interval <= 0:
             raise ValueError("interval must be positive")
         if not 1 <= threshold <= _MAX_MISSES:
@@ -136,7 +154,7 @@ class DeadlineModel:
         if m is None:
             self._insert(
                 monitor_id, digest, interval, grace, threshold, paused, now,
-                state, misses, last_seen, incident_open,
+                state, misses, last_seen, incident_open, recovery,
             )  # fmt: skip
             return
         m.seen = True
@@ -146,7 +164,7 @@ class DeadlineModel:
             del self._by_digest[m.digest]
             m.digest = digest
             self._by_digest[digest] = m
-        m.interval, m.grace, m.threshold = interval, grace, threshold
+        m.interval, m.grace, m.threshold, m.recovery = interval, grace, threshold, recovery
         if shard_of(m.digest) not in self._owned:
             m.foreign = True
             m.next_miss = None
@@ -159,13 +177,17 @@ class DeadlineModel:
             if state not in STATE_NAMES:
                 raise ValueError(f"unknown state {state!r}")
             m.foreign = m.handoff = False
+            heard = m.last_seen > last_seen  # a ping answered here the row does not have
             m.last_seen = max(m.last_seen, last_seen)
             self._judge(m, paused, state, misses, incident_open, now)
+            if heard:
+                self._mark_dirty(m, changed=False)
             return
         if paused and m.state != "paused":
             m.state = "paused"
             m.misses = 0
             m.next_miss = None
+            m.recovering = 0
             if m.incident_open:
                 m.incident_open = False
                 self._emit(m, EVENT_INCIDENT_PAUSED, now)
@@ -178,6 +200,12 @@ class DeadlineModel:
             m.incident_open = True
             m.next_miss = None
             self._emit(m, EVENT_INCIDENT_OPENED, now)
+            self._mark_dirty(m)
+        elif m.state == "up" and m.incident_open and m.recovering >= m.recovery:
+            # Fewer pings in a row now resolve it, and it had them.
+            m.incident_open = False
+            m.recovering = 0
+            self._emit(m, EVENT_INCIDENT_RESOLVED, now)
             self._mark_dirty(m)
 
     def _insert(
@@ -193,6 +221,7 @@ class DeadlineModel:
         misses: int,
         last_seen: float,
         incident_open: bool,
+        recovery: int,
     ) -> None:
         if state not in STATE_NAMES:
             raise ValueError(f"unknown state {state!r}")
@@ -201,6 +230,7 @@ class DeadlineModel:
         m = _Monitor(
             monitor_id, digest, interval, grace, threshold, state="pending", misses=0,
             last_seen=last_seen, floor=now, incident_open=False, next_miss=None,
+            recovery=recovery,
         )  # fmt: skip
         self._by_id[monitor_id] = m
         self._by_digest[digest] = m
@@ -220,12 +250,15 @@ class DeadlineModel:
         m.misses = 0
         m.incident_open = False
         m.next_miss = None
+        m.recovering = 0
         if paused:
             m.state = "paused"
         elif state in ("paused", "pending") or m.last_seen == 0.0:
             m.state = "pending" if m.last_seen == 0.0 else "up"
         elif state == "up":
             m.state = "up"
+            # Recovering (flap damping): the pings in a row start again from here.
+            m.incident_open = incident_open and m.recovery > 1
         else:
             m.state = "down"
             m.misses = min(max(misses, 1), _MAX_MISSES)
@@ -356,11 +389,14 @@ class DeadlineModel:
         if m.state == "up":
             m.state = "down"
             m.misses = 1
+            m.recovering = 0
             self._emit(m, EVENT_DOWN, at)
         else:
             m.misses = min(m.misses + 1, _MAX_MISSES)
         self._mark_dirty(m)
-        if m.misses >= m.threshold:
+        if m.incident_open:  # down again while recovering: the same incident goes on
+            m.next_miss = None
+        elif m.misses >= m.threshold:
             m.incident_open = True
             m.next_miss = None
             self._emit(m, EVENT_INCIDENT_OPENED, at)
@@ -435,6 +471,8 @@ class DeadlineModel:
             "interval": m.interval,
             "grace": m.grace,
             "threshold": m.threshold,
+            "recovery": m.recovery,
+            "recovering": m.recovering,
         }
 
     def ids(self) -> list[int]:

@@ -18,7 +18,7 @@ from libc.string cimport memcmp, memcpy
 from core._deadline cimport DeadlineTable
 
 cdef bytes _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-cdef int _FIELDS = 10
+cdef int _FIELDS = 11
 STATES = {b"pending": "pending", b"up": "up", b"down": "down", b"paused": "paused"}
 
 
@@ -74,8 +74,8 @@ cdef class CopyLoader:
         cdef int16_t fields
         cdef int32_t length
         cdef int i
-        cdef Py_ssize_t starts[10]
-        cdef int32_t lengths[10]
+        cdef Py_ssize_t starts[11]
+        cdef int32_t lengths[11]
         if not self._header_done:
             if n < 19:
                 return 0
@@ -112,13 +112,14 @@ cdef class CopyLoader:
 
     cdef int _row(self, const uint8_t* p, Py_ssize_t* s, int32_t* l) except -1:
         # id int8, token_digest bytea, interval int4, grace int4, threshold int4,
-        # paused bool, state text, misses int4, last_seen float8, incident_open bool
+        # paused bool, state text, misses int4, last_seen float8, incident_open bool,
+        # recovery_threshold int2
         cdef int64_t monitor_id
         cdef uint64_t bits
         cdef double last_seen
         cdef int i
-        cdef int expected[10]
-        expected[:] = [8, 32, 4, 4, 4, 1, -2, 4, 8, 1]
+        cdef int expected[11]
+        expected[:] = [8, 32, 4, 4, 4, 1, -2, 4, 8, 1, 2]
         for i in range(_FIELDS):
             if (expected[i] == -2 and l[i] < 0) or (expected[i] != -2 and l[i] != expected[i]):
                 raise ValueError(f"column {i} has length {l[i]}")
@@ -145,6 +146,7 @@ cdef class CopyLoader:
                 _u32(p + s[7]),
                 last_seen,
                 p[s[9]] != 0,
+                (p[s[10]] << 8) | p[s[10] + 1],
             )
         except ValueError as exc:
             # One bad row (a digest shared by two monitors) must not stop the load.

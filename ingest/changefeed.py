@@ -81,7 +81,7 @@ class ChangeFeed:
         for r in rows:
             try:
                 upsert(r.id, r.digest, r.interval, r.grace, r.threshold, r.paused, now,
-                       r.state, r.misses, r.last_seen, r.incident_open)  # fmt: skip
+                       r.state, r.misses, r.last_seen, r.incident_open, r.recovery)  # fmt: skip
             except ValueError as exc:
                 log.error("monitor %s not loaded: %s", r.id, exc)
 

@@ -379,7 +379,7 @@ class Ingest:
         table.take(shards, now)
         for r in rows:
             table.upsert(r.id, r.digest, r.interval, r.grace, r.threshold, r.paused, now,
-                         r.state, r.misses, r.last_seen, r.incident_open)  # fmt: skip
+                         r.state, r.misses, r.last_seen, r.incident_open, r.recovery)  # fmt: skip
         for monitor_id, at in heard.items():
             table.seen(monitor_id, at)
         self.shards_taken += len(shards)

@@ -34,7 +34,7 @@ _MONITORS = """
 SELECT m.id, m.token_digest, m.interval_sec, m.grace_sec, m.alert_threshold, m.paused,
        coalesce(s.state, 'pending'), coalesce(s.misses, 0),
        coalesce(extract(epoch FROM s.last_seen_at)::float8, 0.0),
-       coalesce(s.incident_open, false)
+       coalesce(s.incident_open, false), m.recovery_threshold
 FROM monitors m LEFT JOIN monitor_state s ON s.monitor_id = m.id
 """
 _LOAD = _MONITORS  # streamed with binary COPY: the columns _copyload expects, in order
@@ -96,6 +96,7 @@ class MonitorRow(NamedTuple):
     misses: int
     last_seen: float  # epoch seconds; 0.0 if never
     incident_open: bool
+    recovery: int  # pings in a row that resolve an open incident
 
 
 class SeenRow(NamedTuple):

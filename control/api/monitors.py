@@ -71,6 +71,7 @@ def monitor_json(row: Any, seen: dict[int, float]) -> dict[str, Any]:
         "timeoutMs": row["timeout_ms"],
         "heartbeatGraceSec": row["grace_sec"],
         "alertThreshold": row["alert_threshold"],
+        "recoveryThreshold": row["recovery_threshold"],
         "alertEmail": row["alert_email"],
         "paused": row["paused"],
         "state": row["state"] or "pending",
@@ -111,11 +112,12 @@ async def create_monitor(
         )  # fmt: skip
         await conn.execute(
             "INSERT INTO monitors (id, org_id, name, url, type, interval_sec, timeout_ms,"
-            " grace_sec, alert_threshold, alert_email, token_digest, token_envelope)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            " grace_sec, alert_threshold, alert_email, token_digest, token_envelope,"
+            " recovery_threshold)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             monitor_id, caller.org_id, body.name, body.url, body.type, body.interval_sec,
             body.timeout_ms, body.heartbeat_grace_sec, body.alert_threshold, body.alert_email,
-            digest(token), envelope,
+            digest(token), envelope, body.recovery_threshold,
         )  # fmt: skip
         await _set_channels(conn, caller, monitor_id, body.channel_ids)
         await audit(conn, caller, request, "CREATE_MONITOR", "monitor", monitor_id)
@@ -255,6 +257,7 @@ _COLUMNS = {
     "timeout_ms": "timeout_ms",
     "heartbeat_grace_sec": "grace_sec",
     "alert_threshold": "alert_threshold",
+    "recovery_threshold": "recovery_threshold",
     "alert_email": "alert_email",
 }
 

@@ -129,8 +129,21 @@ def test_another_organisations_monitor_reads_exactly_like_a_missing_one(control,
         ({"name": "m", "url": "u", "intervalSec": 60, "alertThreshold": 0}, "alertThreshold"),
         ({"name": "m", "url": "u", "intervalSec": 60, "colour": "red"}, "colour"),
         ({"url": "u", "intervalSec": 60}, "name"),
+        ({"name": "m", "url": "u", "intervalSec": 60, "recoveryThreshold": 0}, "recoveryThreshold"),
+        (
+            {"name": "m", "url": "u", "intervalSec": 60, "recoveryThreshold": 101},
+            "recoveryThreshold",
+        ),
     ],
-    ids=["interval", "type", "threshold", "unknown-field", "missing-name"],
+    ids=[
+        "interval",
+        "type",
+        "threshold",
+        "unknown-field",
+        "missing-name",
+        "recovery-0",
+        "recovery-101",
+    ],
 )
 def test_invalid_monitors_get_422_naming_the_field(control, owner, payload, field):
     with control.client(owner) as c:
@@ -166,8 +179,11 @@ def test_patch_pause_resume_rotate_and_delete(control, owner):
     monitor = new_monitor(control, owner)
     path = f"/monitors/{monitor['id']}"
     with control.client(owner) as c:
+        assert monitor["recoveryThreshold"] == 1  # the first ping resolves, by default
         patched = body(c.patch(path, json={"heartbeatGraceSec": 5, "alertThreshold": 3}))
         assert (patched["heartbeatGraceSec"], patched["alertThreshold"]) == (5, 3)
+        assert body(c.patch(path, json={"recoveryThreshold": 3}))["recoveryThreshold"] == 3
+        assert c.patch(path, json={"recoveryThreshold": None}).status_code == 422
         assert c.patch(path, json={"intervalSec": 7}).status_code == 422
         assert c.patch(path, json={"name": None}).status_code == 422
         assert body(c.post(f"{path}/pause"))["paused"] is True

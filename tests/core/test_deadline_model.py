@@ -53,6 +53,8 @@ class TableMatchesModel(RuleBasedStateMachine):
         # The seen log (core/seenlog.py): where a flush puts a seen-only row (a later
         # last_seen alone); a load takes the later of it and the persisted row's.
         self.seen_log: dict[int, float] = {}
+        # Flap damping: pings in a row that resolve an open incident, per monitor.
+        self.recovery: dict[int, int] = {}
         # Ownership (issue 11): monitors fall into the test's two shards by their digest.
         # After a takeover, no monitor of the shard may go down before its amnesty: the
         # takeover + its interval + grace (a takeover raises no false incident).
@@ -77,14 +79,18 @@ class TableMatchesModel(RuleBasedStateMachine):
         grace=GRACES,
         threshold=THRESHOLDS,
         paused=st.booleans(),
+        recovery=st.sampled_from([1, 1, 2, 3]),
     )
-    def upsert(self, monitor_id, digest_index, interval, grace, threshold, paused):
+    def upsert(self, monitor_id, digest_index, interval, grace, threshold, paused, recovery):
         config = (DIGESTS[digest_index], interval, grace, threshold, paused)
         # As the change feed does: the row's persisted state along with the configuration.
         persisted = self.persisted.get(monitor_id, ("pending", 0, 0.0, False))
-        self.both("upsert", monitor_id, *config[:4], paused, self.now, *persisted)
+        self.both(
+            "upsert", monitor_id, *config[:4], paused, self.now, *persisted, recovery=recovery
+        )
         if self.last_ok:
             self.config[monitor_id] = config
+            self.recovery[monitor_id] = recovery
             self.amnesty.pop(monitor_id, None)  # a new configuration, a new deadline
 
     @rule(digest_index=st.integers(0, len(DIGESTS) - 1))
@@ -155,7 +161,10 @@ class TableMatchesModel(RuleBasedStateMachine):
         self.both("begin_sync")
         for monitor_id in sorted(keep & set(self.config)):
             digest_, interval, grace, threshold, paused = self.config[monitor_id]
-            self.both("upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now)
+            self.both(
+                "upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now,
+                recovery=self.recovery.get(monitor_id, 1),
+            )  # fmt: skip
         removed = self.both("end_sync")
         assert sorted(removed) == sorted(set(self.config) - keep)
         for monitor_id in removed:
@@ -184,8 +193,11 @@ class TableMatchesModel(RuleBasedStateMachine):
         ago=st.floats(0, 1000, allow_nan=False),
         incident=st.booleans(),
         paused=st.booleans(),
+        recovery=st.sampled_from([1, 2]),
     )
-    def load_persisted(self, monitor_id, digest_index, state, misses, ago, incident, paused):
+    def load_persisted(
+        self, monitor_id, digest_index, state, misses, ago, incident, paused, recovery
+    ):
         last_seen = 0.0 if state == "pending" else self.now - ago
         before = self.model.get(monitor_id)
         # A new monitor, or a foreign one (moved into an owned shard by this digest, it
@@ -193,10 +205,11 @@ class TableMatchesModel(RuleBasedStateMachine):
         is_new = before is None or before["foreign"]
         self.both(
             "upsert", monitor_id, DIGESTS[digest_index], 60, 5, 2, paused, self.now,
-            state, misses, last_seen, incident,
+            state, misses, last_seen, incident, recovery,
         )  # fmt: skip
         if self.last_ok:
             self.config[monitor_id] = (DIGESTS[digest_index], 60, 5, 2, paused)
+            self.recovery[monitor_id] = recovery
             self.amnesty.pop(monitor_id, None)
             if is_new:  # what the database held, as loaded
                 self.persisted[monitor_id] = (state, misses, last_seen, incident)
@@ -280,7 +293,7 @@ class TableMatchesModel(RuleBasedStateMachine):
         state, misses, last_seen, incident = self._persisted(monitor_id)
         self.both(
             "upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now,
-            state, misses, last_seen, incident,
+            state, misses, last_seen, incident, self.recovery.get(monitor_id, 1),
         )  # fmt: skip
         assert self.last_ok
 
@@ -307,6 +320,9 @@ class TableMatchesModel(RuleBasedStateMachine):
         for monitor_id in self.model.ids():
             row = self.table.get(monitor_id)
             if row["incident_open"] and not row["foreign"]:  # a foreign one: as persisted
+                if row["state"] == "up":  # recovering: flap damping holds it open
+                    assert 0 <= row["recovering"] < row["recovery"]
+                    continue
                 assert row["state"] == "down"
                 assert row["misses"] >= row["threshold"] or row["misses"] >= 1
 

@@ -77,7 +77,7 @@ async def test_a_truncated_stream_is_refused(database_url):
 async def test_columns_other_than_the_load_query_are_refused(database_url):
     await seed(database_url, 1)
     data = await copy_bytes(database_url, "SELECT id, name FROM monitors")
-    with pytest.raises(ValueError, match="expected 10 columns"):
+    with pytest.raises(ValueError, match="expected 11 columns"):
         CopyLoader(DeadlineTable(), NOW).feed(data)
 
 

@@ -161,3 +161,44 @@ async def test_the_deletion_log_is_pruned_after_a_day(database_url):
             return [r[0] for r in rows] == [recent.id]
 
         await wait_for(pruned, within=10)
+
+
+async def test_flap_damping_resolves_after_the_recovery_threshold_and_a_relapse_reopens_nothing(
+    database_url, mock_clock
+):
+    """recoveryThreshold 2: the first ping after an incident makes the monitor up (a
+    `recovered` event) but leaves the incident open; a miss then is the same incident
+    (no second `incident_opened`, so no second page); two pings in a row resolve it."""
+    mock_clock.rate = 1.0  # real time, plus jumps
+    [m] = await seed(database_url, 1, interval_sec=30, grace_sec=0)
+    await execute(database_url, "UPDATE monitors SET recovery_threshold = 2")
+    async with running(database_url, flush_interval=3600) as ingest:
+
+        def state() -> tuple[str, bool]:
+            row = ingest.table.get(m.id)
+            return row["state"], row["incident_open"]
+
+        async def went(expected: tuple[str, bool]) -> None:
+            async def reached() -> bool:
+                return state() == expected
+
+            await wait_for(reached)
+
+        assert await ping(ingest.port, m.token) == 204
+        mock_clock.jump(31)
+        await went(("down", True))
+        assert await ping(ingest.port, m.token) == 204  # one ping: up, still in its incident
+        assert state() == ("up", True)
+        await ingest.flush_once()
+        rows = await fetch(database_url, "SELECT state, incident_open FROM monitor_state")
+        assert tuple(rows[0]) == ("up", True)
+        mock_clock.jump(31)  # silent again: down, the same incident
+        await went(("down", True))
+        assert await ping(ingest.port, m.token) == 204
+        assert await ping(ingest.port, m.token) == 204  # two in a row: resolved
+        assert state() == ("up", False)
+        await ingest.flush_once()
+    kinds = [k[0] for k in await fetch(database_url, "SELECT kind FROM monitor_events ORDER BY id")]
+    assert kinds == [
+        "up", "down", "incident_opened", "recovered", "down", "recovered", "incident_resolved",
+    ]  # fmt: skip
