@@ -23,6 +23,12 @@ REAL_TIME = [
     "tests/security/test_connection_flood.py",
     "tests/security/test_idle_flood.py",
     "tests/security/test_slowloris.py",
+    "tests/security/test_forward_flood.py",
+    "tests/security/test_404_flood.py",
+    "tests/ingest/test_database_outage.py",
+    "tests/control/test_worker_kills.py",
+    "tests/test_pingable.py",
+    "tests/test_serve_database.py",
 ]
 
 
