@@ -32,7 +32,10 @@ class Blocked(Exception):
     """A destination address the guard refuses; the message names it and why."""
 
     def __init__(self, address: str) -> None:
-        super().__init__(f"blocked: {address} is not a public address")
+        super().__init__(
+            f"blocked: {address} is not a public address"
+            " (LASTSEEN_ALLOW_PRIVATE_TARGETS=1 on the server allows private targets)"
+        )
         self.address = address
 
 

@@ -8,12 +8,15 @@ masked. A webhook's signing secret, when we generate it, is returned once, on cr
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
+import httpcore
+import httpx
 from fastapi import APIRouter, Query, Request, Response
 
-from notifier import channels
+from notifier import channels, guard
 from notifier.schema import ConfigError
 
 from .. import quotas
@@ -33,6 +36,8 @@ from ..deps import (
 )
 from ..errors import ApiError
 from ..models import ChannelCreate, ChannelUpdate
+
+RESOLVE_SECONDS = 2.0  # a channel's host, looked up for the warnings
 
 router = APIRouter()
 NOT_FOUND = ApiError(404, "not_found", "no such channel")
@@ -55,6 +60,32 @@ def _validate(kind: str, config: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     except ConfigError as exc:
         field = "type" if exc.field == "config.type" else exc.field.rstrip(".")
         raise ApiError(422, "invalid", exc.message, field) from None
+
+
+async def _warnings(
+    st: Any, public: dict[str, Any], secret: dict[str, Any]
+) -> list[dict[str, str]]:
+    """What would make the channel's deliveries fail, said now rather than at the first
+    alert: a URL whose host is not a public address (the SSRF guard blocks it unless the
+    server allows private targets) or does not resolve. Advisory: the channel is saved."""
+    url = secret.get("url") or public.get("url")
+    if not isinstance(url, str):
+        return []
+    try:
+        parsed = httpx.URL(url)
+        host, port = parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)
+        addresses = await asyncio.wait_for(guard.resolve(host, port), RESOLVE_SECONDS)
+    except (httpx.InvalidURL, httpcore.ConnectError, TimeoutError):
+        said = "its host does not resolve now: alerts to it fail until it does"
+        return [{"field": "config.url", "message": said}]
+    private = [str(a) for a in addresses if not guard.is_public(a)]
+    if not private or st.settings.allow_private_targets:
+        return []
+    said = (
+        f"{private[0]} is not a public address: alerts to it are blocked unless the server"
+        " sets LASTSEEN_ALLOW_PRIVATE_TARGETS=1"
+    )
+    return [{"field": "config.url", "message": said}]
 
 
 def _config(row: Any) -> dict[str, Any]:
@@ -83,6 +114,8 @@ async def create_channel(
     shown = channel_json(row, public, secret)
     if "signingSecret" in secret and "signingSecret" not in body.config:
         shown["signingSecret"] = secret["signingSecret"]  # generated: shown this once
+    if warnings := await _warnings(st, public, secret):
+        shown["warnings"] = warnings
     return shown
 
 
@@ -151,7 +184,10 @@ async def update_channel(
         if row is None:
             raise NOT_FOUND
         await audit(conn, caller, request, "UPDATE_CHANNEL", "channel", channel_id)
-    return channel_json(row, public, secret)
+    shown = channel_json(row, public, secret)
+    if body.config is not None and (warnings := await _warnings(st, public, secret)):
+        shown["warnings"] = warnings
+    return shown
 
 
 @router.delete("/channels/{channel_id}", status_code=204)

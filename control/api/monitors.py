@@ -40,7 +40,10 @@ router = APIRouter()
 _SELECT = """
 SELECT m.*, s.state, s.misses, s.last_seen_at,
        ARRAY(SELECT channel_id FROM monitor_channels c WHERE c.monitor_id = m.id
-             ORDER BY channel_id) AS channel_ids
+             ORDER BY channel_id) AS channel_ids,
+       (SELECT i.expected_at FROM incidents i
+        WHERE i.monitor_id = m.id AND i.resolved_at IS NULL) AS down_since,
+       now() AS read_at
 FROM monitors m LEFT JOIN monitor_state s ON s.monitor_id = m.id
 """
 NOT_FOUND = ApiError(404, "not_found", "no such monitor")
@@ -61,6 +64,18 @@ def _last_seen(row: Any, seen: dict[int, float]) -> datetime | None:
     return at
 
 
+def _misses(row: Any) -> int:
+    """Missed deadlines so far. The ingest stops counting once the incident opens (it
+    has nothing more to decide), so a down monitor's count goes on here: one at the
+    deadline first missed, one more each interval since."""
+    stored: int = row["misses"] or 0
+    since = row["down_since"]
+    if row["state"] != "down" or since is None:
+        return stored
+    elapsed = (row["read_at"] - since).total_seconds()
+    return max(stored, 1 + int(elapsed // row["interval_sec"]))
+
+
 def monitor_json(row: Any, seen: dict[int, float]) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -75,7 +90,7 @@ def monitor_json(row: Any, seen: dict[int, float]) -> dict[str, Any]:
         "alertEmail": row["alert_email"],
         "paused": row["paused"],
         "state": row["state"] or "pending",
-        "misses": row["misses"] or 0,
+        "misses": _misses(row),
         "lastSeenAt": iso(_last_seen(row, seen)),
         "createdAt": iso(row["created_at"]),
         "channelIds": list(row["channel_ids"]),

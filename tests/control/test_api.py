@@ -402,3 +402,55 @@ def test_last_seen_at_is_the_later_of_the_state_and_the_seen_log_and_survives_a_
         packed = seenlog.pack([(shard, False, [monitor["id"]], [1800000001.0])], base_ms)
         control.sql(seenlog.WRITE, base_ms, *packed)
         assert body(c.get(path))["lastSeenAt"] == "2027-01-15T08:00:42.250000+00:00"
+
+
+def test_misses_go_on_counting_while_the_incident_is_open(control, owner):
+    """The API showed `misses: 1` after 4.5 minutes down on a 30 s monitor: the ingest
+    stops counting when the incident opens. The API counts on from the deadline first
+    missed: one then, one more each interval."""
+    monitor = new_monitor(control, owner, intervalSec=30)
+    control.sql(
+        "UPDATE monitor_state SET state = 'down', misses = 1, incident_open = true,"
+        " last_seen_at = now() - interval '300 seconds' WHERE monitor_id = $1",
+        monitor["id"],
+    )
+    control.sql(
+        "INSERT INTO incidents (org_id, monitor_id, opened_at, last_ping_at, expected_at)"
+        " SELECT org_id, id, now() - interval '270 seconds', now() - interval '300 seconds',"
+        " now() - interval '270 seconds' FROM monitors WHERE id = $1",
+        monitor["id"],
+    )
+    with control.client(owner) as c:
+        got = body(c.get(f"/monitors/{monitor['id']}"))
+        assert (got["state"], got["misses"]) == ("down", 10)  # 1 + 270 // 30
+        assert got["incidents"][0]["expectedAt"] is not None
+        control.sql("UPDATE incidents SET resolved_at = now() WHERE monitor_id = $1", monitor["id"])
+        control.sql("UPDATE monitor_state SET state = 'up', misses = 0 WHERE monitor_id = $1",
+                    monitor["id"])  # fmt: skip
+        assert body(c.get(f"/monitors/{monitor['id']}"))["misses"] == 0
+
+
+def test_a_channel_that_alerts_could_not_reach_is_saved_with_a_warning(control, owner):
+    """A webhook to a private address was accepted silently and failed only at the first
+    alert ("blocked: ... is not a public address"). It is still saved (an operator may
+    allow private targets later), with a warning naming the variable; so is a host that
+    does not resolve. A public address gets none."""
+    with control.client(owner) as c:
+
+        def create(url: str) -> dict:
+            response = c.post(
+                "/channels", json={"type": "webhook", "name": "w", "config": {"url": url}}
+            )
+            assert response.status_code == 201, response.text
+            return body(response)
+
+        [warning] = create("http://127.0.0.1:9/hook")["warnings"]
+        assert warning["field"] == "config.url"
+        assert "127.0.0.1 is not a public address" in warning["message"]
+        assert "LASTSEEN_ALLOW_PRIVATE_TARGETS=1" in warning["message"]
+        [warning] = create("http://lastseen-test.invalid/hook")["warnings"]
+        assert "does not resolve" in warning["message"]
+        public = create("https://93.184.216.34/hook")
+        assert "warnings" not in public
+        patched = c.patch(f"/channels/{public['id']}", json={"config": {"url": "http://10.1.2.3/"}})
+        assert "10.1.2.3 is not a public address" in body(patched)["warnings"][0]["message"]

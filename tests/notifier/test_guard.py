@@ -12,6 +12,8 @@ from notifier.guard import is_public
 from ..support.aio import run
 from ..support.receivers import http_receiver
 
+ALLOW = " (LASTSEEN_ALLOW_PRIVATE_TARGETS=1 on the server allows private targets)"
+
 REFUSED = [
     "127.0.0.1", "127.8.9.10", "10.0.0.5", "172.16.0.1", "172.31.255.255", "192.168.1.1",
     "169.254.169.254", "100.64.0.1", "100.127.255.254", "0.0.0.0", "224.0.0.1",
@@ -48,8 +50,8 @@ def test_a_private_destination_is_blocked_before_any_byte_is_sent(host):
             run(post(f"http://{host}:{port}/hook"))
         assert caught.value.permanent
         assert caught.value.message in (
-            "blocked: 127.0.0.1 is not a public address",
-            "blocked: ::1 is not a public address",
+            "blocked: 127.0.0.1 is not a public address" + ALLOW,
+            "blocked: ::1 is not a public address" + ALLOW,
         )
         assert receiver.requests == []
 

@@ -110,7 +110,10 @@ def test_no_spelling_of_loopback_reaches_a_listener(template):
 def test_internal_addresses_are_refused_before_any_connect(url, address):
     error = post(url)
     assert error.permanent
-    assert error.message == f"blocked: {address} is not a public address"
+    assert error.message == (
+        f"blocked: {address} is not a public address"
+        " (LASTSEEN_ALLOW_PRIVATE_TARGETS=1 on the server allows private targets)"
+    )
 
 
 @pytest.mark.parametrize("url", NOT_HTTP)
