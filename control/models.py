@@ -25,6 +25,9 @@ from .access import Scope
 Interval = Literal[30, 60, 300, 900, 1800, 3600]
 INTERVALS: tuple[int, ...] = get_args(Interval)
 PLAN_FLOORS = {"free": 300, "pro": 60, "business": 30}
+# Our extension beyond the hosted service's intervals: any period from a minute to a year
+# (weekly, monthly, yearly jobs); the plan's floor applies to it as to intervalSec.
+PERIOD_MIN, PERIOD_MAX = 60, 365 * 86_400
 
 
 # Optional in a PATCH, but not nullable: the schema says so, and the handler refuses null.
@@ -72,6 +75,7 @@ GraceSec = Annotated[int, Field(ge=0, le=86_400), _WHOLE]
 Threshold = Annotated[int, Field(ge=1, le=100), _WHOLE]
 # Pings in a row, none late, that resolve an open incident (flap damping; 1: the first).
 RecoveryThreshold = Annotated[int, Field(ge=1, le=100), _WHOLE]
+PeriodSec = Annotated[int, Field(ge=PERIOD_MIN, le=PERIOD_MAX), _WHOLE]
 Ids = list[ObjectId]
 
 
@@ -118,7 +122,8 @@ class MonitorCreate(Body):
     name: str = Field(min_length=1, max_length=200)
     url: str = Field(min_length=1, max_length=2000)
     type: Literal["heartbeat"] = "heartbeat"
-    interval_sec: Interval
+    interval_sec: Interval | None = None  # one of the two is required (api/monitors.py)
+    period_sec: PeriodSec | None = None
     timeout_ms: TimeoutMs = 10_000
     heartbeat_grace_sec: GraceSec = 60
     alert_threshold: Threshold = 1
@@ -134,6 +139,7 @@ class MonitorUpdate(Body):
     url: Annotated[str, Field(min_length=1, max_length=2000)] | NotNull = None
     type: Literal["heartbeat"] | NotNull = None
     interval_sec: Interval | NotNull = None
+    period_sec: PeriodSec | NotNull = None
     timeout_ms: TimeoutMs | NotNull = None
     heartbeat_grace_sec: GraceSec | NotNull = None
     alert_threshold: Threshold | NotNull = None

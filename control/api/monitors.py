@@ -32,7 +32,7 @@ from ..deps import (
     patch_fields,
 )
 from ..errors import ApiError
-from ..models import INTERVALS, PLAN_FLOORS, MonitorCreate, MonitorUpdate
+from ..models import INTERVALS, PERIOD_MIN, PLAN_FLOORS, MonitorCreate, MonitorUpdate
 from .incidents import incident_json, recent_incidents
 
 router = APIRouter()
@@ -83,6 +83,7 @@ def monitor_json(row: Any, seen: dict[int, float]) -> dict[str, Any]:
         "url": row["url"],
         "type": row["type"],
         "intervalSec": row["interval_sec"],
+        "periodSec": row["interval_sec"],
         "timeoutMs": row["timeout_ms"],
         "heartbeatGraceSec": row["grace_sec"],
         "alertThreshold": row["alert_threshold"],
@@ -110,11 +111,39 @@ def _check_interval(caller: Caller, interval: int) -> None:
         )
 
 
+def _period(
+    caller: Caller, interval: int | None, period: int | None, *, required: bool
+) -> int | None:
+    """The monitor's period in seconds, from `intervalSec` (the hosted service's values)
+    or `periodSec` (ours: a minute to a year), never both; the plan's floor holds for
+    either. None when neither is given and none is `required` (a PATCH)."""
+    if interval is not None and period is not None:
+        raise ApiError(422, "invalid", "give intervalSec or periodSec, not both", "periodSec")
+    if interval is not None:
+        _check_interval(caller, interval)
+        return interval
+    if period is not None:
+        floor = max(PERIOD_MIN, PLAN_FLOORS.get(caller.plan, 300))
+        if period < floor:
+            raise ApiError(
+                422, "invalid",
+                f"periodSec must be at least {floor} on the {caller.plan} plan", "periodSec",
+            )  # fmt: skip
+        return period
+    if required:
+        raise ApiError(
+            422, "invalid",
+            f"intervalSec (one of {', '.join(map(str, INTERVALS))}) or periodSec (60 s to"
+            " 365 days) is required", "intervalSec",
+        )  # fmt: skip
+    return None
+
+
 @router.post("/monitors", status_code=201)
 async def create_monitor(
     body: MonitorCreate, request: Request, caller: MonitorWriter, st: StateDep
 ) -> dict[str, Any]:
-    _check_interval(caller, body.interval_sec)
+    period = _period(caller, body.interval_sec, body.period_sec, required=True)
     token = new_token()
     async with st.pool.acquire() as conn, conn.transaction():
         await quotas.check(
@@ -130,7 +159,7 @@ async def create_monitor(
             " grace_sec, alert_threshold, alert_email, token_digest, token_envelope,"
             " recovery_threshold)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            monitor_id, caller.org_id, body.name, body.url, body.type, body.interval_sec,
+            monitor_id, caller.org_id, body.name, body.url, body.type, period,
             body.timeout_ms, body.heartbeat_grace_sec, body.alert_threshold, body.alert_email,
             digest(token), envelope, body.recovery_threshold,
         )  # fmt: skip
@@ -332,8 +361,11 @@ async def update_monitor(
     monitor_id: Id, body: MonitorUpdate, request: Request, caller: MonitorWriter, st: StateDep
 ) -> dict[str, Any]:
     given = patch_fields(body, nullable={"alert_email"})
-    if given.get("interval_sec") is not None:
-        _check_interval(caller, given["interval_sec"])
+    period = _period(
+        caller, given.pop("interval_sec", None), given.pop("period_sec", None), required=False
+    )
+    if period is not None:
+        given["interval_sec"] = period
     channel_ids = given.pop("channel_ids", None)
     assignments = {_COLUMNS[k]: v for k, v in given.items()}
     return await _change(

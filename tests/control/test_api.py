@@ -315,6 +315,13 @@ def test_an_organisations_plan_sets_the_shortest_interval(control, owner):
                 c.post("/monitors", json={"name": "n", "url": "u", "intervalSec": 300}).status_code
                 == 201
             )
+            # The floor holds for a period too.
+            short = c.post("/monitors", json={"name": "n", "url": "u", "periodSec": 120})
+            assert (
+                body(short)["error"]["message"] == "periodSec must be at least 300 on the free plan"
+            )
+            long = c.post("/monitors", json={"name": "n", "url": "u", "periodSec": 7200})
+            assert long.status_code == 201
     finally:
         control.sql("UPDATE orgs SET plan = 'business' WHERE name = $1", org)
     unknown = subprocess.run(
@@ -454,3 +461,28 @@ def test_a_channel_that_alerts_could_not_reach_is_saved_with_a_warning(control, 
         assert "warnings" not in public
         patched = c.patch(f"/channels/{public['id']}", json={"config": {"url": "http://10.1.2.3/"}})
         assert "10.1.2.3 is not a public address" in body(patched)["warnings"][0]["message"]
+
+
+def test_a_weekly_job_gets_a_period_beyond_an_hour(control, owner):
+    """`intervalSec` is one of the hosted service's values (30 s to 1 h); `periodSec`, our
+    extension, is any whole number of seconds from 60 to 365 days (never both)."""
+    week = 7 * 86_400
+    with control.client(owner) as c:
+        weekly = body(c.post("/monitors", json={"name": "w", "url": "u", "periodSec": week}))
+        assert (weekly["periodSec"], weekly["intervalSec"]) == (week, week)
+        path = f"/monitors/{weekly['id']}"
+        assert body(c.patch(path, json={"periodSec": 365 * 86_400}))["periodSec"] == 31_536_000
+        assert body(c.patch(path, json={"intervalSec": 300}))["periodSec"] == 300
+
+        def refused(payload: dict, where: str) -> str:
+            response = c.post("/monitors", json={"name": "w", "url": "u", **payload})
+            assert response.status_code == 422, response.text
+            assert body(response)["error"]["field"] == where
+            return body(response)["error"]["message"]
+
+        assert "not both" in refused({"intervalSec": 60, "periodSec": 600}, "periodSec")
+        assert "or periodSec" in refused({}, "intervalSec")
+        refused({"periodSec": 59}, "periodSec")
+        refused({"periodSec": 365 * 86_400 + 1}, "periodSec")
+        refused({"periodSec": 90.5}, "periodSec")
+        assert c.patch(path, json={"intervalSec": 60, "periodSec": 60}).status_code == 422

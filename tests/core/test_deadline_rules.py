@@ -197,3 +197,14 @@ def test_memory_per_monitor_is_within_budget():
         table.upsert(i, d, 60, 0, 1, False, T0)
         table.ping(d, T0)
     assert table.memory_bytes() / n <= 128
+
+
+def test_a_yearly_period_goes_down_a_year_and_its_grace_after_the_last_ping(table):
+    year, day = 365 * 86_400, 86_400
+    table.upsert(1, A, year, day, 1, False, T0)
+    table.ping(A, T0 + 5)
+    assert table.get(1)["deadline"] == T0 + 5 + year + day
+    table.pop_due(T0 + 5 + year + day - 0.001)
+    assert kinds(table) == ["up"]
+    table.pop_due(T0 + 5 + year + day)
+    assert kinds(table) == ["down", "incident_opened"]
