@@ -104,7 +104,8 @@ def patch_fields(body: BaseModel, nullable: Collection[str] = ()) -> dict[str, A
     given = body.model_dump(exclude_unset=True)
     for field, value in given.items():
         if value is None and field not in nullable:
-            raise errors.ApiError(422, "invalid", f"{field} cannot be null", field)
+            name = type(body).model_fields[field].alias or field  # as the API spells it
+            raise errors.ApiError(422, "invalid", f"{name} cannot be null", name)
     return given
 
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -87,7 +88,18 @@ def install(app: FastAPI) -> None:
         ]  # fmt: skip
         field = ".".join(loc) or None
         kind = first.get("type", "")
-        if kind == "extra_forbidden":
+        where = first.get("loc", ("",))[0]
+        if where in ("path", "query") and field is not None:
+            field = to_camel(field)  # page_id -> pageId: as the API spells names
+        if where == "path" and field is not None and kind == "int_parsing":
+            given = first.get("input")
+            message = (
+                f"{field} is a number, the id the API returned (not {given!r}: a status page"
+                " is found by its slug in GET /status-pages)"
+                if field == "pageId"
+                else f"{field} is a number, the id the API returned (not {given!r})"
+            )
+        elif kind == "extra_forbidden":
             message = f"unknown field {field!r}"
         elif kind == "missing":
             message = f"{field} is required"

@@ -183,7 +183,17 @@ def test_patch_pause_resume_rotate_and_delete(control, owner):
         patched = body(c.patch(path, json={"heartbeatGraceSec": 5, "alertThreshold": 3}))
         assert (patched["heartbeatGraceSec"], patched["alertThreshold"]) == (5, 3)
         assert body(c.patch(path, json={"recoveryThreshold": 3}))["recoveryThreshold"] == 3
-        assert c.patch(path, json={"recoveryThreshold": None}).status_code == 422
+        nulled = c.patch(path, json={"recoveryThreshold": None})
+        assert nulled.status_code == 422
+        # Named as the API spells it, not as the code does (recovery_threshold).
+        assert body(nulled)["error"] == {
+            "code": "invalid", "field": "recoveryThreshold",
+            "message": "recoveryThreshold cannot be null",
+        }  # fmt: skip
+        grace = body(c.patch(path, json={"heartbeatGraceSec": None}))["error"]
+        assert (grace["field"], grace["message"]) == (
+            "heartbeatGraceSec", "heartbeatGraceSec cannot be null",
+        )  # fmt: skip
         assert c.patch(path, json={"intervalSec": 7}).status_code == 422
         assert c.patch(path, json={"name": None}).status_code == 422
         assert body(c.post(f"{path}/pause"))["paused"] is True

@@ -58,6 +58,11 @@ def test_the_api_creates_lists_updates_and_deletes_pages(control, owner):
             c.patch(f"/status-pages/{page['id']}", json={"title": "Acme Inc", "public": False})
         )
         assert (patched["title"], patched["public"]) == ("Acme Inc", False)
+        # By slug, where a user would type it: a 422 that says what goes there instead.
+        by_slug = body(c.patch("/status-pages/acme-api", json={"title": "x"}))["error"]
+        assert by_slug["field"] == "pageId"
+        assert "the id the API returned" in by_slug["message"]
+        assert "by its slug in GET /status-pages" in by_slug["message"]
         with public(control) as p:
             assert p.get("/status/acme-api").status_code == 404  # private now
             assert p.get("/status/acme-api.json").status_code == 404
