@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from core.dbrole import create_app_pool
 from core.settings import Settings
@@ -73,6 +73,16 @@ def create_app(dsn: str, keyring: Keyring, settings: Settings | None = None) -> 
         except (*errors.DATABASE_DOWN, asyncpg.PostgresError):
             return JSONResponse({"status": "down", "down": ["database"]}, status_code=503)
         return JSONResponse({"status": "ok", "down": []})
+
+    @app.get("/", include_in_schema=False)
+    async def root(request: Request) -> Response:
+        """A browser goes to the dashboard; anything else learns where things are."""
+        if errors.wants_html(request):
+            return RedirectResponse("/dashboard", status_code=303)
+        return JSONResponse(
+            {"name": "lastseen", "api": "/api/v1", "openapi": "/api/v1/openapi.json",
+             "dashboard": "/dashboard"}
+        )  # fmt: skip
 
     app.include_router(dashboard.router, include_in_schema=False)
     return app

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -74,7 +75,9 @@ def install(app: FastAPI) -> None:
     app.add_middleware(CatchAll)
 
     @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        if exc.status == 404 and wants_html(request):  # a missing status page, in a browser
+            return not_found_page(exc.message)
         return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
@@ -110,7 +113,9 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body("invalid", message, field), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and wants_html(request):
+            return not_found_page("there is no page at this address")
         codes = {400: "invalid", 404: "not_found", 405: "method_not_allowed"}
         headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
         if exc.status_code == 405:  # every method of the path, not just one route's
@@ -126,6 +131,31 @@ def install(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=headers,
         )
+
+
+def wants_html(request: Request) -> bool:
+    """A browser asking for a page (not the API, whose answers are JSON for everyone)."""
+    return (
+        request.method in ("GET", "HEAD")
+        and not request.url.path.startswith("/api/")
+        and "text/html" in request.headers.get("accept", "")
+    )
+
+
+def not_found_page(message: str) -> HTMLResponse:
+    """A 404 a person can read, with the ways on."""
+    text = html.escape(message[:1].upper() + message[1:])
+    body = (
+        "<!doctype html><html lang=en><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width, initial-scale=1'>"
+        "<title>Not found · lastseen</title>"
+        "<body style='font-family: system-ui, sans-serif; max-width: 40rem; margin: 4rem auto;"
+        " padding: 0 1rem'>"
+        f"<h1>Not found</h1><p>{text}.</p>"
+        "<p><a href='/dashboard'>The dashboard</a> · "
+        "<a href='/api/v1/openapi.json'>The API (OpenAPI)</a></p></body></html>"
+    )
+    return HTMLResponse(body, status_code=404)
 
 
 ERROR_SCHEMA = {

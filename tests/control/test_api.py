@@ -13,7 +13,7 @@ from core import seenlog
 from core.tokens import digest
 
 from ..support.aio import run
-from .conftest import Control, body
+from .conftest import Control, body, public
 
 
 def audit_rows(dsn: str) -> list[tuple]:
@@ -496,3 +496,22 @@ def test_a_weekly_job_gets_a_period_beyond_an_hour(control, owner):
         refused({"periodSec": 365 * 86_400 + 1}, "periodSec")
         refused({"periodSec": 90.5}, "periodSec")
         assert c.patch(path, json={"intervalSec": 60, "periodSec": 60}).status_code == 422
+
+
+def test_a_browser_gets_pages_where_it_got_raw_json(control):
+    """`/`, unknown paths and missing status pages answered raw JSON to a browser. A
+    browser (Accept: text/html) now goes to the dashboard from `/` and reads an HTML 404
+    elsewhere; the API's answers stay JSON for everyone."""
+    html = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    with public(control) as p:
+        root = p.get("/", headers=html)
+        assert (root.status_code, root.headers["location"]) == (303, "/dashboard")
+        assert body(p.get("/"))["api"] == "/api/v1"
+        for path in ("/nowhere", "/status/no-such-page"):
+            page = p.get(path, headers=html)
+            assert page.status_code == 404
+            assert page.headers["content-type"].startswith("text/html")
+            assert "<h1>Not found</h1>" in page.text and "href='/dashboard'" in page.text
+            assert body(p.get(path))["error"]["code"] == "not_found"  # not a browser: JSON
+        api = p.get("/api/v1/monitors/1", headers=html)
+        assert api.headers["content-type"].startswith("application/json")
