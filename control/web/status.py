@@ -251,7 +251,7 @@ async def status_html(slug: str, request: Request, st: StateDep) -> HTMLResponse
     if entry.html is None:
         entry.html = templates.get_template("status.html").render(
             request=request, page=entry.data, bar_class=bar_class, duration=_duration,
-            today=date.today(),
+            today=date.today(), mail=bool(st.settings.smtp_url),
         )  # fmt: skip
     return HTMLResponse(entry.html, headers=PAGE_HEADERS)
 
@@ -269,6 +269,9 @@ async def subscribe(
         )
     if page is None:
         raise NOT_FOUND
+    if not st.settings.smtp_url:  # no confirmation could ever come: say so, keep nothing
+        said = "Incident emails are not available here: this server sends no mail."
+        return _message(request, slug, page["title"], said, 503)
     try:
         address = email_address(address) if len(address) <= 320 else ""
     except AddressError:

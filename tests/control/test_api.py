@@ -515,3 +515,19 @@ def test_a_browser_gets_pages_where_it_got_raw_json(control):
             assert body(p.get(path))["error"]["code"] == "not_found"  # not a browser: JSON
         api = p.get("/api/v1/monitors/1", headers=html)
         assert api.headers["content-type"].startswith("application/json")
+
+
+def test_without_mail_a_status_page_offers_no_subscription_it_cannot_confirm(control, owner):
+    """On a server without SMTP the form said "a confirmation link is on its way" and
+    nothing ever came. Without mail there is no form, and a post gets a 503 saying why."""
+    with control.client(owner) as c:
+        created = c.post("/status-pages", json={"slug": "no-mail", "title": "No mail"})
+        assert created.status_code == 201, created.text
+    with public(control) as p:
+        page = p.get("/status/no-mail")
+        assert page.status_code == 200
+        assert 'class="subscribe"' not in page.text
+        assert "this server sends no mail" in page.text
+        answer = p.post("/status/no-mail/subscribe", data={"email": "fan@example.test"})
+        assert answer.status_code == 503 and "sends no mail" in answer.text
+    assert _value(control, "SELECT count(*) FROM subscribers") == 0
