@@ -5,16 +5,24 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v p
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.run-stamp
 SOURCES := pyproject.toml setup.py $(wildcard core/*.pyx core/*.pxd ingest/*.pyx ingest/*.pxd)
 
 .PHONY: run test test-faults lint typecheck pytest bench bench-smoke install clean screenshots \
 	system-deps
 
+# The test tools (and the runtime) for `make test`; `make run` needs the runtime only.
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
+
+$(RUN_STAMP): $(SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
 
 # The API docs' TypeScript snippet is compiled with tsc in the tests.
 SNIPPETS_STAMP := tests/snippets/node_modules/.installed-stamp
@@ -24,8 +32,9 @@ $(SNIPPETS_STAMP): tests/snippets/package.json tests/snippets/package-lock.json
 
 install: $(STAMP) $(SNIPPETS_STAMP)
 
-run: $(STAMP)
-	$(BIN)/lastseen serve
+# `make run ARGS="--ingest-procs 2"`: ARGS go to `lastseen serve`.
+run: $(RUN_STAMP)
+	$(BIN)/lastseen serve $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -159,6 +159,7 @@ def serve(
                 log.warning("%s did not stop in time; killing it", child.name)
                 child.process.kill()
                 child.process.wait()
+    print("lastseen stopped.", flush=True)  # after the database too (the with block above)
     return 0
 
 
