@@ -54,6 +54,7 @@ def test_serve_provisions_and_pings_like_the_docs(database_url, tmp_path: Path):
         output, _ = process.communicate(timeout=30)
     EXPOSURE.text("lastseen serve output", "process outputs", output, allowed=(pat,))
     assert process.returncode == 0, output
+    assert output.rstrip().endswith("lastseen stopped."), output[-500:]
     assert pat in output  # printed once, on the first run
     assert output.count(pat) == 1
     assert token not in output  # no heartbeat token in any log line
