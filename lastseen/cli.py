@@ -248,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level or args.settings.log_level)
     try:
         return int(args.func(args))
-    except EmbeddedPostgresError as exc:
-        print(f"lastseen: {exc}", file=sys.stderr)
+    except (EmbeddedPostgresError, SettingsError) as exc:
+        print(f"lastseen: {exc}", file=sys.stderr)  # a fault that will not fix itself
         return 2
     except KeyboardInterrupt:
         return 130

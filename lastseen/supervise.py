@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ from control.bootstrap import bootstrap
 from control.crypto import Keyring, load_keyring
 from core.migrate import migrate_database
 from core.pg import EmbeddedPostgres, EmbeddedPostgresError, database
-from core.settings import Settings, parse_address
+from core.settings import Settings, SettingsError, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,17 @@ def serve(
     listen = listen or _text(settings.ingest_listen)
     admin_listen = admin_listen or _text(settings.admin_listen)
     control_listen = _text(settings.control_listen)
+    procs = ingest_procs or default_ingest_procs()
+    admin_host, admin_port = parse_address(admin_listen, "--admin-listen")
+    admins = [f"{admin_host}:{admin_port + i}" for i in range(procs)]
+    # A port that is taken will not free itself: say so now, in one line, rather than
+    # print the banner and restart a process that cannot listen, forever.
+    _check_free([
+        ("the public listener (--listen, LASTSEEN_INGEST_LISTEN)", listen),
+        *((f"an admin listener (--admin-listen, LASTSEEN_ADMIN_LISTEN, + {i})", a)
+          for i, a in enumerate(admins)),
+        ("the control process (LASTSEEN_CONTROL_LISTEN)", control_listen),
+    ])  # fmt: skip
     keyring = load_keyring(settings.keyring, data_dir)
     embedded = None if settings.database_url else EmbeddedPostgres(data_dir)
     with (
@@ -105,9 +117,6 @@ def serve(
             "LASTSEEN_PUBLIC_URL": settings.public_url or f"http://{listen}",
         }
         me = [sys.executable, "-m", "lastseen"]
-        procs = ingest_procs or default_ingest_procs()
-        admin_host, admin_port = parse_address(admin_listen, "--admin-listen")
-        admins = [f"{admin_host}:{admin_port + i}" for i in range(procs)]
         shared = ["--reuse-port"] if procs > 1 else []
         ingests = [
             Child(
@@ -169,6 +178,20 @@ def _started(pg: EmbeddedPostgres) -> Iterator[str]:
         yield pg.start()
     finally:
         pg.stop()
+
+
+def _check_free(listeners: list[tuple[str, str]]) -> None:
+    """Raise SettingsError naming the first address of `listeners` that cannot be bound."""
+    for what, address in listeners:
+        host, port = parse_address(address, what)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise SettingsError(f"cannot listen on {address} for {what}: {reason}") from None
 
 
 def _text(address: tuple[str, int]) -> str:

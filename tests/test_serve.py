@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -58,3 +59,25 @@ def test_serve_provisions_and_pings_like_the_docs(database_url, tmp_path: Path):
     assert pat in output  # printed once, on the first run
     assert output.count(pat) == 1
     assert token not in output  # no heartbeat token in any log line
+
+
+def test_a_taken_port_stops_serve_at_once_with_one_line_naming_it(database_url, tmp_path: Path):
+    """With 8080 taken, serve printed its banner, then the ingest crash-looped forever with
+    a 50-line traceback per attempt. A port that is taken will not free itself: serve now
+    checks its ports first and stops with one line that names the address and the knob."""
+    ingest, admin, control = free_port(), free_port(), free_port()
+    env = {**os.environ, "LASTSEEN_DATABASE_URL": database_url,
+           "LASTSEEN_CONTROL_LISTEN": f"127.0.0.1:{control}"}  # fmt: skip
+    with socket.create_server(("127.0.0.1", ingest)):  # somebody else's server
+        done = subprocess.run(
+            [sys.executable, "-m", "lastseen", "serve", "--data-dir", str(tmp_path),
+             "--listen", f"127.0.0.1:{ingest}", "--admin-listen", f"127.0.0.1:{admin}",
+             "--ingest-procs", "2"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == ""  # no banner, nothing started
+    assert done.stderr.strip().splitlines() == [
+        f"lastseen: cannot listen on 127.0.0.1:{ingest} for the public listener (--listen,"
+        " LASTSEEN_INGEST_LISTEN): Address already in use"
+    ]
