@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import sys
@@ -175,15 +176,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+_EXAMPLES = """\
+examples:
+  lastseen serve                            everything on 127.0.0.1:8080, data in ./var
+  lastseen serve --ingest-procs 2           two ingest processes on the public port
+  LASTSEEN_DATABASE_URL=postgresql://... lastseen ingest --listen 0.0.0.0:8080 \\
+      --admin-listen 10.0.0.5:9108          one host of a cluster (docs/scaling.md)
+  lastseen bootstrap --org acme --email ops@acme.test --role owner
+
+Every process reads the LASTSEEN_* variables of the README's configuration table (the
+database, listeners, limits, mail); a bad value stops it with one line naming the variable.
+"""
+_DATA_DIR = "where the embedded database and the keyring live (LASTSEEN_DATA_DIR, ./var)"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("lastseen")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lastseen", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="lastseen", description=__doc__, epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"lastseen {_version()}")
     parser.add_argument("--log-level", help="DEBUG, INFO, ... (LASTSEEN_LOG_LEVEL, INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="everything on one origin, on an embedded database")
-    p.add_argument(
-        "--data-dir", help="where the embedded database lives (LASTSEEN_DATA_DIR, ./var)"
-    )
+    p = sub.add_parser(
+        "serve", help="everything on one origin, on an embedded database",
+        description="The ingest processes, the control process and the alert worker, "
+        "supervised (restarted if they die), on an embedded PostgreSQL in --data-dir or on "
+        "LASTSEEN_DATABASE_URL; migrations and the first-run owner too. Reads every "
+        "LASTSEEN_* variable. Example: lastseen serve --listen 0.0.0.0:8080",
+    )  # fmt: skip
+    p.add_argument("--data-dir", help=_DATA_DIR)
     p.add_argument("--listen", default=None, help="public address, default 127.0.0.1:8080")
     p.add_argument("--admin-listen", default=None, help="metrics address, default 127.0.0.1:9108")
     p.add_argument(
@@ -193,8 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("ingest", help="the heartbeat listener alone")
-    p.add_argument("--data-dir")
+    p = sub.add_parser(
+        "ingest", help="the heartbeat listener alone",
+        description="One ingest process; every one on the same LASTSEEN_DATABASE_URL joins "
+        "the cluster (docs/scaling.md). Reads LASTSEEN_DATABASE_URL, LASTSEEN_*_LISTEN, the "
+        "LASTSEEN_MAX_* limits, LASTSEEN_FLUSH_INTERVAL_SECONDS, LASTSEEN_SEEN_SECONDS, "
+        "LASTSEEN_LEASE_SECONDS, LASTSEEN_DB_TIMEOUT_SECONDS, LASTSEEN_TRUSTED_PROXIES.",
+    )  # fmt: skip
+    p.add_argument("--data-dir", help=_DATA_DIR)
     p.add_argument("--listen", help="HOST:PORT (LASTSEEN_INGEST_LISTEN), default 127.0.0.1:8080")
     p.add_argument(
         "--admin-listen", help="HOST:PORT (LASTSEEN_ADMIN_LISTEN), default 127.0.0.1:9108"
@@ -205,13 +241,23 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("control", help="the control-plane API alone")
-    p.add_argument("--data-dir")
+    p = sub.add_parser(
+        "control", help="the control-plane API alone",
+        description="The API, the dashboard and the status pages. Reads "
+        "LASTSEEN_DATABASE_URL, LASTSEEN_KEYRING, LASTSEEN_CONTROL_LISTEN, LASTSEEN_SMTP_*, "
+        "LASTSEEN_PUBLIC_URL, LASTSEEN_TRUSTED_PROXIES and the per-organisation limits.",
+    )  # fmt: skip
+    p.add_argument("--data-dir", help=_DATA_DIR)
     p.add_argument("--listen", help="HOST:PORT (LASTSEEN_CONTROL_LISTEN), default 127.0.0.1:8081")
     p.set_defaults(func=cmd_control)
 
-    p = sub.add_parser("worker", help="the alert worker alone (several may run)")
-    p.add_argument("--data-dir")
+    p = sub.add_parser(
+        "worker", help="the alert worker alone (several may run)",
+        description="Events to incidents, and the notification outbox to the channels. "
+        "Reads LASTSEEN_DATABASE_URL, LASTSEEN_KEYRING, LASTSEEN_SMTP_*, "
+        "LASTSEEN_ALLOW_PRIVATE_TARGETS, LASTSEEN_TELEGRAM_API.",
+    )  # fmt: skip
+    p.add_argument("--data-dir", help=_DATA_DIR)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("org", help="organisations")

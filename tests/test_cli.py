@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import signal
 import subprocess
@@ -58,3 +59,20 @@ async def test_sigterm_flushes_every_answered_ping_and_exits_within_5_seconds(da
     for monitor_id, seen in rows:
         # The flush on stop wrote a receive time no earlier than our send of the last ping.
         assert seen is not None and seen >= acknowledged[monitor_id] - 0.01
+
+
+def test_the_command_says_its_version_and_each_part_what_it_reads():
+    def run_cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "lastseen", *args], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert run_cli("--version").strip() == f"lastseen {importlib.metadata.version('lastseen')}"
+    assert "examples:" in run_cli("--help")
+    for command, variable in [
+        ("serve", "LASTSEEN_DATABASE_URL"), ("ingest", "LASTSEEN_SEEN_SECONDS"),
+        ("control", "LASTSEEN_SMTP_"), ("worker", "LASTSEEN_ALLOW_PRIVATE_TARGETS"),
+    ]:  # fmt: skip
+        assert variable in " ".join(run_cli(command, "--help").split()), command
