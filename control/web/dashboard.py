@@ -223,9 +223,31 @@ async def monitor_view(me: SignedIn, monitor_id: int, **extra: Any) -> Response:
     channels = []
     if me.can("channels:read"):
         channels = (await me.api("GET", "/channels?limit=500")).json().get("channels", [])
-    context = {"msg": "", "error": "", "reveal": None, "results": None, **extra}
+    context = {"msg": "", "error": "", "reveal": None, "results": None, "created": False,
+               **extra}  # fmt: skip
     return render(me.request, "monitor.html", me=me, m=got.json(), events=events.get("events", []),
-                  channels=channels, intervals=INTERVALS, **context)  # fmt: skip
+                  channels=channels, intervals=INTERVALS, human=human_seconds,
+                  cron=cron_line, **context)  # fmt: skip
+
+
+def human_seconds(seconds: int) -> str:
+    """3600 -> "1 h", 90 -> "1 min 30 s", 604800 -> "7 d": how people say a period."""
+    parts = []
+    for size, unit in ((86_400, "d"), (3_600, "h"), (60, "min"), (1, "s")):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}")
+    return " ".join(parts[:2]) or "0 s"
+
+
+_CRON = {60: "* * * * *", 120: "*/2 * * * *", 300: "*/5 * * * *", 600: "*/10 * * * *",
+         900: "*/15 * * * *", 1800: "*/30 * * * *", 3600: "0 * * * *",
+         86_400: "0 3 * * *", 604_800: "0 3 * * 1"}  # fmt: skip
+
+
+def cron_line(seconds: int) -> str:
+    """A crontab schedule for a period, where one says it (else a placeholder to fill)."""
+    return _CRON.get(seconds, "m h dom mon dow")
 
 
 # -- actions ----------------------------------------------------------------------------
@@ -291,7 +313,16 @@ async def create_monitor(
     created = await me.api("POST", "/monitors", body)
     if created.status_code != 201:
         return back("", error=error_of(created))
-    return back(f"/monitors/{created.json()['id']}", message="Monitor created.")
+    monitor_id = created.json()["id"]
+    if me.can("secrets:read"):
+        # Its ping URL at once, rendered in this response (a secret never goes in a URL);
+        # the page then takes the monitor's own address.
+        secrets = await me.api("GET", f"/monitors/{monitor_id}/secrets")
+        if secrets.status_code == 200:
+            return await monitor_view(
+                me, monitor_id, msg="Monitor created.", reveal=secrets.json(), created=True
+            )
+    return back(f"/monitors/{monitor_id}", message="Monitor created.")
 
 
 @router.post("/monitors/{monitor_id}/edit")

@@ -283,12 +283,23 @@ def test_the_dashboard_creates_reveals_watches_and_tests_a_monitor(
     expect(page.get_by_role("heading", level=1)).to_contain_text("nightly-backup")
     expect(page.locator("#state")).to_have_text("pending")
     monitor_id = int(page.url.split("/monitors/")[1].split("?")[0])
+    assert page.url.endswith(f"/dashboard/monitors/{monitor_id}")  # its own address
 
-    page.get_by_role("button", name="Reveal ping URL").click()
+    # The ping URL at once, with lines ready to paste, and a copy button that copies it.
     url = page.locator("#ping-url").inner_text()
     assert (
         url.startswith(f"{served.origin}/api/v1/heartbeats/") and len(url.rsplit("/", 1)[1]) == 64
     )
+    assert page.locator("#ping-url").evaluate("e => getComputedStyle(e).whiteSpace") == "pre"
+    assert page.locator("#ping-cron").inner_text().startswith("* * * * * /path/to/job && curl")
+    assert page.locator("#ping-curl").inner_text().endswith(f"-X POST {url}")
+    assert f'Request("{url}", method="POST")' in page.locator("#ping-python").inner_text()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=served.origin)
+    page.locator('button[data-copy="ping-url"]').click()
+    expect(page.locator('button[data-copy="ping-url"]')).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == url
+    page.get_by_role("button", name="Reveal ping URL").click()  # later, on demand
+    assert page.locator("#ping-url").inner_text() == url
 
     page.goto(f"{served.origin}/dashboard")
     row = page.locator(f'#monitors tr[data-id="{monitor_id}"]')
