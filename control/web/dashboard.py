@@ -192,7 +192,7 @@ async def overview(request: Request, st: Any, *, msg: str = "", error: str = "")
         incidents = (await me.api("GET", "/incidents?limit=20")).json().get("incidents", [])
     return render(request, "dashboard.html", me=me, monitors=monitors, channels=channels,
                   incidents=incidents, intervals=INTERVALS, types=TYPES, msg=msg,
-                  error=error)  # fmt: skip
+                  error=error, human=human_seconds)  # fmt: skip
 
 
 @router.get("/api/monitors")

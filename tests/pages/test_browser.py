@@ -311,6 +311,12 @@ def test_the_dashboard_creates_reveals_watches_and_tests_a_monitor(
     page.evaluate("window.notReloaded = true")
     expect(row.locator("[data-field=state]")).to_have_text("up", timeout=15_000)
     assert page.evaluate("window.notReloaded") is True
+    # Counts, a relative time with the exact one (in UTC) on hover, a human period.
+    expect(page.locator("#summary [data-count=up]")).to_have_text("1")
+    expect(page.locator("#summary [data-count=pending]")).to_have_text("0")
+    expect(row.locator("[data-field=lastSeenAt]")).to_have_text(re.compile(r"^\d+ s ago$"))
+    assert row.locator("[data-field=lastSeenAt]").get_attribute("title").endswith(" UTC")
+    assert row.locator("td").nth(3).inner_text() == "1 min"
 
     for kind, name, url_ in [
         ("webhook", "ops-hook", f"{receiver.url}/ok"),
