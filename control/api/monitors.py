@@ -416,7 +416,7 @@ async def delete_monitor(
 # The same routes an incident takes (migration 0006), less the status-page subscribers.
 _TARGETS = """
 SELECT r.org_id, r.channel_id, r.channel_type, c.config, c.secret_envelope, r.address,
-       r.channel_ref
+       r.channel_ref, c.name AS channel_name
 FROM monitor_alert_routes r LEFT JOIN channels c ON c.id = r.channel_id
 WHERE r.monitor_id = $1
 ORDER BY r.channel_id NULLS LAST
@@ -480,6 +480,8 @@ async def test_alert(
             {
                 "channelId": t["channel_id"],
                 "type": t["channel_type"],
+                # The channel's name; for the monitor's alertEmail, the address.
+                "name": t["channel_name"] if t["channel_id"] is not None else t["address"],
                 "ok": err is None,
                 "error": err.message if err else None,
             }

@@ -199,21 +199,23 @@ def test_send_test_alert_reports_every_channel_with_its_exact_error(
         receiver.rule = status(200)
     assert response.status_code == 200, response.text
     assert body(response)["results"] == [
-        {"channelId": hook["id"], "type": "webhook", "ok": True, "error": None},
+        {"channelId": hook["id"], "type": "webhook", "name": "ok", "ok": True, "error": None},
         {
             "channelId": slack["id"],
             "type": "slack",
+            "name": "gone",
             "ok": False,
             "error": "HTTP 404 from 127.0.0.1: no_service",
         },
-        {"channelId": tg["id"], "type": "telegram", "ok": True, "error": None},
+        {"channelId": tg["id"], "type": "telegram", "name": "tg", "ok": True, "error": None},
         {
             "channelId": mail["id"],
             "type": "email",
+            "name": "nobody",
             "ok": False,
             "error": "SMTP 550 5.1.1 user unknown",
         },
-        {"channelId": None, "type": "email", "ok": True, "error": None},
+        {"channelId": None, "type": "email", "name": "ops@acme.test", "ok": True, "error": None},
     ]
     sent = receiver.requests[before:]
     assert {r.path for r in sent} == {"/ok", "/gone", f"/telegram/bot{BOT}/sendMessage"}

@@ -343,9 +343,10 @@ def test_the_dashboard_creates_reveals_watches_and_tests_a_monitor(
     expect(page.locator("#test-results li.ok")).to_have_count(1)
     expect(page.locator("#test-results li.fail")).to_have_count(2)
     texts = results.all_inner_texts()
-    assert "webhook: delivered" in texts
-    assert "slack: HTTP 404 from 127.0.0.1: no_service" in texts
-    assert "email (alert email): SMTP 550 5.1.1 user unknown" in texts
+    # Each channel by its name, as the user named it.
+    assert "ops-hook (webhook): delivered" in texts
+    assert "old-slack (slack): HTTP 404 from 127.0.0.1: no_service" in texts
+    assert "gone@example.test (email, the alert email): SMTP 550 5.1.1 user unknown" in texts
     assert {r.path for r in receiver.requests[before:]} == {"/ok", "/gone"}
     screenshot(page, "monitor-page.png", tmp_path)
 
