@@ -162,10 +162,18 @@ class ChannelUpdate(Body):
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 
+# Monitor id (as a JSON object key) -> the name a status page shows it under.
+DisplayNames = dict[
+    Annotated[str, Field(pattern=r"^[1-9][0-9]{0,18}$")],
+    Annotated[str, Field(min_length=1, max_length=200)],
+]
+
+
 class StatusPageCreate(Body):
     slug: str = Field(pattern=SLUG)
     title: str = Field(min_length=1, max_length=200)
     monitor_ids: Ids = Field(default_factory=list, max_length=200)
+    display_names: DisplayNames = Field(default_factory=dict, max_length=200)
     public: StrictBool = True
 
 
@@ -173,4 +181,5 @@ class StatusPageUpdate(Body):
     slug: Annotated[str, Field(pattern=SLUG)] | NotNull = None
     title: Annotated[str, Field(min_length=1, max_length=200)] | NotNull = None
     monitor_ids: Annotated[Ids, Field(max_length=200)] | NotNull = None
+    display_names: Annotated[DisplayNames, Field(max_length=200)] | NotNull = None
     public: StrictBool | NotNull = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import asyncpg
@@ -29,7 +30,10 @@ NOT_FOUND = ApiError(404, "not_found", "no such status page")
 
 _SELECT = """
 SELECT p.*, ARRAY(SELECT monitor_id FROM status_page_monitors m WHERE m.page_id = p.id
-                  ORDER BY position) AS monitor_ids
+                  ORDER BY position) AS monitor_ids,
+       (SELECT coalesce(jsonb_object_agg(m.monitor_id::text, m.display_name), '{}')
+        FROM status_page_monitors m
+        WHERE m.page_id = p.id AND m.display_name IS NOT NULL)::text AS display_names
 FROM status_pages p
 """
 
@@ -41,12 +45,37 @@ def page_json(row: Any) -> dict[str, Any]:
         "title": row["title"],
         "public": row["public"],
         "monitorIds": list(row["monitor_ids"]),
+        "displayNames": json.loads(row["display_names"]),
         "createdAt": iso(row["created_at"]),
         "updatedAt": iso(row["updated_at"]),
     }
 
 
-async def _set_monitors(conn: Any, caller: Caller, page_id: int, monitor_ids: list[int]) -> None:
+async def _set_monitors(
+    conn: Any,
+    caller: Caller,
+    page_id: int,
+    monitor_ids: list[int] | None,
+    names: dict[str, str] | None,
+) -> None:
+    """The page's monitors, in order, and the public names they show under. Either may be
+    None (a PATCH without it): the monitors, or the names of those that stay, are kept."""
+    kept = await conn.fetch(
+        "SELECT monitor_id, display_name FROM status_page_monitors WHERE page_id = $1"
+        " ORDER BY position",
+        page_id,
+    )
+    if monitor_ids is None:
+        monitor_ids = [r["monitor_id"] for r in kept]
+    if names is None:
+        names = {str(r["monitor_id"]): r["display_name"] for r in kept if r["display_name"]}
+        names = {k: v for k, v in names.items() if int(k) in monitor_ids}
+    stray = sorted(int(k) for k in names if int(k) not in monitor_ids)
+    if stray:
+        raise ApiError(
+            422, "invalid", f"displayNames names monitor {stray[0]}, which is not on the page",
+            "displayNames",
+        )  # fmt: skip
     wanted = list(dict.fromkeys(monitor_ids))
     found = await conn.fetch(
         "SELECT id FROM monitors WHERE org_id = $1 AND id = ANY($2::bigint[])",
@@ -58,8 +87,9 @@ async def _set_monitors(conn: Any, caller: Caller, page_id: int, monitor_ids: li
         raise ApiError(422, "invalid", f"no such monitor: {missing[0]}", "monitorIds")
     await conn.execute("DELETE FROM status_page_monitors WHERE page_id = $1", page_id)
     await conn.executemany(
-        "INSERT INTO status_page_monitors (page_id, monitor_id, position) VALUES ($1, $2, $3)",
-        [(page_id, m, i) for i, m in enumerate(wanted)],
+        "INSERT INTO status_page_monitors (page_id, monitor_id, position, display_name)"
+        " VALUES ($1, $2, $3, $4)",
+        [(page_id, m, i, names.get(str(m))) for i, m in enumerate(wanted)],
     )
 
 
@@ -86,7 +116,7 @@ async def create_status_page(
             )  # fmt: skip
         except asyncpg.UniqueViolationError as exc:
             raise SLUG_TAKEN from exc
-        await _set_monitors(conn, caller, page_id, body.monitor_ids)
+        await _set_monitors(conn, caller, page_id, body.monitor_ids, body.display_names)
         await audit(conn, caller, request, "CREATE_STATUS_PAGE", "status_page", page_id)
         row = await conn.fetchrow(_SELECT + " WHERE p.id = $1", page_id)
     return page_json(row)
@@ -124,6 +154,7 @@ async def update_status_page(
 ) -> dict[str, Any]:
     given = patch_fields(body)
     monitor_ids = given.pop("monitor_ids", None)
+    names = given.pop("display_names", None)
     async with st.pool.acquire() as conn, conn.transaction():
         sets = ", ".join(f"{k} = ${i + 3}" for i, k in enumerate(given))
         try:
@@ -136,8 +167,8 @@ async def update_status_page(
             raise SLUG_TAKEN from exc
         if done != "UPDATE 1":
             raise NOT_FOUND
-        if monitor_ids is not None:
-            await _set_monitors(conn, caller, page_id, monitor_ids)
+        if monitor_ids is not None or names is not None:
+            await _set_monitors(conn, caller, page_id, monitor_ids, names)
         await audit(conn, caller, request, "UPDATE_STATUS_PAGE", "status_page", page_id)
         row = await conn.fetchrow(_SELECT + " WHERE p.id = $1", page_id)
     return page_json(row)

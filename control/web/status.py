@@ -76,7 +76,8 @@ async def page_data(conn: Any, slug: str, now: datetime) -> dict[str, Any]:
     if page is None:
         raise NOT_FOUND
     monitors = await conn.fetch(
-        "SELECT m.id, m.name, m.paused, m.created_at, coalesce(s.state, 'pending') AS state"
+        "SELECT m.id, coalesce(spm.display_name, m.name) AS name, m.paused, m.created_at,"
+        " coalesce(s.state, 'pending') AS state"
         " FROM status_page_monitors spm JOIN monitors m ON m.id = spm.monitor_id"
         " LEFT JOIN monitor_state s ON s.monitor_id = m.id"
         " WHERE spm.page_id = $1 ORDER BY spm.position",
@@ -147,8 +148,9 @@ async def page_data(conn: Any, slug: str, now: datetime) -> dict[str, Any]:
 # incident, are then at most that old).
 _FINGERPRINT = """
 SELECT md5(concat_ws('|', p.title, p.updated_at,
-    (SELECT string_agg(concat_ws(',', spm.monitor_id, spm.position, m.name, m.paused,
-                                 s.state, s.state_changed_at), ';' ORDER BY spm.position)
+    (SELECT string_agg(concat_ws(',', spm.monitor_id, spm.position, m.name, spm.display_name,
+                                 m.paused, s.state, s.state_changed_at), ';'
+                       ORDER BY spm.position)
      FROM status_page_monitors spm JOIN monitors m ON m.id = spm.monitor_id
      LEFT JOIN monitor_state s ON s.monitor_id = m.id WHERE spm.page_id = p.id),
     (SELECT concat_ws(',', max(i.id), count(i.resolved_at), max(i.resolved_at))

@@ -70,6 +70,32 @@ def test_the_api_creates_lists_updates_and_deletes_pages(control, owner):
         assert c.get(f"/status-pages/{page['id']}").status_code == 404
 
 
+def test_a_monitor_shows_under_its_public_name(control, owner):
+    """An internal name ("db-backup-prod-eu") was public: a page may give each monitor
+    the name it shows under, kept when the page's monitors change."""
+    a, b = monitor(control, owner, "db-backup-prod-eu"), monitor(control, owner, "api-7f3")
+    with control.client(owner) as c:
+        page = body(c.post("/status-pages", json={
+            "slug": "acme-names", "title": "Acme", "monitorIds": [a["id"], b["id"]],
+            "displayNames": {str(a["id"]): "Backups"},
+        }))  # fmt: skip
+        assert page["displayNames"] == {str(a["id"]): "Backups"}
+        with public(control) as p:
+            shown = p.get("/status/acme-names").text
+            names = [m["name"] for m in p.get("/status/acme-names.json").json()["monitors"]]
+        assert names == ["Backups", "api-7f3"]
+        assert "db-backup-prod-eu" not in shown
+        path = f"/status-pages/{page['id']}"
+        kept = body(c.patch(path, json={"monitorIds": [b["id"], a["id"]]}))
+        assert kept["displayNames"] == {str(a["id"]): "Backups"}  # kept through a reorder
+        renamed = body(c.patch(path, json={"displayNames": {str(b["id"]): "API"}}))
+        assert renamed["displayNames"] == {str(b["id"]): "API"}
+        stray = c.patch(path, json={"displayNames": {"999999": "Nope"}})
+        assert stray.status_code == 422 and body(stray)["error"]["field"] == "displayNames"
+        dropped = body(c.patch(path, json={"monitorIds": [a["id"]]}))
+        assert dropped["displayNames"] == {}
+
+
 def test_the_public_page_shows_states_bars_and_incidents_from_history(control, owner):
     steady = monitor(control, owner, "steady")
     flaky = monitor(control, owner, "flaky")
