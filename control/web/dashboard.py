@@ -395,7 +395,10 @@ async def create_channel(
     if created.status_code != 201:
         return back("", error=error_of(created))
     shown = created.json()
+    said = f"Channel {shown['name']} created."
+    for warning in shown.get("warnings", []):  # e.g. a private address: blocked at alerts
+        said += f" Warning: {warning['message']}."
     if "signingSecret" in shown:  # shown once, in this response (never in a URL)
-        text = f"Channel {shown['name']} created. Its signing secret (shown once): "
+        text = f"{said} Its signing secret (shown once): "
         return await overview(request, st, msg=text + shown["signingSecret"])
-    return back("", message=f"Channel {shown['name']} created.")
+    return back("", message=said)

@@ -304,6 +304,9 @@ def test_the_dashboard_creates_reveals_watches_and_tests_a_monitor(
     page.goto(f"{served.origin}/dashboard")
     row = page.locator(f'#monitors tr[data-id="{monitor_id}"]')
     expect(row.locator("[data-field=state]")).to_have_text("pending")
+    up, pending = (
+        int(page.locator(f"#summary [data-count={s}]").inner_text()) for s in ("up", "pending")
+    )
     ping = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", url],
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert ping.stdout == "204"
@@ -312,12 +315,20 @@ def test_the_dashboard_creates_reveals_watches_and_tests_a_monitor(
     expect(row.locator("[data-field=state]")).to_have_text("up", timeout=15_000)
     assert page.evaluate("window.notReloaded") is True
     # Counts, a relative time with the exact one (in UTC) on hover, a human period.
-    expect(page.locator("#summary [data-count=up]")).to_have_text("1")
-    expect(page.locator("#summary [data-count=pending]")).to_have_text("0")
+    expect(page.locator("#summary [data-count=up]")).to_have_text(str(up + 1))
+    expect(page.locator("#summary [data-count=pending]")).to_have_text(str(pending - 1))
     expect(row.locator("[data-field=lastSeenAt]")).to_have_text(re.compile(r"^\d+ s ago$"))
     assert row.locator("[data-field=lastSeenAt]").get_attribute("title").endswith(" UTC")
     assert row.locator("td").nth(3).inner_text() == "1 min"
 
+    # The form asks for what the chosen type needs, and nothing else.
+    form = page.get_by_role("form", name="New channel")
+    form.get_by_label("Type").select_option("telegram")
+    expect(form.get_by_label("Bot token")).to_be_visible()
+    expect(form.get_by_label("Webhook URL")).to_be_hidden()
+    form.get_by_label("Type").select_option("email")
+    expect(form.get_by_label("Email address")).to_be_visible()
+    expect(form.get_by_label("Chat id")).to_be_hidden()
     for kind, name, url_ in [
         ("webhook", "ops-hook", f"{receiver.url}/ok"),
         ("slack", "old-slack", f"{receiver.url}/gone"),
