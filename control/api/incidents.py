@@ -38,6 +38,15 @@ def notification_json(row: Any) -> dict[str, Any]:
         "id": row["id"],
         "channelId": row["channel_id"],
         "type": row["channel_type"],
+        # Who it went to: the channel's name, the monitor's alertEmail, or a status-page
+        # subscriber (whose address stays theirs).
+        "to": (
+            row["channel_name"]
+            if row["channel_id"] is not None
+            else "a status-page subscriber"
+            if row["subscriber_id"] is not None
+            else row["address"]
+        ),
         "kind": row["kind"],
         "status": row["status"],
         "attempts": row["attempts"],
@@ -88,6 +97,9 @@ async def get_incident(incident_id: Id, caller: CallerDep, st: StateDep) -> dict
             NOT_FOUND,
         )
         notifications = await conn.fetch(
-            "SELECT * FROM notifications WHERE incident_id = $1 ORDER BY id", incident_id
+            "SELECT n.*, c.name AS channel_name FROM notifications n"
+            " LEFT JOIN channels c ON c.id = n.channel_id"
+            " WHERE n.incident_id = $1 ORDER BY n.id",
+            incident_id,
         )
     return {**incident_json(row), "notifications": [notification_json(n) for n in notifications]}

@@ -214,6 +214,23 @@ async def monitor_page(monitor_id: int, request: Request, st: StateDep) -> Respo
     return await monitor_view(me, monitor_id, msg=msg, error=error)
 
 
+@router.get("/incidents/{incident_id}", response_class=HTMLResponse)
+async def incident_page(incident_id: int, request: Request, st: StateDep) -> Response:
+    """An incident, and each channel's delivery of it."""
+    me = await signed_in(request, st)
+    if me is None:
+        return back("")
+    got = await me.api("GET", f"/incidents/{incident_id}")
+    if got.status_code != 200:
+        return render(request, "message.html", got.status_code, slug="", heading="Not found",
+                      text=error_of(got))  # fmt: skip
+    return render(request, "incident.html", me=me, i=got.json(), when=_when)
+
+
+def _when(iso: str | None) -> str:
+    return iso[:19].replace("T", " ") + " UTC" if iso else "—"
+
+
 async def monitor_view(me: SignedIn, monitor_id: int, **extra: Any) -> Response:
     got = await me.api("GET", f"/monitors/{monitor_id}")
     if got.status_code != 200:

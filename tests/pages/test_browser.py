@@ -257,6 +257,19 @@ def test_subscribe_confirm_alert_and_unsubscribe(served, page, mailbox):
     page.goto(unsubscribe)  # a used link
     expect(page.get_by_role("status")).to_contain_text("invalid")
 
+    # The incident's page in the dashboard says who was told, and how it went; a
+    # subscriber's address stays theirs.
+    sign_in(page, served, served.pat)
+    page.locator("#incidents tr", has_text="Checkout").get_by_role("link", name="resolved").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Checkout")
+    rows = page.locator("#deliveries tbody tr")  # bob's two (alice left: hers went with her)
+    expect(rows).to_have_count(2)
+    expect(page.locator('#deliveries tr[data-status="delivered"]')).to_have_count(2, timeout=20_000)
+    texts = rows.all_inner_texts()
+    assert all("a status-page subscriber" in t for t in texts)
+    assert sorted(t.split("\t")[2] for t in texts) == ["down", "recovered"]
+    assert not any("example.test" in t for t in texts)
+
 
 def sign_in(page: Page, served: Served, token: str) -> None:
     page.goto(f"{served.origin}/dashboard")
