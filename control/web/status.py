@@ -98,6 +98,15 @@ async def page_data(conn: Any, slug: str, now: datetime) -> dict[str, Any]:
     )  # fmt: skip
     # (least and greatest skip NULLs: the FILTER keeps days without incidents at 0.)
     down = {(r["monitor_id"], r["day"]): r["down"] for r in downs}
+    # Availability counts from when monitoring began, the first ping: a monitor waiting
+    # for its first one is not "available", it is not watched yet (no data). Without an
+    # `up` event on record (history older than the event log), from its creation.
+    firsts = await conn.fetch(
+        "SELECT monitor_id, min(occurred_at) AS at FROM monitor_events"
+        " WHERE kind = 'up' AND monitor_id = ANY($1::bigint[]) GROUP BY monitor_id",
+        ids,
+    )
+    first_ping = {r["monitor_id"]: r["at"] for r in firsts}
     incidents = await conn.fetch(
         "SELECT id, monitor_id, opened_at, resolved_at FROM incidents"
         " WHERE monitor_id = ANY($1::bigint[]) AND (resolved_at IS NULL OR resolved_at > $2)"
@@ -108,8 +117,11 @@ async def page_data(conn: Any, slug: str, now: datetime) -> dict[str, Any]:
     for m in monitors:
         days = []
         observed_total = down_total = 0.0
+        began = first_ping.get(m["id"])
+        if began is None and m["state"] != "pending":
+            began = m["created_at"]
         for start in starts:
-            begin = max(start, m["created_at"])
+            begin = max(start, began if began is not None else now)
             end = min(start + timedelta(days=1), now)
             observed = max(0.0, (end - begin).total_seconds())
             seconds = min(down.get((m["id"], start), 0.0), observed)

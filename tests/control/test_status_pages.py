@@ -246,3 +246,29 @@ def test_the_subscribe_form_is_rate_limited_per_address(control, owner):
             for _ in range(5)
         ]
     assert codes == [200, 200, 200, 429, 429]
+
+
+def test_availability_counts_from_the_first_ping_and_a_waiting_monitor_has_no_data(control, owner):
+    """A monitor created 10 minutes ago, first pinged 5 minutes ago, down for the last
+    minute: 80% available, not 90% (the minutes before its first ping were not watched).
+    One never pinged has no data, not 100%."""
+    fresh, waiting = monitor(control, owner, "fresh"), monitor(control, owner, "waiting")
+    now = datetime.now(UTC)
+    control.sql("UPDATE monitors SET created_at = $1 WHERE id = $2",
+                now - timedelta(minutes=10), fresh["id"])  # fmt: skip
+    control.sql("UPDATE monitor_state SET state = 'down' WHERE monitor_id = $1", fresh["id"])
+    control.sql("INSERT INTO monitor_events (monitor_id, kind, occurred_at) VALUES ($1, 'up', $2)",
+                fresh["id"], now - timedelta(minutes=5))  # fmt: skip
+    control.sql("INSERT INTO incidents (org_id, monitor_id, opened_at)"
+                " SELECT org_id, id, $2 FROM monitors WHERE id = $1",
+                fresh["id"], now - timedelta(minutes=1))  # fmt: skip
+    with control.client(owner) as c:
+        created = c.post("/status-pages", json={
+            "slug": "acme-fresh", "title": "Acme", "monitorIds": [fresh["id"], waiting["id"]],
+        })  # fmt: skip
+        assert created.status_code == 201
+    with public(control) as p:
+        shown = {m["name"]: m for m in p.get("/status/acme-fresh.json").json()["monitors"]}
+    assert abs(shown["fresh"]["availability"] - 0.80) < 0.01
+    assert shown["waiting"]["availability"] is None
+    assert all(day["share"] is None for day in shown["waiting"]["days"])
