@@ -24,6 +24,7 @@ import importlib.util
 import logging
 import os
 import pwd
+import random
 import secrets
 import shutil
 import signal
@@ -75,11 +76,34 @@ def find_bin_dir() -> Path:
     )
 
 
-def free_port() -> int:
+def _ephemeral_floor() -> int:
+    """The first port the kernel hands to outgoing connections (ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(count: int = 1) -> int:
+    """The first of `count` consecutive ports free on 127.0.0.1 now, below the ephemeral
+    range: a port the kernel picked for us (bind to 0) is one it may hand to an outgoing
+    connection a moment later, before our server binds it (and a load test opens tens of
+    thousands of those)."""
+    ceiling = _ephemeral_floor() - count
+    for _ in range(200):
+        first = random.randrange(20_000, max(20_001, ceiling))
+        if all(_bindable(first + i) for i in range(count)):
+            return first
+    raise OSError("no free port on 127.0.0.1")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _first_unsearchable(path: Path) -> Path | None:

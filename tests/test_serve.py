@@ -19,7 +19,7 @@ from .support.serving import answers, wait_until
 
 
 def test_serve_provisions_and_pings_like_the_docs(database_url, tmp_path: Path):
-    ingest, admin, control = free_port(), free_port(), free_port()
+    ingest, admin, control = free_port(), free_port(8), free_port()  # admin: one per process
     env = {**os.environ, "LASTSEEN_DATABASE_URL": database_url,
            "LASTSEEN_CONTROL_LISTEN": f"127.0.0.1:{control}"}  # fmt: skip
     process = subprocess.Popen(
@@ -65,7 +65,7 @@ def test_a_taken_port_stops_serve_at_once_with_one_line_naming_it(database_url, 
     """With 8080 taken, serve printed its banner, then the ingest crash-looped forever with
     a 50-line traceback per attempt. A port that is taken will not free itself: serve now
     checks its ports first and stops with one line that names the address and the knob."""
-    ingest, admin, control = free_port(), free_port(), free_port()
+    ingest, admin, control = free_port(), free_port(8), free_port()  # admin: one per process
     env = {**os.environ, "LASTSEEN_DATABASE_URL": database_url,
            "LASTSEEN_CONTROL_LISTEN": f"127.0.0.1:{control}"}  # fmt: skip
     with socket.create_server(("127.0.0.1", ingest)):  # somebody else's server

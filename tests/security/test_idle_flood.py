@@ -77,7 +77,8 @@ async def test_twenty_thousand_idle_connections_cannot_lock_pings_out(database_u
         port, admin = ingest.port, ingest.admin
 
         async def held(n: int) -> bool:
-            return (await metrics(admin))["open_connections"] == n
+            # (A metrics call that timed out under the flood reads as not yet.)
+            return (await metrics(admin)).get("open_connections") == n
 
         try:
             with trio.fail_after(120):

@@ -66,7 +66,8 @@ class Served:
 def serving(
     dsn: str, data_dir: Path, *, ingest_procs: int | None = None, **env: str
 ) -> Iterator[Served]:
-    ingest, admin, control = free_port(), free_port(), free_port()
+    # serve puts its ingest processes' admin listeners on consecutive ports (up to 8).
+    ingest, admin, control = free_port(), free_port(ingest_procs or 8), free_port()
     full_env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn,
                 "LASTSEEN_CONTROL_LISTEN": f"127.0.0.1:{control}", **env}  # fmt: skip
     log_path = data_dir / "serve.log"
