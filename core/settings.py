@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .proxies import DEFAULT as DEFAULT_PROXIES
 from .proxies import TrustedProxies
@@ -127,6 +129,31 @@ class Settings:
     smtp_from: str = "lastseen@localhost"  # LASTSEEN_SMTP_FROM
     telegram_api: str = "https://api.telegram.org"  # LASTSEEN_TELEGRAM_API
     allow_private_targets: bool = False  # LASTSEEN_ALLOW_PRIVATE_TARGETS
+
+    def effective(self) -> list[tuple[str, str]]:
+        """Every setting and its value as this process uses it, secrets masked (the
+        keyring, the SMTP URL, a database URL's password): for `lastseen config`."""
+        out = []
+        for f in fields(self):
+            value: Any = getattr(self, f.name)
+            if not f.repr and value is not None:
+                shown = "(set, not shown)"
+            elif f.name == "database_url" and value:
+                parts = urlsplit(value)
+                if parts.password:
+                    host = parts.netloc.rsplit("@", 1)[1]
+                    value = urlunsplit(parts._replace(netloc=f"{parts.username}:****@{host}"))
+                shown = str(value)
+            elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+                shown = f"{value[0]}:{value[1]}"
+            elif isinstance(value, TrustedProxies):
+                shown = ", ".join(str(n) for n in value.networks) or "(none)"
+            elif isinstance(value, Mapping):
+                shown = ", ".join(f"{k}={v}" for k, v in sorted(value.items())) or "(defaults)"
+            else:
+                shown = "(unset)" if value is None else str(value)
+            out.append((f.name, shown))
+        return out
 
     @property
     def public_origin(self) -> str:

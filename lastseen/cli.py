@@ -24,6 +24,17 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir) if args.data_dir else args.settings.data_dir
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """The configuration this process would run with, secrets masked."""
+    settings: Settings = args.settings
+    width = max(len(name) for name, _ in settings.effective())
+    for name, shown in settings.effective():
+        print(f"{name.ljust(width)}  {shown}")
+    given = sorted(k for k in os.environ if k.startswith("LASTSEEN_"))
+    print(f"\nset in the environment: {', '.join(given) if given else 'none'}")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     with database(_data_dir(args), args.settings.database_url) as dsn:
         applied = migrate_database(dsn)
@@ -280,6 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     p = keys.add_parser("rotate", help="add a key, make it current, re-wrap every envelope")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_keys_rotate)
+
+    p = sub.add_parser(
+        "config", help="print the configuration in effect, secrets masked",
+        description="Every setting as the processes started here would use it, from the "
+        "LASTSEEN_* variables (a bad value stops with one line naming it), secrets masked.",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("migrate", help="apply database migrations")
     p.add_argument("--data-dir")

@@ -4,6 +4,7 @@ value named with what it allows, never a traceback."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,56 @@ def test_the_command_line_stops_with_one_line_naming_the_variable(tmp_path: Path
         "lastseen: LASTSEEN_MAX_CONNECTIONS_PER_ADDRESS must be a whole number, not 'lots'"
     )
     assert not (tmp_path / "pg").exists()  # stopped before starting anything
+
+
+class _Recording(dict):
+    """An environment that notes every variable asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key, default=None):
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self.asked.add(key)
+        return super().__contains__(key)
+
+
+def test_the_readme_table_lists_every_variable_the_settings_read_and_no_other():
+    env = _Recording()
+    Settings.from_env(env)
+    read = {name for name in env.asked if name.startswith("LASTSEEN_")}
+    assert len(read) > 25  # the recording saw the real reads
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = set(re.findall(r"^\| `(LASTSEEN_[A-Z_]+)`", readme, re.MULTILINE))
+    older = {"LASTSEEN_LISTEN"}  # LASTSEEN_INGEST_LISTEN's older name, in that row
+    assert sorted(read - listed - older) == []  # every variable read is documented
+    assert sorted(listed - read) == []  # and every one documented is read
+
+
+def test_lastseen_config_prints_what_is_in_effect_with_secrets_masked():
+    env = {
+        **os.environ,
+        "LASTSEEN_DATABASE_URL": "postgresql://lastseen:hunter2@db.internal:5432/lastseen",
+        "LASTSEEN_SMTP_URL": "smtp://alerts:topsecret@mail.internal:587",
+        "LASTSEEN_KEYRING": '{"secret": "keyring-material"}',
+        "LASTSEEN_SEEN_SECONDS": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "lastseen", "config"], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "postgresql://lastseen:****@db.internal:5432/lastseen" in out
+    assert re.search(r"^seen_interval\s+0\.0$", out, re.MULTILINE)
+    assert re.search(r"^smtp_url\s+\(set, not shown\)$", out, re.MULTILINE)
+    for secret in ("hunter2", "topsecret", "keyring-material"):
+        assert secret not in out + done.stderr
