@@ -126,12 +126,18 @@ class Keyring:
         return Keyring(kid, {**self.keys, kid: secrets.token_bytes(KEY_BYTES)}, self.pat_key)
 
 
-def load_keyring(keyring_json: str | None, data_dir: Path) -> Keyring:
+def load_keyring(keyring_json: str | None, data_dir: Path, *, create: bool = True) -> Keyring:
     """`keyring_json` (LASTSEEN_KEYRING) if set, else <data_dir>/keyring.json (created, mode
-    0600, if missing)."""
+    0600, if missing and `create`; else KeyringError naming where it was looked for)."""
     if keyring_json:
         return Keyring.from_json(keyring_json)
     path = data_dir / "keyring.json"
+    if not path.exists() and not create:
+        raise KeyringError(
+            f"no keyring at {path.resolve()}: set LASTSEEN_KEYRING, or LASTSEEN_DATA_DIR (or"
+            " --data-dir) to the directory whose keyring.json sealed this database's secrets"
+            " (a new keyring would make every token and secret in it unreadable)"
+        )
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         keyring = Keyring.generate()

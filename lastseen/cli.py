@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -75,7 +76,7 @@ def cmd_control(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
     host, port = parse_address(args.listen, "--listen") if args.listen else settings.control_listen
     data_dir = _data_dir(args)
-    keyring = load_keyring(args.settings.keyring, data_dir)
+    keyring = _existing_keyring(load_keyring, args.settings.keyring, data_dir)
     with service_database(data_dir, args.settings.database_url, migrate_database) as dsn:
         # Behind the ingest: trust its X-Forwarded-* (the client's address, for the failure
         # limit and the audit log; the public host, for heartbeat URLs), and any other
@@ -92,13 +93,25 @@ def cmd_control(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_keyring(load: Any, keyring_json: str | None, data_dir: Path) -> Any:
+    """The control process and the worker never create a keyring (`serve` and `bootstrap`
+    do): started elsewhere than their data directory they made a new one, and every PAT
+    and secret failed. A missing one stops them with one line naming where it looked."""
+    from control.crypto import KeyringError
+
+    try:
+        return load(keyring_json, data_dir, create=False)
+    except KeyringError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from control.crypto import load_keyring
     from control.delivery import channel_settings
     from control.worker import main as worker_main
 
     data_dir = _data_dir(args)
-    keyring = load_keyring(args.settings.keyring, data_dir)
+    keyring = _existing_keyring(load_keyring, args.settings.keyring, data_dir)
     with service_database(data_dir, args.settings.database_url, migrate_database) as dsn:
         asyncio.run(worker_main(dsn, keyring, channel_settings(args.settings)))
     return 0

@@ -76,3 +76,21 @@ def test_the_command_says_its_version_and_each_part_what_it_reads():
         ("control", "LASTSEEN_SMTP_"), ("worker", "LASTSEEN_ALLOW_PRIVATE_TARGETS"),
     ]:  # fmt: skip
         assert variable in " ".join(run_cli(command, "--help").split()), command
+
+
+def test_control_and_worker_refuse_to_make_a_new_keyring(database_url, tmp_path):
+    """Started in another directory with LASTSEEN_DATABASE_URL, they made a new keyring and
+    every PAT and secret then failed. They now stop at once, naming where they looked."""
+    env = {**os.environ, "LASTSEEN_DATABASE_URL": database_url,
+           "LASTSEEN_DATA_DIR": str(tmp_path)}  # fmt: skip
+    env.pop("LASTSEEN_KEYRING", None)
+    for command in (["control", "--listen", "127.0.0.1:9"], ["worker"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "lastseen", *command], env=env, capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith(f"lastseen: no keyring at {tmp_path.resolve()}/keyring.json")
+        assert "LASTSEEN_KEYRING" in line
+        assert not (tmp_path / "keyring.json").exists()
