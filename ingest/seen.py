@@ -54,14 +54,17 @@ class SeenWriter:
         if self.next_row_at == -math.inf and not force:
             self.next_row_at = now + self.every  # the first row one period after start
             return None, {}
-        judged = [s for s in table.owned() if s in held]
+        # Full sections only for shards the table judges now: one it let go (given back,
+        # a stop) has its monitors foreign, and an empty "full" section would let the
+        # prune drop the rows that hold their times.
+        judged = {s for s in table.owned() if s in held}
         full = {s for s in self._refull if s in judged}
         if not self._round:
             self._round = sorted(judged, reverse=True)
         share = math.ceil(len(judged) * self.every / self.full_every) if judged else 0
         while self._round and share > 0:
             shard = self._round.pop()
-            if shard in held:
+            if shard in judged:
                 full.add(shard)
                 share -= 1
         taken, self.waiting = self.waiting, {}

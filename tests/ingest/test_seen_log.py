@@ -131,3 +131,25 @@ def test_the_first_row_comes_one_interval_after_start():
     assert writer.row(table, range(SHARDS), 109.0)[0] is None
     row, _ = writer.row(table, range(SHARDS), 110.0)
     assert row is not None and row.entries >= 1
+
+
+def test_a_shard_let_go_gets_no_full_section_that_would_hide_its_times():
+    """Given back or at a stop, a shard's monitors are foreign in the table while its
+    lease is still held: its waiting times are written as a delta, never as a full
+    section (an empty one would let the prune delete the rows that hold them)."""
+    table = DeadlineTable()
+    d = digest("cd" * 32)
+    table.upsert(1, d, 30, 0, 1, False, 1000.0, "up", 0, 999.0, False)
+    table.ping(d, 1001.0)
+    dirty = table.take_dirty()
+    [shard] = table.shards([1])
+    writer = SeenWriter(10.0, full_every=10.0 * SHARDS)  # one shard in full per row
+    writer.row(table, range(SHARDS), 1005.0, force=True)  # the rotation begins
+    writer._round = [shard]  # and the shard is next in it
+    writer.add(dirty.seen_ids, dirty.seen_last_seen)
+    table.release([shard])  # a graceful move: the lease is still held while it writes
+    row, _ = writer.row(table, range(SHARDS), 1010.0, force=True)
+    assert row is not None
+    sections = dict(zip(row.shards, row.fulls, strict=True))
+    assert sections[shard] is False  # its time, as a delta: no full section for it
+    assert _entries(row) == {1: 1001.0}
