@@ -1,13 +1,20 @@
 """Shard leases in PostgreSQL: which ingest process owns which shard, without any
 consensus code of ours (migration 0009, ``core/shards.py``).
 
-A lease is a row (owner, epoch, expires_at) per shard; times are the database's. An owner
-is named by the address of its admin listener (unique while it runs; the same after a
-restart, so a restarted process takes its own shards back at once). It takes free or
-expired shards, and its own, with ``acquire`` (each taken shard's epoch goes up by one),
-keeps them with ``renew`` (under the epoch it took them with: expiry only lets another
-owner take a shard, and until one does the lease is still its own), hands them back with
-``release`` (a graceful move: another owner may take them at once), and fences every
+A lease is a row (owner, epoch) per shard, alive while its owner is: an owner says it is
+there on every step (``ingest_members``: ``seen_at``, and ``expires_at``, a lease's time
+later), and a shard whose owner's ``expires_at`` has passed is expired; times are the
+database's. (Renewing a row per shard instead wrote about 100 KB/s of WAL per cluster,
+more than the pings after the database diet; now a step writes one row per owner.
+``shard_leases.expires_at`` is only the first expiry, set when a shard is taken.)
+
+An owner is named by the address of its admin listener (unique while it runs; the same
+after a restart, so a restarted process takes its own shards back at once). It takes
+free or expired shards, and its own, with ``acquire`` (each taken shard's epoch goes up
+by one), keeps them alive and checks it still holds them under the epoch it took them
+with in ``renew`` (expiry only lets another owner take a shard, and until one does the
+lease is still its own), hands them back with ``release`` (a graceful move: another
+owner may take them at once), and fences every
 write with ``fence``: inside the writing transaction, it locks its lease rows (FOR
 SHARE) and checks they are still its own under the same epochs, else raises ``Fenced``
 and the transaction rolls back. A taker's UPDATE waits for that lock, so a process that
@@ -54,7 +61,9 @@ WITH free AS (
     SELECT shard FROM shard_leases
     WHERE NOT (shard = ANY($4::smallint[]))
       AND (owner IS NULL OR owner = $1
-           OR (expires_at <= now() AND now() >= (SELECT until FROM lease_grace)))
+           OR (NOT EXISTS (SELECT 1 FROM ingest_members m
+                           WHERE m.owner = shard_leases.owner AND m.expires_at > now())
+               AND now() >= (SELECT until FROM lease_grace)))
     ORDER BY owner = $1 DESC, shard
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -64,11 +73,11 @@ SET owner = $1, epoch = l.epoch + 1, expires_at = now() + make_interval(secs => 
 FROM free WHERE l.shard = free.shard
 RETURNING l.shard, l.epoch
 """
+# Kept alive by the owner's step (``here``); this only reads which are still its own.
 _RENEW = """
-UPDATE shard_leases l SET expires_at = now() + make_interval(secs => $4)
-FROM unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch)
-WHERE l.shard = h.shard AND l.owner = $1 AND l.epoch = h.epoch
-RETURNING l.shard, l.epoch
+SELECT l.shard, l.epoch FROM shard_leases l
+JOIN unnest($2::smallint[], $3::bigint[]) AS h(shard, epoch) ON h.shard = l.shard
+WHERE l.owner = $1 AND l.epoch = h.epoch
 """
 _RELEASE = """
 UPDATE shard_leases SET owner = NULL, expires_at = '-infinity'
@@ -91,8 +100,9 @@ WHERE NOT EXISTS (
 """
 _OWNERS = "SELECT shard, owner FROM shard_leases WHERE owner IS NOT NULL"
 _HERE = """
-INSERT INTO ingest_members (owner, seen_at) VALUES ($1, now())
-ON CONFLICT (owner) DO UPDATE SET seen_at = now()
+INSERT INTO ingest_members (owner, seen_at, expires_at)
+VALUES ($1, now(), now() + make_interval(secs => $2))
+ON CONFLICT (owner) DO UPDATE SET seen_at = now(), expires_at = EXCLUDED.expires_at
 """
 
 
@@ -109,18 +119,18 @@ class Leases:
         missing = want - len(self.held)
         if missing <= 0:
             return {}
+        await conn.execute(_HERE, self.owner, self.ttl)  # a lease lives while its owner does
         rows = await conn.fetch(_ACQUIRE, self.owner, missing, self.ttl, sorted(self.held))
         taken = {r["shard"]: r["epoch"] for r in rows}
         self.held.update(taken)
         return taken
 
     async def renew(self, conn: asyncpg.Connection) -> list[int]:
-        """Extend every lease still held under its epoch; the shards lost (expired, or
-        taken by another owner), which are no longer this owner's."""
+        """Keep every lease of this owner alive (one row: its membership), and return the
+        shards lost (taken by another owner meanwhile), which are no longer its own."""
         shards = sorted(self.held)
-        rows = await conn.fetch(
-            _RENEW, self.owner, shards, [self.held[s] for s in shards], self.ttl
-        )
+        await conn.execute(_HERE, self.owner, self.ttl)  # alive: every lease with it
+        rows = await conn.fetch(_RENEW, self.owner, shards, [self.held[s] for s in shards])
         kept = {r["shard"] for r in rows}
         lost = [s for s in shards if s not in kept]
         for shard in lost:
@@ -153,7 +163,7 @@ class Leases:
     async def here(self, conn: asyncpg.Connection) -> None:
         """Say this owner is here (opening the grace if the whole cluster was silent)."""
         await conn.execute(_GRACE, self.ttl)
-        await conn.execute(_HERE, self.owner)
+        await conn.execute(_HERE, self.owner, self.ttl)
 
     @staticmethod
     async def owners(conn: asyncpg.Connection) -> dict[int, str]:

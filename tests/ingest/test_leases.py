@@ -21,16 +21,18 @@ async def _connect(dsn: str) -> asyncpg.Connection:
 
 async def _owners(conn: asyncpg.Connection) -> dict[int, tuple[str | None, int]]:
     rows = await conn.fetch(
-        "SELECT shard, owner, epoch FROM shard_leases"
-        " WHERE owner IS NOT NULL AND expires_at > now()"
+        "SELECT shard, owner, epoch FROM shard_leases l WHERE owner IS NOT NULL AND EXISTS ("
+        " SELECT 1 FROM ingest_members m WHERE m.owner = l.owner AND m.expires_at > now())"
     )
     return {r["shard"]: (r["owner"], r["epoch"]) for r in rows}
 
 
 async def _expire(conn: asyncpg.Connection, owner: str) -> None:
-    """What a paused or dead owner's leases look like once their time is up."""
+    """What a paused or dead owner's leases look like once their time is up: it has not
+    said it is there for longer than a lease."""
     await conn.execute(
-        "UPDATE shard_leases SET expires_at = now() - interval '1 second' WHERE owner = $1",
+        "UPDATE ingest_members SET seen_at = now() - interval '1 minute',"
+        " expires_at = now() - interval '1 second' WHERE owner = $1",
         owner,
     )
 
@@ -214,8 +216,10 @@ def test_after_the_whole_cluster_was_silent_owners_resume_under_the_same_epochs(
                 await o.step(conn)
             epochs = dict(a.held)
             # Silence: nobody stepped for a minute, every lease ran out.
-            await conn.execute("UPDATE ingest_members SET seen_at = now() - interval '1 minute'")
-            await conn.execute("UPDATE shard_leases SET expires_at = now() - interval '1 second'")
+            await conn.execute(
+                "UPDATE ingest_members SET seen_at = now() - interval '1 minute',"
+                " expires_at = now() - interval '1 second'"
+            )
             took_b, _, _ = await b.step(conn)  # the first back: the grace opens
             lost_a = await a.renew(conn)
             during = dict(a.held)
