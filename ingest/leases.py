@@ -128,9 +128,11 @@ class Leases:
     async def renew(self, conn: asyncpg.Connection) -> list[int]:
         """Keep every lease of this owner alive (one row: its membership), and return the
         shards lost (taken by another owner meanwhile), which are no longer its own."""
+        # What is held, read before any await: a fenced write may let shards go meanwhile.
         shards = sorted(self.held)
+        epochs = [self.held[s] for s in shards]
         await conn.execute(_HERE, self.owner, self.ttl)  # alive: every lease with it
-        rows = await conn.fetch(_RENEW, self.owner, shards, [self.held[s] for s in shards])
+        rows = await conn.fetch(_RENEW, self.owner, shards, epochs)
         kept = {r["shard"] for r in rows}
         lost = [s for s in shards if s not in kept]
         for shard in lost:

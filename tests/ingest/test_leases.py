@@ -262,3 +262,34 @@ def test_a_restarted_owner_takes_its_own_shards_back_at_once(database_url):
     old, taken, fenced = run(go())
     assert len(taken) == SHARDS and all(taken[s] == old[s] + 1 for s in old)
     assert fenced is not None and len(fenced.lost) == SHARDS
+
+
+def test_a_shard_let_go_while_renew_awaits_the_database_is_no_crash(database_url):
+    """A fenced flush may let shards go while a lease step awaits the database (the
+    frozen-host test crashed an ingest so, once: renew read the epochs after an await)."""
+
+    class LettingGo:
+        """A connection whose first statement lets a shard go, as a fenced flush would."""
+
+        def __init__(self, conn: asyncpg.Connection, leases: Leases) -> None:
+            self.conn, self.leases = conn, leases
+
+        async def execute(self, *args):
+            self.leases.held.pop(min(self.leases.held), None)
+            return await self.conn.execute(*args)
+
+        async def fetch(self, *args):
+            return await self.conn.fetch(*args)
+
+    async def go():
+        conn = await _connect(database_url)
+        try:
+            a = Leases("a")
+            await a.acquire(conn, SHARDS)
+            lost = await a.renew(LettingGo(conn, a))
+            return lost, len(a.held)
+        finally:
+            await conn.close()
+
+    lost, held = run(go())
+    assert lost == [] and held == SHARDS - 1  # the rest renewed; nothing raised
