@@ -92,18 +92,22 @@ def free_port(count: int = 1) -> int:
     ceiling = _ephemeral_floor() - count
     for _ in range(200):
         first = random.randrange(20_000, max(20_001, ceiling))
-        if all(_bindable(first + i) for i in range(count)):
+        if all(bind_error("127.0.0.1", first + i) is None for i in range(count)):
             return first
     raise OSError("no free port on 127.0.0.1")
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on host:port now (as servers bind: SO_REUSEADDR),
+    or None if it could."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None
 
 
 def _first_unsearchable(path: Path) -> Path | None:

@@ -3,7 +3,8 @@
 A ping to an up monitor changes nothing but its last-seen time. Writing that time into
 ``monitor_state`` once per ping cost about 108 bytes of WAL each (a row update), which at
 a million monitors on 30 s is 33,000 updates and ~330 GB of WAL a day. Instead, each
-ingest process appends one row to ``seen_log`` (migration 0011) every ``SEEN_SECONDS``:
+ingest process appends one row to ``seen_log`` (migration 0011) every
+``LASTSEEN_SEEN_SECONDS`` (10 s):
 the last-seen times that rose since its previous row, for the shards it owns, packed per
 shard (a *section*). State changes (pending -> up, down, recovered) are untouched: they
 still go to ``monitor_state`` with their last-seen time within a flush (~1 s).
@@ -32,7 +33,6 @@ from collections.abc import Iterable, Sequence
 from itertools import accumulate
 from typing import Any
 
-SEEN_SECONDS = 10.0  # how stale lastSeenAt may be in the database (LASTSEEN_SEEN_SECONDS)
 # Rows per round of full sections. A full section costs what a delta entry does, per
 # monitor: every 30 intervals adds ~1/10 to a 30 s fleet's cost (3 pings per interval),
 # and keeps an hourly monitor's under half of a row update per ping.
@@ -124,27 +124,22 @@ def pack(
     return shards, fulls, starts, lens, b"".join(parts)
 
 
-def merge(records: Iterable[Any], into: dict[int, float] | None = None) -> dict[int, float]:
-    """The latest time of every monitor in `records` (rows of ``READ``)."""
-    latest: dict[int, float] = {} if into is None else into
+async def read(
+    conn: Any, shards: Iterable[int], statement_seconds: float | None = None
+) -> dict[int, float]:
+    """Monitor id -> last-seen time, the latest in every section of `shards` (an asyncpg
+    connection). Combine with ``monitor_state.last_seen_at`` by taking the later."""
+    wanted = sorted(set(shards))
+    latest: dict[int, float] = {}
+    if not wanted:
+        return latest
     get = latest.get
-    for record in records:
+    for record in await conn.fetch(READ, wanted, timeout=statement_seconds):
         ids, times = decode(record["section"], record["base_ms"])
         for monitor_id, at in zip(ids, times, strict=True):
             if at > get(monitor_id, 0.0):
                 latest[monitor_id] = at
     return latest
-
-
-async def read(
-    conn: Any, shards: Iterable[int], statement_seconds: float | None = None
-) -> dict[int, float]:
-    """Monitor id -> last-seen time, from every section of `shards` (an asyncpg
-    connection). Combine with ``monitor_state.last_seen_at`` by taking the later."""
-    wanted = sorted(set(shards))
-    if not wanted:
-        return {}
-    return merge(await conn.fetch(READ, wanted, timeout=statement_seconds))
 
 
 _PERSISTED = """

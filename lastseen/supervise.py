@@ -23,7 +23,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ import asyncpg
 from control.bootstrap import bootstrap
 from control.crypto import Keyring, load_keyring
 from core.migrate import migrate_database
-from core.pg import EmbeddedPostgres, EmbeddedPostgresError, database
+from core.pg import EmbeddedPostgres, EmbeddedPostgresError, bind_error, database
 from core.settings import Settings, SettingsError, parse_address
 
 log = logging.getLogger(__name__)
@@ -183,15 +182,10 @@ def _started(pg: EmbeddedPostgres) -> Iterator[str]:
 def _check_free(listeners: list[tuple[str, str]]) -> None:
     """Raise SettingsError naming the first address of `listeners` that cannot be bound."""
     for what, address in listeners:
-        host, port = parse_address(address, what)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as exc:
-                reason = exc.strerror or str(exc)
-                raise SettingsError(f"cannot listen on {address} for {what}: {reason}") from None
+        error = bind_error(*parse_address(address, what))
+        if error is not None:
+            reason = error.strerror or str(error)
+            raise SettingsError(f"cannot listen on {address} for {what}: {reason}")
 
 
 def _text(address: tuple[str, int]) -> str:

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -90,7 +90,7 @@ class Notice:
         if self.kind == "alert":
             if self.last_ping_at is None:
                 return f"Heartbeat monitor “{name}” stopped pinging: no ping by {late}."
-            ago = _duration(self.sent_at - self.last_ping_at)
+            ago = duration((self.sent_at - self.last_ping_at).total_seconds())
             return (
                 f"Heartbeat monitor “{name}” stopped pinging: last ping at "
                 f"{_when(self.last_ping_at)} ({ago} ago), expected by {late}."
@@ -137,9 +137,10 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _duration(delta: timedelta) -> str:
-    """ "3 min 20 s", "2 h 5 min", "45 s": how long ago, to the second."""
-    seconds = max(0, round(delta.total_seconds()))
+def duration(seconds: float) -> str:
+    """ "3 min 20 s", "2 h 5 min", "45 s", "7 d": a span as people say it, to the second,
+    in its two largest units (alert texts, the dashboard's periods)."""
+    seconds = max(0, round(seconds))
     days, seconds = divmod(seconds, 86_400)
     hours, seconds = divmod(seconds, 3_600)
     minutes, seconds = divmod(seconds, 60)

@@ -34,8 +34,18 @@ def _with_db(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
-def _admin(coro_factory) -> object:
-    return run(coro_factory())
+def _on_server(url: str, *statements: str) -> None:
+    """Run `statements` in order on the server of `url` (its maintenance database)."""
+
+    async def go() -> None:
+        conn = await asyncpg.connect(_with_db(url, "postgres"))
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    run(go())
 
 
 def throwaway_dir(prefix: str) -> Path:
@@ -57,28 +67,14 @@ def postgres_url() -> Iterator[str]:
         pg = EmbeddedPostgres(workdir, durable=False)
         url = pg.start()
 
-    async def make_template() -> None:
-        conn = await asyncpg.connect(_with_db(url, "postgres"))
-        try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
-            await conn.execute(f"CREATE DATABASE {TEMPLATE}")
-        finally:
-            await conn.close()
-
-    async def drop_template() -> None:
-        conn = await asyncpg.connect(_with_db(url, "postgres"))
-        try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
-        finally:
-            await conn.close()
-
-    _admin(make_template)
+    drop_template = f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"
+    _on_server(url, drop_template, f"CREATE DATABASE {TEMPLATE}")
     migrate_database(_with_db(url, TEMPLATE))
     try:
         yield url
     finally:
         if external:
-            _admin(drop_template)
+            _on_server(url, drop_template)
         if pg is not None:
             pg.stop(force=True)
         if workdir is not None:
@@ -94,25 +90,11 @@ def fresh_database(postgres_url: str) -> Iterator[str]:
     """A new database cloned from the migrated template, dropped afterwards."""
     name = f"lastseen_test_{os.getpid()}_{next(_counter)}"
 
-    async def create() -> None:
-        conn = await asyncpg.connect(_with_db(postgres_url, "postgres"))
-        try:
-            await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-        finally:
-            await conn.close()
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(_with_db(postgres_url, "postgres"))
-        try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await conn.close()
-
-    _admin(create)
+    _on_server(postgres_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
     try:
         yield _with_db(postgres_url, name)
     finally:
-        _admin(drop)
+        _on_server(postgres_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 # -- data exposure over the whole suite (tests/support/exposure.py) ---------------------------------

@@ -320,7 +320,7 @@ async def _change(
     sets = ", ".join(f"{column} = ${i + 3}" for i, column in enumerate(["id", *assignments]))
     async with st.pool.acquire() as conn, conn.transaction():
         if "token_digest" in assignments:
-            await _keep_last_seen(conn, caller, monitor_id)
+            await _keep_last_seen(conn, monitor_id)
         done = await conn.execute(
             f"UPDATE monitors SET {sets} WHERE id = $1 AND org_id = $2",
             monitor_id,
@@ -339,16 +339,12 @@ async def _change(
     return monitor_json(row, seen)
 
 
-async def _keep_last_seen(conn: Any, caller: Caller, monitor_id: int) -> None:
+async def _keep_last_seen(conn: Any, monitor_id: int) -> None:
     """A new token may move the monitor to another shard, whose seen log sections do not
-    have it: its last-seen time from the old shard's goes into monitor_state first."""
-    shard = await conn.fetchval(
-        "SELECT shard FROM monitors WHERE id = $1 AND org_id = $2", monitor_id, caller.org_id
-    )
-    if shard is None:
-        return
-    logged = (await seenlog.read(conn, [shard])).get(monitor_id)
-    if logged is not None:
+    have it: its last-seen time from the old shard's goes into monitor_state first (in
+    the change's transaction: another organisation's monitor rolls it back)."""
+    logged = (await seenlog.persisted(conn, [monitor_id])).get(monitor_id, 0.0)
+    if logged > 0:
         await conn.execute(
             "UPDATE monitor_state SET last_seen_at = to_timestamp($2) WHERE monitor_id = $1"
             " AND (last_seen_at IS NULL OR last_seen_at < to_timestamp($2))",

@@ -26,6 +26,7 @@ import httpx
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from notifier.base import duration
 from notifier.channels import TYPES
 
 from ..access import effective
@@ -192,7 +193,7 @@ async def overview(request: Request, st: Any, *, msg: str = "", error: str = "")
         incidents = (await me.api("GET", "/incidents?limit=20")).json().get("incidents", [])
     return render(request, "dashboard.html", me=me, monitors=monitors, channels=channels,
                   incidents=incidents, intervals=INTERVALS, types=TYPES, msg=msg,
-                  error=error, human=human_seconds)  # fmt: skip
+                  error=error, human=duration)  # fmt: skip
 
 
 @router.get("/api/monitors")
@@ -243,18 +244,8 @@ async def monitor_view(me: SignedIn, monitor_id: int, **extra: Any) -> Response:
     context = {"msg": "", "error": "", "reveal": None, "results": None, "created": False,
                **extra}  # fmt: skip
     return render(me.request, "monitor.html", me=me, m=got.json(), events=events.get("events", []),
-                  channels=channels, intervals=INTERVALS, human=human_seconds,
+                  channels=channels, intervals=INTERVALS, human=duration,
                   cron=cron_line, **context)  # fmt: skip
-
-
-def human_seconds(seconds: int) -> str:
-    """3600 -> "1 h", 90 -> "1 min 30 s", 604800 -> "7 d": how people say a period."""
-    parts = []
-    for size, unit in ((86_400, "d"), (3_600, "h"), (60, "min"), (1, "s")):
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count} {unit}")
-    return " ".join(parts[:2]) or "0 s"
 
 
 _CRON = {60: "* * * * *", 120: "*/2 * * * *", 300: "*/5 * * * *", 600: "*/10 * * * *",
