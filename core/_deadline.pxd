@@ -65,6 +65,7 @@ cdef class DeadlineTable:
     cdef uint32_t _dirty_cap
 
     cdef list _events
+    cdef list _failures            # failure signals of foreign monitors, for their owners
 
     cdef uint8_t _owned[SHARDS]    # 1 = this table judges the shard's monitors
     cdef uint32_t* _handoff        # slots pinged while foreign, for take_handoffs()
@@ -72,6 +73,8 @@ cdef class DeadlineTable:
     cdef uint32_t _handoff_cap
 
     cdef int ping_digest(self, const uint8_t* digest, double now) except -1
+    cdef int fail_digest(self, const uint8_t* digest, double now, int status) except -1
+    cdef int64_t id_of_digest(self, const uint8_t* digest)
     cpdef upsert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
                  uint32_t threshold, bint paused, double now, str state=*, uint32_t misses=*,
                  double last_seen=*, bint incident_open=*, uint32_t recovery=*)
@@ -91,7 +94,8 @@ cdef class DeadlineTable:
     cdef void _prune_heap(self)
     cdef int _schedule(self, uint32_t slot, double deadline) except -1
     cdef double _up_deadline(self, Monitor* m)
-    cdef void _emit(self, Monitor* m, str kind, double at)
+    cdef void _emit(self, Monitor* m, str kind, double at, int status=*)
+    cdef int _fail(self, uint32_t slot, double now, int status) except -1
     cdef int _miss(self, uint32_t slot, double at) except -1
     cdef int _insert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
                      uint32_t threshold, bint paused, double now, str state, uint32_t misses,

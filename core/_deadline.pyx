@@ -25,7 +25,13 @@ State rules (times are the server's receive times, in seconds):
   deadline until its next ping;
 - the next ping makes it up, resets misses, emits ``recovered`` and, if an incident was
   open, ``incident_resolved``;
-- paused monitors have no deadline; their pings are recorded and change nothing else.
+- paused monitors have no deadline; their pings are recorded and change nothing else;
+- a failure signal (``fail``: ``/fail`` or a non-zero exit status) makes the monitor down
+  with misses >= 1 and opens its incident at once, emitting ``failed`` (with the exit
+  status) then ``incident_opened``, both with the last ping before it; it is a ping (it
+  sets last_seen), and the next success recovers as after a miss. A signal no later than
+  last_seen changes nothing (a later one decided the state already), so signals handed
+  over from other processes give the same state in whatever order they arrive.
 
 Ownership (several processes, issue 11): monitors fall into SHARDS shards by digest
 (``core/shards.py``), and a table judges only the shards it owns (all of them unless told
@@ -56,6 +62,7 @@ EVENT_INCIDENT_OPENED = "incident_opened"
 EVENT_RECOVERED = "recovered"
 EVENT_INCIDENT_RESOLVED = "incident_resolved"
 EVENT_INCIDENT_PAUSED = "incident_paused"  # closed by a pause: not a recovery
+EVENT_FAILED = "failed"  # a failure signal (/fail, a non-zero exit status)
 
 STATE_NAMES = ("pending", "up", "down", "paused")
 _STATE_CODES = {name: code for code, name in enumerate(STATE_NAMES)}
@@ -90,6 +97,11 @@ cdef inline uint32_t _shard_of(const uint8_t* digest) nogil:
     return ((<uint32_t>digest[0] << 8) | digest[1]) % SHARDS
 
 
+def _check_status(int status):
+    if status < -1 or status > 255:
+        raise ValueError("an exit status is between 0 and 255 (-1: none)")
+
+
 cdef class DeadlineTable:
     """Heartbeat monitors keyed by token digest, with their deadlines.
 
@@ -121,6 +133,7 @@ cdef class DeadlineTable:
         self._index_mask = index_size - 1
         self._free_head = -1
         self._events = []
+        self._failures = []
 
     def __dealloc__(self):
         free(self._mons)
@@ -349,8 +362,49 @@ cdef class DeadlineTable:
     cdef double _up_deadline(self, Monitor* m):
         return _fmax(m.last_seen, m.floor) + m.interval + m.grace
 
-    cdef void _emit(self, Monitor* m, str kind, double at):
-        self._events.append(Event(m.monitor_id, kind, at, m.last_seen))
+    cdef void _emit(self, Monitor* m, str kind, double at, int status=-1):
+        self._events.append(Event(m.monitor_id, kind, at, m.last_seen, status))
+
+    cdef int64_t id_of_digest(self, const uint8_t* digest):
+        """The monitor id of a digest, -1 if unknown."""
+        cdef int32_t slot = self._find_digest(digest)
+        return -1 if slot < 0 else self._mons[slot].monitor_id
+
+    cdef int fail_digest(self, const uint8_t* digest, double now, int status) except -1:
+        """Record a failure signal; 1 if the digest belongs to a monitor, else 0."""
+        cdef int32_t slot = self._find_digest(digest)
+        cdef Monitor* m
+        if slot < 0:
+            return 0
+        m = &self._mons[slot]
+        if m.flags & FLAG_FOREIGN:
+            self._failures.append((_shard_of(m.digest), m.monitor_id, now, status))
+            return 1
+        return self._fail(slot, now, status)
+
+    cdef int _fail(self, uint32_t slot, double now, int status) except -1:
+        # A failure signal at `now` of a monitor this table judges: down, and its incident
+        # opens at once (a job that says it failed needs no waiting).
+        cdef Monitor* m = &self._mons[slot]
+        if now <= m.last_seen:
+            return 1  # a later signal (success or failure) already decided its state
+        if m.state == STATE_PAUSED:
+            m.last_seen = now
+            self._mark_dirty(slot, False)
+            return 1
+        # The events carry the last ping before it: the alert says when it last succeeded.
+        self._emit(m, EVENT_FAILED, now, status)
+        m.state = STATE_DOWN
+        if m.misses == 0:
+            m.misses = 1  # a failed run counts as a missed one
+        m.recovering = 0
+        self._schedule(slot, 0.0)
+        if not (m.flags & FLAG_INCIDENT):
+            m.flags |= FLAG_INCIDENT
+            self._emit(m, EVENT_INCIDENT_OPENED, now)
+        m.last_seen = now
+        self._mark_dirty(slot, True)
+        return 1
 
     cdef int ping_digest(self, const uint8_t* digest, double now) except -1:
         """Record a ping; 1 if the digest belongs to a monitor, else 0."""
@@ -452,6 +506,44 @@ cdef class DeadlineTable:
         if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
             raise ValueError("a digest is 32 bytes")
         return self.ping_digest(<const uint8_t*>PyBytes_AS_STRING(digest), now) == 1
+
+    def fail(self, bytes digest not None, double now, int status=-1):
+        """Record a failure signal (``/fail``: `status` -1; an exit status 1-255) for the
+        monitor whose token hashes to `digest`. Returns True if the digest is known."""
+        if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
+            raise ValueError("a digest is 32 bytes")
+        _check_status(status)
+        return self.fail_digest(<const uint8_t*>PyBytes_AS_STRING(digest), now, status) == 1
+
+    def failed(self, int64_t monitor_id, double at, int status=-1):
+        """A failure signal another process answered at `at`, handed to this owner: as
+        seen() for a ping (relayed if foreign here, dropped if unknown: False)."""
+        cdef int32_t slot
+        _check_status(status)
+        slot = self._find_id(monitor_id)
+        if slot < 0:
+            return False
+        if self._mons[slot].flags & FLAG_FOREIGN:
+            self._failures.append((_shard_of(self._mons[slot].digest), monitor_id, at, status))
+            return False
+        self._fail(slot, at, status)
+        return True
+
+    def take_failures(self):
+        """The failure signals of foreign monitors since the last call, in order: (shards,
+        ids, times, statuses), for their owners (none of a monitor no longer foreign)."""
+        cdef list shards = [], ids = [], times = [], statuses = []
+        cdef int32_t slot
+        for shard, monitor_id, at, status in self._failures:
+            slot = self._find_id(monitor_id)
+            if slot < 0 or not (self._mons[slot].flags & FLAG_FOREIGN):
+                continue
+            shards.append(shard)
+            ids.append(monitor_id)
+            times.append(at)
+            statuses.append(status)
+        self._failures = []
+        return shards, ids, times, statuses
 
     cpdef upsert(
         self,

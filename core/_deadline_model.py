@@ -22,6 +22,7 @@ EVENT_INCIDENT_OPENED = "incident_opened"
 EVENT_RECOVERED = "recovered"
 EVENT_INCIDENT_RESOLVED = "incident_resolved"
 EVENT_INCIDENT_PAUSED = "incident_paused"
+EVENT_FAILED = "failed"
 
 STATE_NAMES = ("pending", "up", "down", "paused")
 _MAX_MISSES = 65535
@@ -59,6 +60,11 @@ class _Monitor:
         return None
 
 
+def _check_status(status: int) -> None:
+    if not -1 <= status <= 255:
+        raise ValueError("an exit status is between 0 and 255 (-1: none)")
+
+
 class DeadlineModel:
     """Pure-Python twin of DeadlineTable."""
 
@@ -69,12 +75,13 @@ class DeadlineModel:
         self._dirty_order: list[int] = []
         self._owned = set(range(SHARDS))
         self._handoffs: list[int] = []
+        self._failures: list[tuple[int, int, float, int]] = []
 
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def _emit(self, m: _Monitor, kind: str, at: float) -> None:
-        self._events.append(Event(m.monitor_id, kind, at, m.last_seen))
+    def _emit(self, m: _Monitor, kind: str, at: float, status: int = -1) -> None:
+        self._events.append(Event(m.monitor_id, kind, at, m.last_seen, status))
 
     def _mark_dirty(self, m: _Monitor, changed: bool = True) -> None:
         m.changed = m.changed or changed
@@ -94,6 +101,61 @@ class DeadlineModel:
             return True
         self._record(m, now)
         return True
+
+    def fail(self, digest: bytes, now: float, status: int = -1) -> bool:
+        if len(digest) != 32:
+            raise ValueError("a digest is 32 bytes")
+        _check_status(status)
+        m = self._by_digest.get(digest)
+        if m is None:
+            return False
+        if m.foreign:
+            self._failures.append((shard_of(m.digest), m.monitor_id, now, status))
+            return True
+        self._fail(m, now, status)
+        return True
+
+    def failed(self, monitor_id: int, at: float, status: int = -1) -> bool:
+        _check_status(status)
+        m = self._by_id.get(monitor_id)
+        if m is None:
+            return False
+        if m.foreign:
+            self._failures.append((shard_of(m.digest), monitor_id, at, status))
+            return False
+        self._fail(m, at, status)
+        return True
+
+    def _fail(self, m: _Monitor, now: float, status: int) -> None:
+        """A failure signal at `now` of a monitor this table judges."""
+        if now <= m.last_seen:
+            return  # a later signal (success or failure) already decided its state
+        if m.state == "paused":
+            m.last_seen = now
+            self._mark_dirty(m, changed=False)
+            return
+        # The events carry the last ping before it: the alert says when it last succeeded.
+        self._emit(m, EVENT_FAILED, now, status)
+        m.state = "down"
+        m.misses = max(m.misses, 1)  # a failed run counts as a missed one
+        m.next_miss = None
+        m.recovering = 0
+        if not m.incident_open:  # it needs no waiting: the incident opens at once
+            m.incident_open = True
+            self._emit(m, EVENT_INCIDENT_OPENED, now)
+        m.last_seen = now
+        self._mark_dirty(m)
+
+    def take_failures(self) -> tuple[list[int], list[int], list[float], list[int]]:
+        out: tuple[list[int], list[int], list[float], list[int]] = ([], [], [], [])
+        for shard, monitor_id, at, status in self._failures:
+            m = self._by_id.get(monitor_id)
+            if m is None or not m.foreign:
+                continue
+            for column, value in zip(out, (shard, monitor_id, at, status), strict=True):
+                column.append(value)  # type: ignore[attr-defined]
+        self._failures = []
+        return out
 
     def _queue_handoff(self, m: _Monitor) -> None:
         if not m.handoff:

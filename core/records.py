@@ -10,12 +10,15 @@ from typing import NamedTuple
 class Event(NamedTuple):
     """Something that happened to a monitor, as ``DeadlineTable.take_events()`` hands it
     over: what (``kind``), when (``at``), and the monitor's last ping then (``last_seen``,
-    0.0 if never): the alert says when the last ping was, not when the deadline passed."""
+    0.0 if never): the alert says when the last ping was, not when the deadline passed.
+    ``status``: the exit status a ``failed`` event reported (0-255), else -1 (none; also
+    a plain ``/fail``)."""
 
     monitor_id: int
     kind: str
     at: float
     last_seen: float
+    status: int = -1
 
 
 class DirtyRows(NamedTuple):

@@ -26,6 +26,8 @@ INTERVALS = st.sampled_from([30, 60, 300])
 GRACES = st.sampled_from([0, 5, 60])
 THRESHOLDS = st.integers(min_value=1, max_value=4)
 STATES = st.sampled_from(["pending", "up", "down", "paused"])
+# Exit statuses of failure signals: -1 is a plain /fail; 256 and -2 are refused.
+STATUSES = st.sampled_from([-1, 1, 3, 255, 256, -2])
 
 
 def _shard(digest_: bytes) -> int:
@@ -96,6 +98,24 @@ class TableMatchesModel(RuleBasedStateMachine):
     @rule(digest_index=st.integers(0, len(DIGESTS) - 1))
     def ping(self, digest_index):
         self.both("ping", DIGESTS[digest_index], self.now)
+
+    @rule(digest_index=st.integers(0, len(DIGESTS) - 1), status=STATUSES)
+    def fail(self, digest_index, status):
+        """A failure signal (``/fail`` or a non-zero exit status)."""
+        self.both("fail", DIGESTS[digest_index], self.now, status)
+
+    @rule(monitor_id=IDS, ago=st.floats(0, 5, allow_nan=False), status=STATUSES)
+    def failed(self, monitor_id, ago, status):
+        """A failure signal another process answered `ago` seconds ago, handed here."""
+        self.both("failed", monitor_id, self.now - ago, status)
+
+    @rule()
+    def failures(self):
+        table, model = self.table.take_failures(), self.model.take_failures()
+        assert table == model
+        for shard, monitor_id, _at, _status in zip(*model, strict=True):
+            assert self.model.get(monitor_id)["foreign"]
+            assert shard_of(self.config[monitor_id][0]) == shard
 
     @rule(monitor_id=IDS)
     def remove(self, monitor_id):
@@ -305,10 +325,18 @@ class TableMatchesModel(RuleBasedStateMachine):
             assert self.table.get(monitor_id) == self.model.get(monitor_id)
         events = self.model.take_events()
         assert _by_monitor(self.table.take_events()) == _by_monitor(events)
-        for monitor_id, kind, at, last_seen in events:
+        failed_at: dict[int, float] = {}
+        for monitor_id, kind, at, last_seen, status in events:
+            assert (status != -1) <= (kind == "failed") and -1 <= status <= 255
+            if kind == "failed":
+                failed_at[monitor_id] = at
+                assert last_seen < at and self.model.get(monitor_id)["state"] == "down"
             if kind == "down":
                 assert at >= self.amnesty.get(monitor_id, -1.0), (monitor_id, at)
-            if kind in ("down", "incident_opened"):
+            if kind == "incident_opened" and failed_at.get(monitor_id) == at:
+                # Opened by a failure signal, at once: the last ping before it, if any.
+                assert last_seen < at, (monitor_id, at, last_seen)
+            elif kind in ("down", "incident_opened"):
                 # What the alert will say: a real last ping, before the deadline missed.
                 assert 0.0 < last_seen <= at, (monitor_id, kind, at, last_seen)
             if kind == "incident_paused":  # a pause closed it: never a recovery

@@ -40,8 +40,8 @@ def test_a_missed_deadline_makes_it_down_and_opens_the_incident_once(table):
     table.pop_due(T0 + 41)
     # Each event carries the last ping: the alert says when that was, not the deadline.
     assert table.take_events() == [
-        (1, "down", T0 + 41, T0 + 1),
-        (1, "incident_opened", T0 + 41, T0 + 1),
+        (1, "down", T0 + 41, T0 + 1, -1),
+        (1, "incident_opened", T0 + 41, T0 + 1, -1),
     ]
     table.pop_due(T0 + 10_000)
     assert kinds(table) == []
@@ -58,7 +58,7 @@ def test_each_further_interval_is_one_more_miss_until_the_threshold(table):
     assert table.get(1)["misses"] == 2
     assert kinds(table) == ["down"]
     table.pop_due(T0 + 185)
-    assert table.take_events() == [(1, "incident_opened", T0 + 185, T0)]
+    assert table.take_events() == [(1, "incident_opened", T0 + 185, T0, -1)]
 
 
 def test_the_next_ping_recovers_and_resolves_the_incident(table):
@@ -208,3 +208,51 @@ def test_a_yearly_period_goes_down_a_year_and_its_grace_after_the_last_ping(tabl
     assert kinds(table) == ["up"]
     table.pop_due(T0 + 5 + year + day)
     assert kinds(table) == ["down", "incident_opened"]
+
+
+def test_a_failure_signal_opens_the_incident_at_once_with_its_exit_status(table):
+    table.upsert(1, A, 3600, 60, 3, False, T0)  # threshold 3: a miss would take 3 hours
+    table.ping(A, T0)
+    table.take_events()
+    assert table.fail(A, T0 + 10, 3)
+    # Both carry the last ping before the failure: the alert says when it last succeeded.
+    assert table.take_events() == [
+        (1, "failed", T0 + 10, T0, 3),
+        (1, "incident_opened", T0 + 10, T0, -1),
+    ]
+    row = table.get(1)
+    assert (row["state"], row["incident_open"], row["deadline"]) == ("down", True, None)
+    assert row["last_seen"] == T0 + 10  # a failure is a ping: the job ran
+    assert table.fail(A, T0 + 20) and kinds(table) == ["failed"]  # the same incident
+    table.ping(A, T0 + 30)
+    assert kinds(table) == ["recovered", "incident_resolved"]
+
+
+def test_a_failure_older_than_the_last_ping_changes_nothing(table):
+    """Signals handed over from other processes may arrive out of order: the latest
+    decides, whatever the order."""
+    table.upsert(1, A, 60, 0, 1, False, T0)
+    table.ping(A, T0 + 5)
+    table.take_events()
+    assert table.failed(1, T0 + 4, 2)
+    assert kinds(table) == [] and table.get(1)["state"] == "up"
+
+
+def test_failure_signals_of_a_foreign_monitor_go_to_its_owner(table):
+    from core.shards import shard_of
+
+    assert shard_of(A) != shard_of(B)
+    table.release([shard_of(A)])
+    table.upsert(1, A, 60, 0, 1, False, T0)
+    table.upsert(2, B, 60, 0, 1, False, T0)
+    assert table.fail(A, T0 + 1, 7) and table.fail(B, T0 + 2)
+    assert table.take_failures() == ([shard_of(A)], [1], [T0 + 1], [7])
+    assert table.take_failures() == ([], [], [], [])
+    assert kinds(table) == ["failed", "incident_opened"]  # B's, judged here
+
+
+def test_an_exit_status_is_a_byte(table):
+    table.upsert(1, A, 60, 0, 1, False, T0)
+    for status in (256, -2):
+        with pytest.raises(ValueError, match="exit status"):
+            table.fail(A, T0, status)

@@ -62,7 +62,7 @@ def test_the_owner_records_a_handed_off_ping_and_a_replay_changes_nothing():
     assert table.get(7)["last_seen"] == 150.0 and table.get(7)["state"] == "up"
     events = table.take_events()
     assert outbox.receive(encode(KEY, [7], [150.0]))  # replayed: nothing new
-    assert table.take_events() == [] and events == [(7, "up", 150.0, 150.0)]
+    assert table.take_events() == [] and events == [(7, "up", 150.0, 150.0, -1)]
     # A time in this process's future (another host's clock) is recorded as now.
     assert outbox.receive(encode(KEY, [7], [900.0]))
     assert table.get(7)["last_seen"] == 200.0
