@@ -80,15 +80,26 @@ def backoff(attempts: int, rng: random.Random) -> float:
     return float(base * (1.0 - 0.2 * rng.random()))
 
 
-# The last ping comes with the event; the deadline first missed is the down period's
-# 'down' event (the latest one up to the opening: a threshold above 1 opens later).
+# The last ping comes with the event. What opened it: a failure signal at that instant
+# (the ingest emits 'failed' then 'incident_opened' at the same time), with its exit
+# status; otherwise missed deadlines, the first of them the down period's 'down' event
+# (the latest one up to the opening: a threshold above 1 opens later).
 _OPEN = """
-INSERT INTO incidents (org_id, monitor_id, opened_at, last_ping_at, expected_at)
-SELECT org_id, id, $2, $3,
-       (SELECT max(e.occurred_at) FROM monitor_events e
-        WHERE e.monitor_id = $1 AND e.kind = 'down' AND e.occurred_at <= $2
-          AND ($3::timestamptz IS NULL OR e.occurred_at > $3))
-FROM monitors WHERE id = $1
+INSERT INTO incidents (org_id, monitor_id, opened_at, last_ping_at, expected_at, cause,
+                       exit_status)
+SELECT m.org_id, m.id, $2, $3,
+       CASE WHEN f.kind IS NULL THEN
+           (SELECT max(e.occurred_at) FROM monitor_events e
+            WHERE e.monitor_id = $1 AND e.kind = 'down' AND e.occurred_at <= $2
+              AND ($3::timestamptz IS NULL OR e.occurred_at > $3)) END,
+       coalesce(f.kind, 'missed'), f.exit_status
+FROM monitors m
+LEFT JOIN LATERAL (
+    SELECT 'failed' AS kind, e.exit_status FROM monitor_events e
+    WHERE e.monitor_id = $1 AND e.kind = 'failed' AND e.occurred_at = $2
+    ORDER BY e.id DESC LIMIT 1
+) f ON true
+WHERE m.id = $1
 ON CONFLICT (monitor_id) WHERE resolved_at IS NULL DO NOTHING
 RETURNING id
 """
@@ -160,7 +171,9 @@ RETURNING n.id, n.org_id, n.monitor_id, n.incident_id, n.channel_id, n.channel_t
           (SELECT i.resolved_at FROM incidents i WHERE i.id = n.incident_id) AS resolved_at,
           (SELECT i.last_ping_at FROM incidents i WHERE i.id = n.incident_id) AS last_ping_at,
           (SELECT i.expected_at FROM incidents i WHERE i.id = n.incident_id) AS expected_at,
-          (SELECT i.resolved_by FROM incidents i WHERE i.id = n.incident_id) AS resolved_by
+          (SELECT i.resolved_by FROM incidents i WHERE i.id = n.incident_id) AS resolved_by,
+          (SELECT i.cause FROM incidents i WHERE i.id = n.incident_id) AS cause,
+          (SELECT i.exit_status FROM incidents i WHERE i.id = n.incident_id) AS exit_status
 """
 _PACE = """
 INSERT INTO delivery_pacing (channel_ref, next_at)
@@ -294,6 +307,8 @@ class Worker:
             last_ping_at=row["last_ping_at"],
             expected_at=row["expected_at"],
             resolved_by=row["resolved_by"],
+            cause=row["cause"] or "missed",
+            exit_status=row["exit_status"],
             idempotency_key=str(row["idempotency_key"]),
         )
         if row["subscriber_id"] is not None:

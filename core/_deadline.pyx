@@ -29,9 +29,10 @@ State rules (times are the server's receive times, in seconds):
 - a failure signal (``fail``: ``/fail`` or a non-zero exit status) makes the monitor down
   with misses >= 1 and opens its incident at once, emitting ``failed`` (with the exit
   status) then ``incident_opened``, both with the last ping before it; it is a ping (it
-  sets last_seen), and the next success recovers as after a miss. A signal no later than
-  last_seen changes nothing (a later one decided the state already), so signals handed
-  over from other processes give the same state in whatever order they arrive.
+  sets last_seen), and the next success recovers as after a miss. A failure older than
+  last_seen changes nothing (a later signal decided the state already), so signals
+  handed over from other processes give the same state in whatever order they arrive;
+  one at the same instant as the last ping came after it, and counts.
 
 Ownership (several processes, issue 11): monitors fall into SHARDS shards by digest
 (``core/shards.py``), and a table judges only the shards it owns (all of them unless told
@@ -386,7 +387,7 @@ cdef class DeadlineTable:
         # A failure signal at `now` of a monitor this table judges: down, and its incident
         # opens at once (a job that says it failed needs no waiting).
         cdef Monitor* m = &self._mons[slot]
-        if now <= m.last_seen:
+        if now < m.last_seen:
             return 1  # a later signal (success or failure) already decided its state
         if m.state == STATE_PAUSED:
             m.last_seen = now
@@ -506,6 +507,14 @@ cdef class DeadlineTable:
         if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
             raise ValueError("a digest is 32 bytes")
         return self.ping_digest(<const uint8_t*>PyBytes_AS_STRING(digest), now) == 1
+
+    def lookup(self, bytes digest not None):
+        """The id of the monitor whose token hashes to `digest`, or None."""
+        cdef int64_t monitor_id
+        if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
+            raise ValueError("a digest is 32 bytes")
+        monitor_id = self.id_of_digest(<const uint8_t*>PyBytes_AS_STRING(digest))
+        return None if monitor_id < 0 else monitor_id
 
     def fail(self, bytes digest not None, double now, int status=-1):
         """Record a failure signal (``/fail``: `status` -1; an exit status 1-255) for the

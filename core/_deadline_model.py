@@ -102,6 +102,12 @@ class DeadlineModel:
         self._record(m, now)
         return True
 
+    def lookup(self, digest: bytes) -> int | None:
+        if len(digest) != 32:
+            raise ValueError("a digest is 32 bytes")
+        m = self._by_digest.get(digest)
+        return None if m is None else m.monitor_id
+
     def fail(self, digest: bytes, now: float, status: int = -1) -> bool:
         if len(digest) != 32:
             raise ValueError("a digest is 32 bytes")
@@ -128,7 +134,7 @@ class DeadlineModel:
 
     def _fail(self, m: _Monitor, now: float, status: int) -> None:
         """A failure signal at `now` of a monitor this table judges."""
-        if now <= m.last_seen:
+        if now < m.last_seen:
             return  # a later signal (success or failure) already decided its state
         if m.state == "paused":
             m.last_seen = now

@@ -6,8 +6,10 @@ it does not own (a *foreign* monitor, ``core/_deadline.pyx``) records last_seen 
 queues a hand-off; every ``INTERVAL`` (50 ms) the outbox takes them and sends each owner its
 batch: ``POST /handoff`` on the owner's admin listener (an owner is named by that
 address, ``leases.py``), on a kept-alive connection per owner. The body is the monitors'
-ids and last pings, authenticated with the cluster's key (migration 0010). The owner
-records each like a ping at the time it was answered (``DeadlineTable.seen``), so its
+ids and last pings, then the failure signals (``/fail``, a non-zero exit status: every
+one, not only the latest, each with its time and exit status), authenticated with the
+cluster's key (migration 0010). The owner records them in time order, each like a ping
+or a failure at the time it was answered (``DeadlineTable.seen``, ``failed``), so its
 deadlines are those of a single process, hand-off latency aside (milliseconds; the
 owner's deadlines wait ``SLACK`` more for it when it has peers).
 
@@ -26,7 +28,8 @@ import logging
 import struct
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import h11
 import trio
@@ -43,30 +46,69 @@ SLACK = 0.25  # how much longer an owner with peers waits at a deadline, for han
 STALE_SECONDS = 30.0
 REUSE_SECONDS = 5.0  # a connection idle longer is made anew (the owner closes at 10 s)
 MAX_BATCH = 50_000  # monitors per request (800 KB)
-MAX_BODY = 32 + 4 + 16 * MAX_BATCH
+MAX_BODY = 32 + 8 + 18 * MAX_BATCH
 PATH = b"/handoff"
 _COUNT = struct.Struct("<I")
 
 
-def encode(key: bytes, ids: list[int], times: list[float]) -> bytes:
-    payload = _COUNT.pack(len(ids)) + array("q", ids).tobytes() + array("d", times).tobytes()
+class Failure(NamedTuple):
+    """A failure signal answered for a foreign monitor: who, when, which exit status."""
+
+    shard: int
+    monitor_id: int
+    at: float
+    status: int  # -1: a plain /fail
+
+
+def encode(
+    key: bytes, ids: list[int], times: list[float], failures: list[Failure] | None = None
+) -> bytes:
+    failures = failures or []
+    payload = b"".join([
+        _COUNT.pack(len(ids)), array("q", ids).tobytes(), array("d", times).tobytes(),
+        _COUNT.pack(len(failures)),
+        array("q", [f.monitor_id for f in failures]).tobytes(),
+        array("d", [f.at for f in failures]).tobytes(),
+        array("h", [f.status for f in failures]).tobytes(),
+    ])  # fmt: skip
     return blake3(payload, key=key).digest() + payload
 
 
-def decode(key: bytes, body: bytes) -> tuple[list[int], list[float]]:
-    """The ids and times of a body made by encode() with `key`; ValueError otherwise."""
+class Received(NamedTuple):
+    """A decoded hand-off: pings (ids, times) and failures (ids, times, statuses)."""
+
+    ids: list[int]
+    times: list[float]
+    failed_ids: list[int]
+    failed_times: list[float]
+    statuses: list[int]
+
+
+def decode(key: bytes, body: bytes) -> Received:
+    """What a body made by encode() with `key` holds; ValueError otherwise."""
     mac, payload = body[:32], body[32:]
-    if len(payload) < _COUNT.size or not hmac.compare_digest(
+    if len(payload) < 2 * _COUNT.size or not hmac.compare_digest(
         mac, blake3(payload, key=key).digest()
     ):
         raise ValueError("not a hand-off of this cluster")
     (n,) = _COUNT.unpack_from(payload)
-    if len(payload) != _COUNT.size + 16 * n:
+    failures = _COUNT.size + 16 * n  # where the failures' count is
+    if len(payload) < failures + _COUNT.size:
         raise ValueError("truncated hand-off")
-    ids, times = array("q"), array("d")
-    ids.frombytes(payload[4 : 4 + 8 * n])
-    times.frombytes(payload[4 + 8 * n :])
-    return ids.tolist(), times.tolist()
+    (k,) = _COUNT.unpack_from(payload, failures)
+    if len(payload) != failures + _COUNT.size + 18 * k:
+        raise ValueError("truncated hand-off")
+
+    def column(code: str, start: int, count: int) -> list[Any]:
+        values = array(code)
+        values.frombytes(payload[start : start + values.itemsize * count])
+        return values.tolist()
+
+    f = failures + _COUNT.size
+    return Received(
+        column("q", 4, n), column("d", 4 + 8 * n, n),
+        column("q", f, k), column("d", f + 8 * k, k), column("h", f + 16 * k, k),
+    )  # fmt: skip
 
 
 @dataclass
@@ -79,6 +121,28 @@ class Counts:
     send_failures: int = 0
 
 
+@dataclass
+class Batch:
+    """What waits for, or goes to, one owner: the latest ping per monitor, and every
+    failure signal in the order they were answered."""
+
+    pings: dict[int, tuple[int, float]] = field(default_factory=dict)  # id -> (shard, at)
+    failures: list[Failure] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.pings or self.failures)
+
+    def __len__(self) -> int:
+        return len(self.pings) + len(self.failures)
+
+    def add(self, other: Batch) -> None:
+        """Merge `other` in: a later ping wins, every failure is kept."""
+        for monitor_id, (shard, at) in other.pings.items():
+            if monitor_id not in self.pings or self.pings[monitor_id][1] < at:
+                self.pings[monitor_id] = (shard, at)
+        self.failures.extend(other.failures)
+
+
 class Outbox:
     """The hand-offs of one process: what is waiting, who owns what, the connections."""
 
@@ -89,7 +153,7 @@ class Outbox:
         self._clock = clock
         self._owners: dict[int, str] = {}  # shard -> owner (admin address), from the leases
         self._has_peers = False
-        self.waiting: dict[int, tuple[int, float]] = {}  # monitor id -> (shard, last ping)
+        self.waiting = Batch()
         self.counts = Counts()
         self._peers: dict[str, _Peer] = {}
 
@@ -119,17 +183,30 @@ class Outbox:
         return self._has_peers
 
     def receive(self, body: bytes) -> bool:
-        """A hand-off body from a peer: record its pings; False if not authentic."""
+        """A hand-off body from a peer: record its pings and failures in the order they
+        were answered; False if not authentic."""
         try:
-            ids, times = decode(self.key, body)
+            got = decode(self.key, body)
         except ValueError:
             self.counts.refused += 1
             return False
         table = self._table()
         now = self._clock.now()
-        for monitor_id, at in zip(ids, times, strict=True):
+        # (time, id, exit status or None for a success ping), in time order.
+        signals: list[tuple[float, int, int | None]] = [
+            (at, monitor_id, None) for monitor_id, at in zip(got.ids, got.times, strict=True)
+        ]
+        signals += zip(got.failed_times, got.failed_ids, got.statuses, strict=True)
+        signals.sort(key=lambda signal: signal[0])
+        for at, monitor_id, status in signals:
             # Another host's clock may run ahead: never record a ping in our future.
-            if table.seen(monitor_id, min(at, now)):
+            at = min(at, now)
+            ok = (
+                table.seen(monitor_id, at)
+                if status is None
+                else table.failed(monitor_id, at, status)
+            )
+            if ok:
                 self.counts.received += 1
             else:
                 self.counts.relayed += 1
@@ -149,20 +226,22 @@ class Outbox:
                     peer.add(batch)
 
     def _collect(self) -> None:
-        shards, ids, times = self._table().take_handoffs()
-        waiting = self.waiting
+        table = self._table()
+        shards, ids, times = table.take_handoffs()
+        pings = self.waiting.pings
         for shard, monitor_id, at in zip(shards, ids, times, strict=True):
-            waiting[monitor_id] = (shard, at)
+            pings[monitor_id] = (shard, at)
+        self.waiting.failures.extend(map(Failure, *table.take_failures()))
 
-    def _route(self) -> dict[str, dict[int, tuple[int, float]]]:
+    def _route(self) -> dict[str, Batch]:
         """Take what can go now, grouped by owner; keep the rest, drop the stale."""
         if not self.waiting:
             return {}
         table = self._table()
         stale = self._clock.now() - STALE_SECONDS
-        batches: dict[str, dict[int, tuple[int, float]]] = {}
-        kept: dict[int, tuple[int, float]] = {}
-        for monitor_id, (shard, at) in self.waiting.items():
+        batches: dict[str, Batch] = {}
+        kept = Batch()
+        for monitor_id, (shard, at) in self.waiting.pings.items():
             owner = self.owners.get(shard)
             if owner == self.me and table.seen(monitor_id, at):
                 continue  # taken over meanwhile: recorded here
@@ -170,17 +249,26 @@ class Outbox:
                 if at < stale:
                     self.counts.dropped += 1
                 else:
-                    kept[monitor_id] = (shard, at)
+                    kept.pings[monitor_id] = (shard, at)
                 continue
-            batches.setdefault(owner, {})[monitor_id] = (shard, at)
+            batches.setdefault(owner, Batch()).pings[monitor_id] = (shard, at)
+        for failure in self.waiting.failures:
+            owner = self.owners.get(failure.shard)
+            if owner == self.me and table.failed(failure.monitor_id, failure.at, failure.status):
+                continue
+            if owner is None or owner == self.me:
+                if failure.at < stale:
+                    self.counts.dropped += 1
+                else:
+                    kept.failures.append(failure)
+                continue
+            batches.setdefault(owner, Batch()).failures.append(failure)
         self.waiting = kept
         return batches
 
-    def give_back(self, batch: dict[int, tuple[int, float]]) -> None:
+    def give_back(self, batch: Batch) -> None:
         """A batch that could not be sent: wait again (unless a later ping is waiting)."""
-        for monitor_id, (shard, at) in batch.items():
-            if monitor_id not in self.waiting or self.waiting[monitor_id][1] < at:
-                self.waiting[monitor_id] = (shard, at)
+        self.waiting.add(batch)
 
 
 class _Peer:
@@ -189,7 +277,7 @@ class _Peer:
     def __init__(self, owner: str, outbox: Outbox) -> None:
         self.owner = owner
         self.outbox = outbox
-        self.batch: dict[int, tuple[int, float]] = {}
+        self.batch = Batch()
         self.sending = False
         self._ready = trio.Event()
 
@@ -197,8 +285,8 @@ class _Peer:
     def busy(self) -> bool:
         return self.sending or bool(self.batch)
 
-    def add(self, batch: dict[int, tuple[int, float]]) -> None:
-        self.batch.update(batch)
+    def add(self, batch: Batch) -> None:
+        self.batch.add(batch)
         self._ready.set()
 
     async def run(self) -> None:
@@ -213,23 +301,25 @@ class _Peer:
             if stream is not None and trio.current_time() - last_used > REUSE_SECONDS:
                 await stream.aclose()
                 stream = None
-            batch, self.batch = self.batch, {}
-            items = list(batch.items())
+            batch, self.batch = self.batch, Batch()
+            items = list(batch.pings.items())
+            failures = batch.failures
             self.sending = True
             try:
                 if stream is None:
                     with trio.fail_after(2):
                         stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
                     conn = h11.Connection(h11.CLIENT)
-                for start in range(0, len(items), MAX_BATCH):
+                for start in range(0, max(len(items), len(failures)), MAX_BATCH):
                     part = items[start : start + MAX_BATCH]
                     body = encode(
-                        self.outbox.key, [i for i, _ in part], [at for _, (_, at) in part]
-                    )
+                        self.outbox.key, [i for i, _ in part], [at for _, (_, at) in part],
+                        failures[start : start + MAX_BATCH],
+                    )  # fmt: skip
                     with trio.fail_after(2):
                         await _post(stream, conn, self.owner, body)
                     conn.start_next_cycle()
-                self.outbox.counts.sent += len(items)
+                self.outbox.counts.sent += len(batch)
                 self.sending = False
                 last_used = trio.current_time()
                 backoff = 0.1

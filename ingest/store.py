@@ -65,11 +65,12 @@ WITH seen AS (
     WHERE s.monitor_id = d.id
     RETURNING 1
 ), events AS (
-    INSERT INTO monitor_events (monitor_id, kind, occurred_at, last_seen_at)
+    INSERT INTO monitor_events (monitor_id, kind, occurred_at, last_seen_at, exit_status)
     SELECT e.id, e.kind, to_timestamp(e.at),
-           CASE WHEN e.seen > 0 THEN to_timestamp(e.seen) END
-    FROM unnest($8::bigint[], $9::text[], $10::float8[], $11::float8[])
-        WITH ORDINALITY AS e(id, kind, at, seen, n)
+           CASE WHEN e.seen > 0 THEN to_timestamp(e.seen) END,
+           CASE WHEN e.status >= 0 THEN e.status END
+    FROM unnest($8::bigint[], $9::text[], $10::float8[], $11::float8[], $12::int[])
+        WITH ORDINALITY AS e(id, kind, at, seen, status, n)
     ORDER BY e.n
     ON CONFLICT (monitor_id, kind, occurred_at) DO NOTHING
     RETURNING 1
@@ -258,10 +259,11 @@ async def flush(
                 d.states[start:end],
                 d.misses[start:end],
                 d.incidents[start:end],
-                [e[0] for e in batch_events],
-                [e[1] for e in batch_events],
-                [e[2] for e in batch_events],
-                [e[3] for e in batch_events],
+                [e.monitor_id for e in batch_events],
+                [e.kind for e in batch_events],
+                [e.at for e in batch_events],
+                [e.last_seen for e in batch_events],
+                [e.status for e in batch_events],
                 timeout=statement_seconds,
             )
             rows += record["rows"]

@@ -49,7 +49,8 @@ class TransportError(Exception):
 class Notice:
     """One thing to tell one channel: an incident opened, recovered or closed by a pause,
     or a test. `last_ping_at`: the monitor's last ping before the incident; `expected_at`:
-    the deadline it missed first; `resolved_by`: what closed it (ping, pause)."""
+    the deadline it missed first; `resolved_by`: what closed it (ping, pause); `cause`:
+    what opened it (``missed`` deadlines, or a ``failed`` signal with `exit_status`)."""
 
     kind: str  # alert | recovery | closed | test
     monitor_id: int
@@ -62,6 +63,8 @@ class Notice:
     last_ping_at: datetime | None = None
     expected_at: datetime | None = None
     resolved_by: str | None = None
+    cause: str = "missed"
+    exit_status: int | None = None
 
     @property
     def event(self) -> str:
@@ -82,11 +85,26 @@ class Notice:
         verb = {"alert": "DOWN", "recovery": "RECOVERED", "closed": "PAUSED"}.get(
             self.kind, "Test alert"
         )
+        if self.kind == "alert" and self.cause == "failed":
+            verb = "FAILED"
         return f"{verb}: {escape(self.monitor_name)}"
 
     def text_for(self, escape: Callable[[str], str]) -> str:
         name = escape(self.monitor_name)
         late = _when(self.expected_at or self.opened_at)
+        failed = self.cause == "failed"
+        if self.kind == "alert" and failed:
+            status = "" if self.exit_status is None else f" (exit status {self.exit_status})"
+            text = f"Job of heartbeat monitor “{name}” reported a failure{status} at {late}."
+            if self.last_ping_at is None:
+                return text + " No ping before it."
+            ago = duration((self.sent_at - self.last_ping_at).total_seconds())
+            return text + f" The ping before it: {_when(self.last_ping_at)} ({ago} ago)."
+        if self.kind == "recovery" and failed:
+            return (
+                f"Heartbeat monitor “{name}” succeeded again: a ping at "
+                f"{_when(self.resolved_at)}, failing since {late}."
+            )
         if self.kind == "alert":
             if self.last_ping_at is None:
                 return f"Heartbeat monitor “{name}” stopped pinging: no ping by {late}."
@@ -119,6 +137,8 @@ class Notice:
                 "resolvedBy": self.resolved_by,
                 "lastPingAt": iso(self.last_ping_at),
                 "expectedAt": iso(self.expected_at),
+                "cause": self.cause,
+                "exitStatus": self.exit_status,
             }
         return {
             "event": self.event,

@@ -14,7 +14,7 @@ NOT_FOUND = ApiError(404, "not_found", "no such incident")
 
 INCIDENTS = """
 SELECT i.id, i.monitor_id, m.name AS monitor_name, i.opened_at, i.resolved_at,
-       i.resolved_by, i.last_ping_at, i.expected_at
+       i.resolved_by, i.last_ping_at, i.expected_at, i.cause, i.exit_status
 FROM incidents i JOIN monitors m ON m.id = i.monitor_id
 """
 
@@ -30,6 +30,8 @@ def incident_json(row: Any) -> dict[str, Any]:
         "resolvedBy": row["resolved_by"],
         "lastPingAt": iso(row["last_ping_at"]),
         "expectedAt": iso(row["expected_at"]),
+        "cause": row["cause"],
+        "exitStatus": row["exit_status"],
     }
 
 

@@ -245,11 +245,18 @@ async def monitor_events(
         ):  # fmt: skip
             raise NOT_FOUND
         rows = await conn.fetch(
-            "SELECT kind, occurred_at FROM monitor_events WHERE monitor_id = $1"
+            "SELECT kind, occurred_at, exit_status FROM monitor_events WHERE monitor_id = $1"
             " ORDER BY id DESC LIMIT $2",
             monitor_id, limit,
         )  # fmt: skip
-    return {"events": [{"kind": r["kind"], "at": iso(r["occurred_at"])} for r in rows]}
+    return {"events": [_event_json(r) for r in rows]}
+
+
+def _event_json(row: Any) -> dict[str, Any]:
+    event = {"kind": row["kind"], "at": iso(row["occurred_at"])}
+    if row["kind"] == "failed":
+        event["exitStatus"] = row["exit_status"]
+    return event
 
 
 @router.get("/monitors/{monitor_id}/secrets")

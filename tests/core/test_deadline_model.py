@@ -99,6 +99,11 @@ class TableMatchesModel(RuleBasedStateMachine):
     def ping(self, digest_index):
         self.both("ping", DIGESTS[digest_index], self.now)
 
+    @rule(digest_index=st.integers(0, len(DIGESTS) - 1))
+    def lookup(self, digest_index):
+        found = self.both("lookup", DIGESTS[digest_index])
+        assert found is None or self.config[found][0] == DIGESTS[digest_index]
+
     @rule(digest_index=st.integers(0, len(DIGESTS) - 1), status=STATUSES)
     def fail(self, digest_index, status):
         """A failure signal (``/fail`` or a non-zero exit status)."""
@@ -330,12 +335,12 @@ class TableMatchesModel(RuleBasedStateMachine):
             assert (status != -1) <= (kind == "failed") and -1 <= status <= 255
             if kind == "failed":
                 failed_at[monitor_id] = at
-                assert last_seen < at and self.model.get(monitor_id)["state"] == "down"
+                assert last_seen <= at and self.model.get(monitor_id)["state"] == "down"
             if kind == "down":
                 assert at >= self.amnesty.get(monitor_id, -1.0), (monitor_id, at)
             if kind == "incident_opened" and failed_at.get(monitor_id) == at:
                 # Opened by a failure signal, at once: the last ping before it, if any.
-                assert last_seen < at, (monitor_id, at, last_seen)
+                assert last_seen <= at, (monitor_id, at, last_seen)
             elif kind in ("down", "incident_opened"):
                 # What the alert will say: a real last ping, before the deadline missed.
                 assert 0.0 < last_seen <= at, (monitor_id, kind, at, last_seen)

@@ -14,7 +14,7 @@ from core import DeadlineTable
 from core.shards import shard_of
 from core.tokens import digest
 from ingest.clock import Clock
-from ingest.handoff import Outbox, decode, encode
+from ingest.handoff import Failure, Outbox, decode, encode
 from ingest.metrics import serve_admin
 
 KEY = secrets.token_bytes(32)
@@ -22,12 +22,13 @@ KEY = secrets.token_bytes(32)
 
 def test_a_body_round_trips_and_any_change_is_refused():
     ids, times = [1, 2, 2**40], [1.5, 1_700_000_000.25, 3.0]
-    body = encode(KEY, ids, times)
-    assert decode(KEY, body) == (ids, times)
-    assert decode(KEY, encode(KEY, [], [])) == ([], [])
+    failures = [Failure(9, 2, 4.5, 3), Failure(9, 2, 5.5, -1)]
+    body = encode(KEY, ids, times, failures)
+    assert decode(KEY, body) == (ids, times, [2, 2], [4.5, 5.5], [3, -1])
+    assert decode(KEY, encode(KEY, [], [])) == ([], [], [], [], [])
     with pytest.raises(ValueError):
         decode(secrets.token_bytes(32), body)  # another cluster's key
-    for i in (0, 31, 32, 40, len(body) - 1):  # the MAC, the count, an id, a time
+    for i in (0, 31, 32, 40, len(body) - 1):  # the MAC, the count, an id, a status
         tampered = bytearray(body)
         tampered[i] ^= 1
         with pytest.raises(ValueError):
@@ -118,3 +119,31 @@ def test_the_admin_listener_takes_hand_offs_on_one_kept_alive_connection():
 
     assert trio.run(go) == [204, 403, 204]
     assert received == [b"ok 1", b"bad", b"ok 2"]
+
+
+def test_handed_off_failures_open_the_incident_in_the_order_they_were_answered():
+    """Every failure goes over, not only the latest; a ping and a failure sent in one
+    body are recorded by time, so a success after a failure recovers it."""
+    table = _table_with(7, "ab" * 32, owned=True)
+    outbox = Outbox("127.0.0.1:1", KEY, lambda: table, _FixedClock(200.0))
+    shard = shard_of(digest("ab" * 32))
+    assert outbox.receive(encode(KEY, [7], [160.0], [Failure(shard, 7, 150.0, 3)]))
+    assert [(e.kind, e.at, e.status) for e in table.take_events()] == [
+        ("failed", 150.0, 3), ("incident_opened", 150.0, -1),
+        ("recovered", 160.0, -1), ("incident_resolved", 160.0, -1),
+    ]  # fmt: skip
+    assert outbox.receive(encode(KEY, [], [], [Failure(shard, 7, 150.0, 3)]))  # replayed
+    assert table.take_events() == [] and table.get(7)["state"] == "up"
+
+
+def test_a_foreign_failure_waits_in_the_outbox_for_its_owner():
+    table = _table_with(7, "ab" * 32, owned=False)
+    outbox = Outbox("127.0.0.1:1", KEY, lambda: table, _FixedClock(200.0))
+    shard = shard_of(digest("ab" * 32))
+    assert table.fail(digest("ab" * 32), 190.0, 4)
+    outbox.owners = {shard: "127.0.0.1:2"}
+    outbox._collect()
+    batches = outbox._route()
+    assert list(batches) == ["127.0.0.1:2"]
+    assert batches["127.0.0.1:2"].failures == [Failure(shard, 7, 190.0, 4)]
+    assert not batches["127.0.0.1:2"].pings  # a failure is not a success ping

@@ -64,6 +64,8 @@ def test_webhook_posts_the_notice_signed_with_an_idempotency_key():
             "resolvedBy": None,
             "lastPingAt": LAST_PING.isoformat(),
             "expectedAt": OPENED.isoformat(),
+            "cause": "missed",
+            "exitStatus": None,
         },
         "sentAt": "2026-11-26T03:00:05+00:00",
     }
@@ -314,3 +316,25 @@ def test_every_notice_says_what_happened_and_when():
     assert closed.as_json()["incident"]["resolvedBy"] == "pause"
     unknown = replace(NOTICE, last_ping_at=None)  # an incident from before version 13
     assert unknown.text.endswith("stopped pinging: no ping by 2026-11-26 03:00:00 UTC.")
+
+
+def test_a_failure_is_told_as_a_failure_with_its_exit_status():
+    failed = replace(NOTICE, cause="failed", exit_status=3, expected_at=None)
+    assert failed.title == "FAILED: nightly-backup"
+    assert failed.text == (
+        "Job of heartbeat monitor “nightly-backup” reported a failure (exit status 3) at"
+        " 2026-11-26 03:00:00 UTC. The ping before it: 2026-11-26 02:59:25 UTC (40 s ago)."
+    )
+    assert failed.as_json()["incident"]["cause"] == "failed"
+    assert failed.as_json()["incident"]["exitStatus"] == 3
+    plain = replace(failed, exit_status=None, last_ping_at=None)  # /fail, never pinged
+    assert plain.text == (
+        "Job of heartbeat monitor “nightly-backup” reported a failure at 2026-11-26 03:00:00"
+        " UTC. No ping before it."
+    )
+    recovered = replace(failed, kind="recovery", resolved_at=OPENED + timedelta(minutes=5))
+    assert recovered.title == "RECOVERED: nightly-backup"
+    assert recovered.text == (
+        "Heartbeat monitor “nightly-backup” succeeded again: a ping at 2026-11-26 03:05:00"
+        " UTC, failing since 2026-11-26 03:00:00 UTC."
+    )
