@@ -18,6 +18,8 @@ from core.migrate import migrate_database
 from core.pg import EmbeddedPostgresError, database, service_database
 from core.settings import Settings, SettingsError, parse_address
 
+from . import run
+
 log = logging.getLogger("lastseen")
 
 
@@ -207,6 +209,8 @@ examples:
   LASTSEEN_DATABASE_URL=postgresql://... lastseen ingest --listen 0.0.0.0:8080 \\
       --admin-listen 10.0.0.5:9108          one host of a cluster (docs/scaling.md)
   lastseen bootstrap --org acme --email ops@acme.test --role owner
+  LASTSEEN_PING_URL=http://127.0.0.1:8080/api/v1/heartbeats/<token> \\
+      lastseen run -- backup.sh             a job, its start, exit status and output
 
 Every process reads the LASTSEEN_* variables of the README's configuration table (the
 database, listeners, limits, mail); a bad value stops it with one line naming the variable.
@@ -316,7 +320,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_migrate)
 
+    p = sub.add_parser(
+        "run", help="run a command and report its start, exit status and output",
+        description=run.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    run.add_arguments(p)
+
     args = parser.parse_args(argv)
+    if args.command == "run":
+        # Before the settings: nothing of lastseen's own configuration may keep the
+        # wrapped command from running.
+        return run.main(args, _version())
     try:
         args.settings = Settings.from_env(os.environ)
     except SettingsError as exc:
