@@ -12,14 +12,16 @@ from typing import Literal, get_args
 # Every scope a token may name (the API's schema says the same: control/models.py).
 Scope = Literal[
     "monitors:read", "monitors:write", "secrets:read", "tokens:write", "channels:read",
-    "channels:write", "incidents:read", "audit:read", "status-pages:write", "*",
+    "channels:write", "incidents:read", "audit:read", "status-pages:write", "pings:read",
+    "*",
 ]  # fmt: skip
 WILDCARD = "*"
 SCOPES: tuple[str, ...] = tuple(s for s in get_args(Scope) if s != WILDCARD)
 ROLES = ("owner", "admin", "member", "viewer")
 
 _READ = {"monitors:read", "channels:read", "incidents:read", "tokens:write"}
-_WRITE = _READ | {"monitors:write", "channels:write", "status-pages:write"}
+# Check-ins carry job output (ping bodies): members read them, viewers do not.
+_WRITE = _READ | {"monitors:write", "channels:write", "status-pages:write", "pings:read"}
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "owner": frozenset(SCOPES),
     "admin": frozenset(SCOPES),

@@ -22,7 +22,7 @@ from core.settings import Settings
 from notifier.base import Transport
 
 from . import errors
-from .api import audit, channels, incidents, me, monitors, status_pages
+from .api import audit, channels, incidents, me, monitors, pings, status_pages
 from .auth import Limiter
 from .crypto import Keyring
 from .delivery import channel_settings
@@ -60,7 +60,7 @@ def create_app(dsn: str, keyring: Keyring, settings: Settings | None = None) -> 
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (me, monitors, channels, incidents, status_pages, audit):
+    for module in (me, monitors, pings, channels, incidents, status_pages, audit):
         app.include_router(module.router, prefix="/api/v1", responses=errors.RESPONSES)
     app.include_router(status.router, include_in_schema=False)
 

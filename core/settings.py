@@ -115,6 +115,8 @@ class Settings:
     # How often last-seen times go to the database (the seen log); 0: at every flush.
     seen_interval: float = 10.0  # LASTSEEN_SEEN_SECONDS
     db_timeout: float = 5.0  # LASTSEEN_DB_TIMEOUT_SECONDS
+    # Check-ins (ingest/checkins.py): rows of ping history kept per monitor.
+    ping_history: int = 100  # LASTSEEN_PING_HISTORY
     # Connection limits of the ingest's listener (only those set; the rest its defaults).
     limits: Mapping[str, float] = field(default_factory=dict)
     # The control process.
@@ -199,6 +201,7 @@ class Settings:
             lease=seconds(env, "LASTSEEN_LEASE_SECONDS", 8.0),
             seen_interval=seconds(env, "LASTSEEN_SEEN_SECONDS", 10.0, off=True),
             db_timeout=seconds(env, "LASTSEEN_DB_TIMEOUT_SECONDS", 5.0),
+            ping_history=whole(env, "LASTSEEN_PING_HISTORY", 100),
             limits=limits,
             auth_failures_per_hour=whole(env, "LASTSEEN_AUTH_FAILURES_PER_HOUR", 20),
             subscribe_per_ip_per_hour=whole(env, "LASTSEEN_SUBSCRIBE_PER_IP_PER_HOUR", 10),

@@ -17,12 +17,17 @@ def parse_head(
 ) -> tuple[int, int, bytes | None, bytes | None, bool]: ...
 
 class FastPath:
+    table: DeadlineTable
     ok_keep_alive: bytes
     ok_close: bytes
     not_found_keep_alive: bytes
     not_found_close: bytes
     not_found_head_keep_alive: bytes
     not_found_head_close: bytes
+    checked_in_keep_alive: bytes
+    checked_in_close: bytes
+    # (monitor id, time, kind, exit status, method, User-Agent, X-Forwarded-For)
+    checkins: list[tuple[int, float, str, int, str, bytes | None, bytes | None]]
     max_head: int
     requests: int
     answered_204: int

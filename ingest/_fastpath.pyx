@@ -14,10 +14,16 @@ checks that, whole and byte by byte.
 
 ``FastPath.process`` answers every complete accepted request in a buffer (pipelining) with
 pre-rendered response bytes, stopping at the first incomplete or declined one.
+
+Check-ins without a body or a query (``/<token>/start``, ``/fail``, ``/log``, ``/<0-255>``,
+``ingest/checkins.py``) are answered here too: the table hears a success or a failure at
+once, and each becomes a tuple in ``checkins`` (monitor id, time, kind, exit status,
+method, User-Agent, X-Forwarded-For) for the connection to complete with its address and
+hand to the ping history. With a query (``?rid=``) or a body they go to h11.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp
 
 from core._deadline cimport DeadlineTable
@@ -52,6 +58,18 @@ cdef enum:
     H_CONTENT_LENGTH = 2
     H_CONNECTION = 3
     H_REFUSE = 4          # transfer-encoding, expect, upgrade: h11's business
+    H_USER_AGENT = 5      # kept for the ping history of check-ins
+    H_FORWARDED_FOR = 6
+
+# Check-in kinds of a target (_target_kind)
+cdef enum:
+    K_OTHER = -1          # not a ping this path answers: h11's
+    K_PLAIN = 0
+    K_SUCCESS = 1         # /0
+    K_START = 2
+    K_FAIL = 3            # /fail, /1../255
+    K_LOG = 4
+_KIND_NAMES = (None, "success", "start", "fail", "log")
 
 
 cdef struct Head:
@@ -60,6 +78,10 @@ cdef struct Head:
     Py_ssize_t target_end
     int method
     bint keep_alive
+    Py_ssize_t agent_start    # the User-Agent value, -1 if none
+    Py_ssize_t agent_end
+    Py_ssize_t forwarded_start  # the X-Forwarded-For value, -1 if none
+    Py_ssize_t forwarded_end
 
 
 cdef inline bint _is_tchar(uint8_t c) nogil:
@@ -104,6 +126,10 @@ cdef int _header_kind(const uint8_t* name, Py_ssize_t n) nogil:
     if (_ieq(name, n, b"transfer-encoding", 17) or _ieq(name, n, b"expect", 6)
             or _ieq(name, n, b"upgrade", 7)):
         return H_REFUSE
+    if _ieq(name, n, b"user-agent", 10):
+        return H_USER_AGENT
+    if _ieq(name, n, b"x-forwarded-for", 15):
+        return H_FORWARDED_FOR
     return H_OTHER
 
 
@@ -164,6 +190,7 @@ cdef int _parse(const uint8_t* p, Py_ssize_t n, Py_ssize_t max_head, Head* h) no
         return state if n <= max_head else -1
     i += 10
     h.keep_alive = True
+    h.agent_start = h.forwarded_start = -1
     while True:
         if i > max_head:
             return -1
@@ -217,6 +244,10 @@ cdef int _parse(const uint8_t* p, Py_ssize_t n, Py_ssize_t max_head, Head* h) no
                 h.keep_alive = False
         elif kind == H_REFUSE:
             return -1
+        elif kind == H_USER_AGENT:
+            h.agent_start, h.agent_end = value_start, value_end
+        elif kind == H_FORWARDED_FOR:
+            h.forwarded_start, h.forwarded_end = value_start, value_end
     if hosts != 1 or i > max_head:
         return -1
     h.end = i
@@ -254,16 +285,55 @@ cdef Py_ssize_t _token_end(const uint8_t* t, Py_ssize_t n) nogil:
     return n
 
 
+cdef int _target_kind(const uint8_t* t, Py_ssize_t n, int* status) nogil:
+    # What a target that starts with the ping prefix asks: K_PLAIN for /<token>[?...] (the
+    # token checked later), a check-in kind for /<64 hex>/<suffix> with no query (its
+    # exit status in `status`, -1 if none), K_OTHER for anything else.
+    cdef Py_ssize_t end = _token_end(t, n), i, k
+    cdef const uint8_t* s
+    cdef int value = 0
+    status[0] = -1
+    if end >= 0:
+        return K_PLAIN
+    end = _PREFIX_LEN + _TOKEN_LEN
+    if n <= end + 1 or t[end] != b'/':
+        return K_OTHER
+    for i in range(_PREFIX_LEN, end):
+        if not _is_lower_hex(t[i]):
+            return K_OTHER
+    s = t + end + 1
+    k = n - end - 1
+    if k == 5 and memcmp(s, b"start", 5) == 0:
+        return K_START
+    if k == 4 and memcmp(s, b"fail", 4) == 0:
+        return K_FAIL
+    if k == 3 and memcmp(s, b"log", 3) == 0:
+        return K_LOG
+    if k > 3 or (k > 1 and s[0] == b'0'):
+        return K_OTHER
+    for i in range(k):
+        if s[i] < b'0' or s[i] > b'9':
+            return K_OTHER
+        value = value * 10 + (s[i] - 48)  # 48: '0'
+    if value > 255:
+        return K_OTHER
+    status[0] = value
+    return K_SUCCESS if value == 0 else K_FAIL
+
+
 cdef class FastPath:
     """Answers pings from a buffer. Response bytes are set by the caller (see responses.py)."""
 
-    cdef DeadlineTable table
+    cdef readonly DeadlineTable table
     cdef public bytes ok_keep_alive
     cdef public bytes ok_close
     cdef public bytes not_found_keep_alive
     cdef public bytes not_found_close
     cdef public bytes not_found_head_keep_alive
     cdef public bytes not_found_head_close
+    cdef public bytes checked_in_keep_alive  # a check-in's 204 (with Ping-Body-Limit)
+    cdef public bytes checked_in_close
+    cdef public list checkins    # tuples for the ping history (see the module docstring)
     cdef public Py_ssize_t max_head
     cdef readonly uint64_t requests
     cdef readonly uint64_t answered_204
@@ -278,6 +348,33 @@ cdef class FastPath:
         self.ok_keep_alive = self.ok_close = b""
         self.not_found_keep_alive = self.not_found_close = b""
         self.not_found_head_keep_alive = self.not_found_head_close = b""
+        self.checked_in_keep_alive = self.checked_in_close = b""
+        self.checkins = []
+
+    cdef int _check_in(self, const uint8_t* p, Head* h, int kind, int status, double now) except -2:
+        # A check-in of a well-formed token: 1 if known (recorded), else 0.
+        cdef const uint8_t* token = p + h.target_start + _PREFIX_LEN
+        cdef bytes digest = _blake3(PyBytes_FromStringAndSize(<const char*>token, _TOKEN_LEN)).digest()
+        cdef const uint8_t* d = <const uint8_t*>PyBytes_AS_STRING(digest)
+        cdef int64_t monitor_id = self.table.id_of_digest(d)
+        if monitor_id < 0:
+            self.pings_unknown += 1
+            return 0
+        if kind == K_SUCCESS:
+            self.table.ping_digest(d, now)
+        elif kind == K_FAIL:
+            self.table.fail_digest(d, now, status)
+        self.checkins.append((
+            monitor_id, now, _KIND_NAMES[kind], status,
+            "POST" if h.method == M_POST else "HEAD",
+            PyBytes_FromStringAndSize(<const char*>(p + h.agent_start),
+                                      h.agent_end - h.agent_start)
+            if h.agent_start >= 0 else None,
+            PyBytes_FromStringAndSize(<const char*>(p + h.forwarded_start),
+                                      h.forwarded_end - h.forwarded_start)
+            if h.forwarded_start >= 0 else None,
+        ))
+        return 1
 
     cdef int _ping(self, const uint8_t* target, Py_ssize_t n, double now) except -2:
         # 1 = a monitor's token, 0 = a well-formed unknown token, -1 = not a token at all.
@@ -318,7 +415,7 @@ cdef class FastPath:
         cdef Py_ssize_t pos = 0
         cdef Py_ssize_t answered = 0
         cdef Head h
-        cdef int state, found
+        cdef int state, found, kind, status
         cdef bint last
         cdef list out = []
         cdef const uint8_t* target
@@ -334,17 +431,26 @@ cdef class FastPath:
             target = p + pos + h.target_start
             target_len = h.target_end - h.target_start
             if (target_len <= _PREFIX_LEN
-                    or memcmp(target, PyBytes_AS_STRING(PING_PREFIX), _PREFIX_LEN) != 0
-                    or _token_end(target, target_len) < 0):
+                    or memcmp(target, PyBytes_AS_STRING(PING_PREFIX), _PREFIX_LEN) != 0):
                 reason = FOR_H11
                 break
-            found = self._ping(target, target_len, now)
+            kind = _target_kind(target, target_len, &status)
+            if kind == K_OTHER:
+                reason = FOR_H11
+                break
+            if kind == K_PLAIN:
+                found = self._ping(target, target_len, now)
+            else:
+                found = self._check_in(p + pos, &h, kind, status, now)
             self.requests += 1
             answered += 1
             last = (not h.keep_alive) or answered == budget
             if found == 1:
                 self.answered_204 += 1
-                out.append(self.ok_close if last else self.ok_keep_alive)
+                if kind == K_PLAIN:
+                    out.append(self.ok_close if last else self.ok_keep_alive)
+                else:
+                    out.append(self.checked_in_close if last else self.checked_in_keep_alive)
                 pos += h.end
                 if last:
                     reason = CLOSE

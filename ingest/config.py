@@ -33,6 +33,8 @@ class IngestConfig:
     # flush, into monitor_state (the write per ping the seen log replaced).
     seen_interval: float = 10 * SECONDS
     limits: Limits = field(default_factory=Limits)
+    # Check-ins kept per monitor in the ping history (ingest/checkins.py).
+    ping_history: int = 100
     # The control process, for everything that is not a heartbeat (None: 404 instead).
     upstream: tuple[str, int] | None = None
     # LASTSEEN_TRUSTED_PROXIES: whose X-Forwarded-* to believe, who may hold many connections.
@@ -53,6 +55,7 @@ class IngestConfig:
             "lease": settings.lease,
             "seen_interval": settings.seen_interval,
             "db_timeout": settings.db_timeout,
+            "ping_history": settings.ping_history,
             "limits": replace(Limits(), **limits),
             "upstream": settings.control_upstream,
             "trusted_proxies": settings.trusted_proxies,

@@ -269,7 +269,10 @@ class Listener:
             sock.setblocking(False)
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
             forwarding = self.upstream is not None
-            session = Session(self.responder, self.limits, self.clock.now(), forwarding=forwarding)
+            session = Session(
+                self.responder, self.limits, self.clock.now(), forwarding=forwarding,
+                client=client, proxied=client in self.trusted,
+            )  # fmt: skip
             conn = _Connection(trio.CancelScope(), session)
             self._connections.add(conn)
             reaper.add(conn)

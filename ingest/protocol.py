@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import h11
 
-from . import responses
-from ._fastpath import CLOSE, NEED_MORE, PING_PREFIX, FastPath
+from . import checkins, responses
+from ._fastpath import CLOSE, NEED_MORE, FastPath
+from .checkins import CheckIns, History, Signal
 from .forward import Answer, Forward
 from .responses import Reply
 
@@ -49,7 +50,9 @@ class Limits:
 
     max_head_bytes: int = 8 * KIB
     head_timeout: float = 10 * SECONDS
-    max_body_bytes: int = 10_000
+    # Of a ping's body (a job's output), what is kept; the rest is read and dropped, and
+    # the ping counts (checkins.MAX_DECLARED_BODY is where a declared length is refused).
+    max_body_bytes: int = 100_000
     body_timeout: float = 10 * SECONDS
     keepalive_timeout: float = 5 * SECONDS
     max_requests_per_connection: int = 1000
@@ -70,11 +73,18 @@ class Phase(enum.Enum):
 
 class ResponseCache:
     """What every connection of a listener shares: the fast path, the current Date and
-    the responses rendered with it (re-rendered once a second), and the count of
-    responses the slow path sent."""
+    the responses rendered with it (re-rendered once a second), the count of responses
+    the slow path sent, and where check-ins go (signals, pings with a body)."""
 
-    def __init__(self, fast: FastPath) -> None:
+    def __init__(
+        self, fast: FastPath, history: History | None = None, body_limit: int = 100_000
+    ) -> None:
         self.fast = fast
+        self.checkins = CheckIns(fast.table, history if history is not None else History())
+        # A check-in's answer says how much of a body is kept, as healthchecks' does.
+        self.checked_in = responses.Reply(
+            204, b"No Content", ((b"Ping-Body-Limit", str(body_limit).encode()),)
+        )
         self.date = b""
         self._second = -1
         # Responses by status sent by the slow path (the fast path counts its own).
@@ -85,7 +95,14 @@ class ResponseCache:
         second = int(now)
         if second != self._second:
             self._second = second
-            self.date = responses.refresh(self.fast, now)
+            self.date = date = responses.refresh(self.fast, now)
+            fast = self.fast
+            fast.checked_in_keep_alive = responses.render(
+                self.checked_in, date, method=b"POST", close=False
+            )
+            fast.checked_in_close = responses.render(
+                self.checked_in, date, method=b"POST", close=True
+            )
 
     def count(self, status: int) -> None:
         self.status_counts[status] += 1
@@ -110,12 +127,25 @@ class Session:
     """The state of one connection. Feed it with receive(); send what it returns."""
 
     def __init__(
-        self, responder: ResponseCache, limits: Limits, now: float, *, forwarding: bool = False
+        self,
+        responder: ResponseCache,
+        limits: Limits,
+        now: float,
+        *,
+        forwarding: bool = False,
+        client: str | None = None,
+        proxied: bool = False,
     ) -> None:
         self._responder = responder
         # Requests that are not heartbeats go to the control process (else: 404).
         self._forwarding = forwarding
         self._forward_body: bytearray | None = None
+        # The peer's address; `proxied`: it is a trusted proxy, its X-Forwarded-For names
+        # the client (for the ping history).
+        self._client = client
+        self._proxied = proxied
+        self._signal: Signal | None = None  # the ping URL of the request being read
+        self._ping_body = bytearray()
         self.pending: Forward | None = None
         self._fast = responder.fast
         self._limits = limits
@@ -215,6 +245,9 @@ class Session:
             self._enter(Phase.IDLE, now)
             return False
         output, consumed, answered, reason = self._fast.process(self._buf, now, self._budget())
+        if self._fast.checkins:  # this connection's: process() ran for it alone
+            self._responder.checkins.took_fast(self._fast.checkins, self._client, self._proxied)
+            self._fast.checkins = []
         if answered:
             out.append(output)
             del self._buf[:consumed]
@@ -275,6 +308,10 @@ class Session:
                 return False
             if self._forward_body is not None:
                 self._forward_body += event.data
+            elif self._signal is not None:  # keep the first max_body_bytes, drop the rest
+                room = self._limits.max_body_bytes - len(self._ping_body)
+                if room > 0:
+                    self._ping_body += event.data[:room]
             return True
         if isinstance(event, h11.EndOfMessage):
             request = self._request
@@ -303,7 +340,9 @@ class Session:
         if not request.target.startswith(b"/"):
             out.append(self._refuse(responses.bad_request("the request target must be a path")))
             return False
-        if self._forwarding and not _is_ping(request.target):
+        self._signal = checkins.parse(request.target)
+        self._ping_body = bytearray()
+        if self._forwarding and self._signal is None:
             self._forward_body = bytearray()
         length = _content_length(request)
         if length is not None and length > self._body_limit():
@@ -316,6 +355,8 @@ class Session:
     def _body_limit(self) -> int:
         if self._forward_body is not None:
             return self._limits.max_forward_body_bytes
+        if self._signal is not None:
+            return checkins.MAX_DECLARED_BODY  # read and truncated up to this
         return self._limits.max_body_bytes
 
     def forwarded(self, answer: Answer, now: float) -> bytes:
@@ -340,14 +381,27 @@ class Session:
         return b"".join(out) + (self._run(now) if not self.closed else b"")
 
     def _route(self, request: h11.Request, now: float) -> Reply:
-        target = request.target
-        if _is_ping(target):
-            if request.method not in (b"POST", b"HEAD"):
-                return responses.METHOD_NOT_ALLOWED
-            if self._fast.ping_target(target, now) == 1:
+        signal = self._signal
+        if signal is None:
+            return responses.NO_ROUTE
+        if request.method not in (b"POST", b"HEAD"):
+            return responses.METHOD_NOT_ALLOWED
+        if signal.plain and not self._body_bytes:  # a ping the fast path declined
+            if self._fast.ping_target(request.target, now) == 1:
                 return responses.NO_CONTENT
             return responses.NOT_FOUND
-        return responses.NO_ROUTE
+        agent = forwarded = None
+        for name, value in request.headers:
+            if name == b"user-agent":
+                agent = value
+            elif name == b"x-forwarded-for" and self._proxied:
+                forwarded = checkins.forwarded_client(value)
+        known = self._responder.checkins.answer(
+            signal, now, method=request.method, client=forwarded or self._client,
+            user_agent=agent, body=bytes(self._ping_body), body_bytes=self._body_bytes,
+        )  # fmt: skip
+        self._ping_body = bytearray()
+        return self._responder.checked_in if known else responses.NOT_FOUND
 
     def _reply(self, conn: h11.Connection, reply: Reply, now: float, out: list[bytes]) -> None:
         request = self._request
@@ -390,11 +444,6 @@ class Session:
         self._close()
         self.linger = True
         return data
-
-
-def _is_ping(target: bytes) -> bool:
-    path = target.split(b"?", 1)[0]
-    return path.startswith(PING_PREFIX) and b"/" not in path[len(PING_PREFIX) :]
 
 
 def _content_length(request: h11.Request) -> int | None:

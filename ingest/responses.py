@@ -61,7 +61,7 @@ METHOD_NOT_ALLOWED = _error(
     (b"Allow", ALLOW),
 )
 PAYLOAD_TOO_LARGE = _error(
-    413, b"Payload Too Large", "payload_too_large", "heartbeat bodies are limited to 10000 bytes"
+    413, b"Payload Too Large", "payload_too_large", "the request body is larger than the limit"
 )
 HEAD_TOO_LARGE = _error(
     431,

@@ -52,7 +52,7 @@ from core import DeadlineTable
 from core.records import Event
 from core.shards import SHARDS
 
-from . import store
+from . import checkins, store
 from ._fastpath import FastPath
 from .changefeed import ChangeFeed
 from .clock import Clock
@@ -69,6 +69,8 @@ from .seen import SeenWriter
 
 log = logging.getLogger(__name__)
 
+HISTORY_SECONDS = 0.5  # how often check-ins are written to the ping history
+HISTORY_BATCH = 2_000  # rows per statement
 HAND_OVER_SECONDS = 3.0  # at a graceful stop, for relaying what waits to the new owners
 SEEN_PRUNE_SECONDS = 60.0  # the seen log's superseded rows are deleted at most this often
 
@@ -82,8 +84,9 @@ class Ingest:
         self.db = Database(config.database_url, config.db_timeout)
         # Empty until the initial load sizes the table for the monitors there are.
         self.table = DeadlineTable()
+        self.history = checkins.History(keep=config.ping_history)
         self.fast = FastPath(self.table, config.limits.max_head_bytes)
-        self.responder = ResponseCache(self.fast)
+        self.responder = self._responder()
         self.feed: ChangeFeed | None = None
         self.listener: Listener | None = None
         self.pending_events: list[Event] = []
@@ -145,7 +148,7 @@ class Ingest:
                 self.outbox = Outbox(self.leases.owner, key, lambda: self.table, self.clock)
                 self.outbox.owners = await db.call(Leases.owners, conn)
                 self.fast = FastPath(self.table, self.config.limits.max_head_bytes)
-                self.responder = ResponseCache(self.fast)
+                self.responder = self._responder()
                 started = time.perf_counter()
                 self.feed = ChangeFeed(db, self.table, self.clock, self._changed, self._db_state,
                                        self.config.poll_interval)  # fmt: skip
@@ -468,6 +471,41 @@ class Ingest:
             await trio.sleep(self.config.flush_interval)
             await self.flush_once()
 
+    def _responder(self) -> ResponseCache:
+        return ResponseCache(self.fast, self.history, self.config.limits.max_body_bytes)
+
+    async def _write_history_forever(self) -> None:
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                await trio.sleep(HISTORY_SECONDS)
+                conn = await self.write_history(conn)
+        finally:
+            self.db.drop(conn)
+
+    async def write_history(self, conn: asyncpg.Connection | None) -> asyncpg.Connection | None:
+        """Write the check-ins waiting (any process writes those it answered: they are
+        facts about pings, not state, so no lease fences them); returns the connection to
+        use next time (None after a failure: the rows wait for the next try)."""
+        rows = self.history.take()
+        written = 0
+        try:
+            if rows and conn is None:
+                conn = await self.db.connect("lastseen-ingest-history")
+            for start in range(0, len(rows), HISTORY_BATCH):
+                part = rows[start : start + HISTORY_BATCH]
+                self.history.written += await self.db.call(
+                    checkins.write, conn, part, self.history.keep, self.db.timeout
+                )
+                written += len(part)
+            return conn
+        except DB_ERRORS as exc:
+            log.warning("ping history not written (%s); %d rows wait", why(exc),
+                        len(rows) - written)  # fmt: skip
+            self.history.give_back(rows[written:])
+            self.db.drop(conn)
+            return None
+
     # -- the process
 
     async def run(
@@ -510,6 +548,7 @@ class Ingest:
                 )
                 workers.start_soon(self.deadlines.run)
                 workers.start_soon(self._flush_forever)
+                workers.start_soon(self._write_history_forever)
                 assert self.feed is not None and self.outbox is not None
                 workers.start_soon(self._keep_leases)
                 workers.start_soon(self.outbox.run)
@@ -528,6 +567,8 @@ class Ingest:
                 workers.cancel_scope.cancel()
             with trio.move_on_after(self.config.db_timeout):
                 await self.flush_once(all_seen=True)
+            with trio.move_on_after(self.config.db_timeout):
+                self.db.drop(await self.write_history(None))
             self.db.drop(self._flush_conn)
             outer.cancel_scope.cancel()
         log.info("ingest stopped")
@@ -582,6 +623,20 @@ class Ingest:
                     sample(p + "pings_total", fast.pings_ok, result="ok"),
                     sample(p + "pings_total", fast.pings_unknown, result="unknown"),
                     sample(p + "pings_total", fast.pings_malformed, result="malformed"),
+                ],
+            ),
+            (
+                Metric(
+                    p + "checkins_total",
+                    "counter",
+                    "Check-ins (signals, pings with a body) by kind, and unknown tokens.",
+                ),
+                [
+                    *(
+                        sample(p + "checkins_total", n, kind=kind)
+                        for kind, n in self.responder.checkins.answered.items()
+                    ),
+                    sample(p + "checkins_total", self.responder.checkins.unknown, kind="unknown"),
                 ],
             ),
             (
@@ -687,6 +742,13 @@ SIMPLE_METRICS = (
          lambda i: len(i.seen.waiting)),
     Spec("seen_log_pruned_total", "counter", "Seen log rows deleted (superseded).",
          lambda i: i.seen.pruned),
+    Spec("ping_history_written_total", "counter", "Rows written to the ping history.",
+         lambda i: i.history.written),
+    Spec("ping_history_waiting", "gauge", "Check-ins waiting to be written.",
+         lambda i: len(i.history)),
+    Spec("ping_history_dropped_total", "counter",
+         "Check-ins not kept in the history: too many waited while the database was away.",
+         lambda i: i.history.dropped),
     Spec("flush_lag_seconds", "gauge", "Seconds since the last successful flush.", _flush_lag),
     Spec("database_up", "gauge", "1 if the last database call succeeded.",
          lambda i: int(i.db_up)),

@@ -20,6 +20,7 @@ REAL_TIME = [
     "tests/cluster",
     "tests/test_kill_ingest.py",
     "tests/test_alerting_e2e.py",
+    "tests/test_checkins_e2e.py",
     "tests/security/test_connection_flood.py",
     "tests/security/test_idle_flood.py",
     "tests/security/test_slowloris.py",

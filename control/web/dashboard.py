@@ -238,13 +238,16 @@ async def monitor_view(me: SignedIn, monitor_id: int, **extra: Any) -> Response:
         return render(me.request, "message.html", got.status_code, slug="", heading="Not found",
                       text=error_of(got))  # fmt: skip
     events = (await me.api("GET", f"/monitors/{monitor_id}/events?limit=50")).json()
+    pings = None  # None: not allowed to read them (job output), as opposed to none yet
+    if me.can("pings:read"):
+        pings = (await me.api("GET", f"/monitors/{monitor_id}/pings?limit=50")).json()["pings"]
     channels = []
     if me.can("channels:read"):
         channels = (await me.api("GET", "/channels?limit=500")).json().get("channels", [])
     context = {"msg": "", "error": "", "reveal": None, "results": None, "created": False,
                **extra}  # fmt: skip
     return render(me.request, "monitor.html", me=me, m=got.json(), events=events.get("events", []),
-                  channels=channels, intervals=INTERVALS, human=duration,
+                  pings=pings, channels=channels, intervals=INTERVALS, human=duration,
                   cron=cron_line, **context)  # fmt: skip
 
 

@@ -136,23 +136,114 @@ def test_connection_close_is_honoured(session):
     assert session.closed
 
 
-def test_a_body_up_to_the_limit_is_read_and_ignored(session, table, bytewise):
-    body = b"x" * 10_000
-    out = feed(session, ping(extra=f"Content-Length: {len(body)}\r\n") + body + ping(),
-               byte_by_byte=bytewise)  # fmt: skip
+def test_a_body_up_to_the_limit_is_kept_in_the_history(session, responder):
+    body = b"x" * 100_000
+    out = feed(session, ping(extra=f"Content-Length: {len(body)}\r\n") + body + ping())
     assert [r[0] for r in responses(out)] == [204, 204]
+    (row,) = responder.checkins.history.take()  # the body-less ping is no check-in
+    assert (row.monitor_id, row.kind, row.body, row.body_bytes) == (1, "success", body, 100_000)
 
 
-def test_a_larger_body_gets_413_without_reading_it(session):
-    out = feed(session, ping(extra="Content-Length: 10001\r\n"))
+def test_a_larger_body_is_truncated_and_the_ping_counts(session, responder, table):
+    body = b"y" * 100_001
+    out = feed(session, ping(extra=f"Content-Length: {len(body)}\r\n") + body)
+    ((status, headers, _),) = responses(out)
+    assert status == 204 and (b"ping-body-limit", b"100000") in headers
+    assert not session.closed
+    (row,) = responder.checkins.history.take()
+    assert len(row.body) == 100_000 and row.body_bytes == 100_001
+    assert table.get(1)["last_seen"] == T0 + 1
+
+
+def test_a_larger_chunked_body_is_truncated_too(session, responder):
+    chunk = b"30d41\r\n" + b"x" * 200_001 + b"\r\n0\r\n\r\n"
+    out = feed(session, ping(extra="Transfer-Encoding: chunked\r\n") + chunk)
+    assert responses(out)[0][0] == 204
+    (row,) = responder.checkins.history.take()
+    assert (len(row.body), row.body_bytes) == (100_000, 200_001)
+
+
+def test_a_body_declared_past_64_mib_gets_413_unread(session):
+    out = feed(session, ping(extra=f"Content-Length: {64 * 1024 * 1024 + 1}\r\n"))
     assert responses(out)[0][0] == 413
     assert session.closed
 
 
-def test_a_larger_chunked_body_gets_413(session):
-    chunk = b"2711\r\n" + b"x" * 10001 + b"\r\n0\r\n\r\n"
-    out = feed(session, ping(extra="Transfer-Encoding: chunked\r\n") + chunk)
-    assert responses(out)[0][0] == 413
+def signal(suffix: str, token: str = TOKEN, method: str = "POST", extra: str = "") -> bytes:
+    return ping(f"{token}/{suffix}", method, extra)
+
+
+RID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "kind", "status"),
+    [("start", "start", -1), ("fail", "fail", -1), ("3", "fail", 3), ("255", "fail", 255),
+     ("0", "success", 0), ("log", "log", -1)],
+)  # fmt: skip
+@pytest.mark.parametrize("query", ["", f"?rid={RID}"], ids=["fast path", "with a run id"])
+def test_signals_are_answered_and_recorded(
+    session, responder, table, suffix, kind, status, query, bytewise
+):
+    agent = "User-Agent: cron/1.0\r\n"
+    out = feed(session, signal(suffix + query, extra=agent), byte_by_byte=bytewise)
+    ((code, headers, _),) = responses(out)
+    assert code == 204 and (b"ping-body-limit", b"100000") in headers
+    # Without a query the native fast path answers it, with one h11 does.
+    assert responder.fast.answered_204 == (0 if query else 1)
+    (row,) = responder.checkins.history.take()
+    assert (row.monitor_id, row.kind, row.status, row.user_agent) == (1, kind, status, "cron/1.0")
+    assert (row.method, row.body, row.body_bytes) == ("POST", None, 0)
+    assert row.rid == (RID if query else None)
+    state = table.get(1)["state"]
+    assert state == {"fail": "down", "success": "up"}.get(kind, "pending")
+
+
+@pytest.mark.parametrize("query", ["", f"?rid={RID}"], ids=["fast path", "with a run id"])
+def test_the_client_is_the_peer_or_what_a_trusted_proxy_says(responder, query):
+    forwarded = "X-Forwarded-For: 203.0.113.9, 198.51.100.7\r\n"
+    direct = Session(responder, Limits(), T0, client="192.0.2.1")
+    proxy = Session(responder, Limits(), T0, client="127.0.0.1", proxied=True)
+    feed(direct, signal("log" + query, extra=forwarded))
+    feed(proxy, signal("log" + query, extra=forwarded))
+    rows = responder.checkins.history.take()
+    assert [r.client for r in rows] == ["192.0.2.1", "198.51.100.7"]
+
+
+def test_a_failure_opens_the_incident_at_once_with_its_exit_status(session, table):
+    feed(session, ping() + signal("7"))
+    assert [(e.kind, e.status) for e in table.take_events()] == [
+        ("up", -1), ("failed", 7), ("incident_opened", -1),
+    ]  # fmt: skip
+
+
+def test_a_run_id_is_kept_when_it_is_a_uuid(session, responder):
+    feed(session, signal(f"start?rid={RID}") + signal("start?rid=nope"))
+    assert [r.rid for r in responder.checkins.history.take()] == [RID, None]
+
+
+@pytest.mark.parametrize(
+    "suffix", ["256", "01", "-1", "stop", "start/extra", "", "1000", "Start", "fail/"]
+)
+def test_what_is_no_signal_is_no_ping(session, responder, suffix):
+    out = feed(session, signal(suffix))
+    status, _, body = responses(out)[0]
+    assert status == 404 and b"no such route" in body
+    assert not responder.checkins.history.take()
+
+
+def test_a_signal_of_an_unknown_token_is_404_and_not_recorded(session, responder):
+    for token in (OTHER, "not-a-token"):
+        out = feed(session, signal("fail", token))
+        status, _, body = responses(out)[0]
+        assert status == 404 and b"no heartbeat monitor has this token" in body
+    assert not responder.checkins.history.take()
+    assert responder.checkins.unknown + responder.fast.pings_unknown == 2
+
+
+def test_a_signal_takes_post_or_head_only(session, responder):
+    assert responses(feed(session, signal("start", method="GET")))[0][0] == 405
+    assert responses(feed(session, signal("start", method="HEAD")))[0][0] == 204
 
 
 def test_expect_100_continue_gets_100_then_the_answer(session):

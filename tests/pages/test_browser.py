@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from ..conftest import fresh_database
 from ..support.aio import run
 from ..support.receivers import HttpReceiver, Mailbox, http_receiver, smtp_server, text_of
-from ..support.serving import Served, serving
+from ..support.serving import Served, serving, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS_IMG = Path(__file__).parents[2] / "docs" / "img"
@@ -390,6 +390,8 @@ def test_a_viewer_sees_no_write_buttons_and_the_server_refuses_them_anyway(serve
     expect(page.get_by_role("button", name="Create monitor")).to_have_count(0)
     page.goto(f"{served.origin}/dashboard/monitors/{monitor['id']}")
     expect(page.get_by_role("heading", level=1)).to_contain_text("viewer-can-see")
+    # Check-ins carry job output: a viewer (no pings:read) is not shown them.
+    expect(page.get_by_role("heading", name="Check-ins")).to_have_count(0)
     for name in ("Send test alert", "Pause", "Delete", "Reveal ping URL", "Save"):
         expect(page.get_by_role("button", name=name)).to_have_count(0)
     csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "lastseen_csrf")
@@ -404,3 +406,25 @@ def test_a_viewer_sees_no_write_buttons_and_the_server_refuses_them_anyway(serve
     assert no_csrf.status == 403
     with api(served) as c:
         assert c.get(f"/monitors/{monitor['id']}").json()["paused"] is False
+
+
+def test_a_failed_runs_output_is_one_click_away(served, page, tmp_path):
+    monitor = new_monitor(served, "nightly-export")
+    with api(served) as c:
+        token = c.get(f"/monitors/{monitor['id']}/secrets").json()["heartbeatToken"]
+    ping = f"{served.api}/heartbeats/{token}"
+    rid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    assert httpx.post(f"{ping}/start?rid={rid}", timeout=10).status_code == 204
+    output = "exporting...\nerror: <disk full> & more\n"
+    assert httpx.post(f"{ping}/2?rid={rid}", content=output, timeout=10).status_code == 204
+    with api(served) as c:
+        wait_until(lambda: len(c.get(f"/monitors/{monitor['id']}/pings").json()["pings"]) == 2, 10)
+    sign_in(page, served, served.pat)
+    page.goto(f"{served.origin}/dashboard/monitors/{monitor['id']}")
+    expect(page.locator("#state")).to_have_text("down")  # failed: down at once
+    checkins = page.get_by_role("table").filter(has=page.get_by_role("columnheader", name="Output"))
+    failed = checkins.locator("tr.checkin-fail")
+    expect(failed).to_contain_text("fail (exit status 2)")
+    expect(failed.locator("pre.output")).to_have_text(output)  # open: the latest failure
+    expect(checkins.locator("tr.checkin-start")).to_contain_text("start")
+    screenshot(page, "dashboard-checkins.png", tmp_path)

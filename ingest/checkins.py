@@ -1,0 +1,279 @@
+"""Job check-ins (issue 12): the signals a ping URL can carry, and the ping history.
+
+How this works
+--------------
+``/api/v1/heartbeats/<token>`` is a success, as always. A suffix makes it a signal:
+``/start`` (a run began), ``/fail`` (it failed), ``/<0-255>`` (its exit status: 0 is a
+success, anything else a failure), ``/log`` (recorded, changes no state). ``?rid=<uuid>``
+ties a start to its end when runs overlap. ``parse`` reads a target into a ``Signal``;
+the plain, body-less success stays on the native fast path, every other ping comes here
+through the slow path (``protocol.Session``).
+
+A failure goes to the table at once (``DeadlineTable.fail``: the incident opens without
+waiting); start and log change no state. Every signal, and every ping that carried a
+body, becomes a row of the ping history (migration 0018): ``History`` keeps the rows in
+memory and the ingest writes them in batches off the hot path (``write``), then keeps the
+newest ``keep`` per monitor it wrote to. While the database is away the rows wait, at
+most ``MAX_ROWS`` of them and ``MAX_BYTES`` of bodies; past that the oldest are dropped
+and counted, never the ping itself (it was answered and judged already).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import NamedTuple
+from urllib.parse import parse_qs
+
+import asyncpg
+
+from core import DeadlineTable
+from core.proxies import normalise
+from core.tokens import digest
+
+from ._fastpath import PING_PREFIX
+
+SUCCESS, START, FAIL, LOG = "success", "start", "fail", "log"
+NO_STATUS = -1  # a signal without an exit status
+MAX_ROWS = 100_000
+MAX_BYTES = 64 * 1024 * 1024
+# A ping body's declared length past this is refused (413): no job's output is that
+# large, and reading it would only cost us. Up to it, a body is read and truncated.
+MAX_DECLARED_BODY = 64 * 1024 * 1024
+
+_TOKEN = re.compile(rb"[0-9a-f]{64}")
+_STATUS = re.compile(rb"0|[1-9][0-9]{0,2}")
+
+
+class Signal(NamedTuple):
+    """What a ping URL says: its token, the signal's kind, the exit status it reported
+    (NO_STATUS if none) and the run id it carried (None if none or not a UUID)."""
+
+    token: bytes
+    kind: str
+    status: int
+    rid: str | None
+
+    @property
+    def plain(self) -> bool:
+        """A success without a suffix: the fast path's ping."""
+        return self.kind == SUCCESS and self.status == NO_STATUS
+
+
+def parse(target: bytes) -> Signal | None:
+    """The signal a request target carries; None if it is no ping URL at all (another
+    route). A well-formed path with a malformed token is a signal of an unknown token:
+    its answer is the same 404 as for any token we do not know."""
+    path, _, query = target.partition(b"?")
+    if not path.startswith(PING_PREFIX):
+        return None
+    parts = path[len(PING_PREFIX) :].split(b"/")
+    if len(parts) == 1:
+        kind, status = SUCCESS, NO_STATUS
+    elif len(parts) == 2:
+        suffix = parts[1]
+        if suffix in (b"start", b"fail", b"log"):
+            kind, status = suffix.decode(), NO_STATUS
+        elif _STATUS.fullmatch(suffix) and int(suffix) <= 255:
+            status = int(suffix)
+            kind = SUCCESS if status == 0 else FAIL
+        else:
+            return None
+    else:
+        return None
+    return Signal(parts[0], kind, status, _rid(query))
+
+
+def token_of(signal: Signal) -> bytes | None:
+    """The token, if it has a token's shape (64 lowercase hex characters)."""
+    return signal.token if _TOKEN.fullmatch(signal.token) else None
+
+
+def forwarded_client(value: bytes) -> str:
+    """The client a trusted proxy names in X-Forwarded-For: the address it appended."""
+    return value.rsplit(b",", 1)[-1].strip().decode("latin-1")
+
+
+def _rid(query: bytes) -> str | None:
+    try:
+        values = parse_qs(query.decode("ascii"), max_num_fields=8).get("rid")
+        return str(uuid.UUID(values[0])) if values else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+class Row(NamedTuple):
+    """One row of the ping history (migration 0018's ``pings``)."""
+
+    monitor_id: int
+    at: float  # epoch seconds, when it was answered
+    kind: str
+    status: int  # NO_STATUS if none
+    rid: str | None
+    method: str
+    client: str | None
+    user_agent: str | None
+    body: bytes | None  # at most the body limit
+    body_bytes: int  # the whole body's size
+
+
+@dataclass
+class History:
+    """The rows waiting to be written, and what became of them."""
+
+    keep: int = 100  # rows kept per monitor (LASTSEEN_PING_HISTORY)
+    recorded: int = 0
+    written: int = 0
+    dropped: int = 0  # waited past MAX_ROWS/MAX_BYTES while the database was away
+
+    def __post_init__(self) -> None:
+        self._rows: deque[Row] = deque()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def record(self, row: Row) -> None:
+        self._rows.append(row)
+        self._bytes += len(row.body or b"")
+        self.recorded += 1
+        while len(self._rows) > MAX_ROWS or self._bytes > MAX_BYTES:
+            old = self._rows.popleft()
+            self._bytes -= len(old.body or b"")
+            self.dropped += 1
+
+    def take(self) -> list[Row]:
+        rows = list(self._rows)
+        self._rows.clear()
+        self._bytes = 0
+        return rows
+
+    def give_back(self, rows: list[Row]) -> None:
+        """A batch that could not be written: first in line again (newer ones after)."""
+        newer = self.take()
+        for row in rows + newer:
+            self.recorded -= 1
+            self.record(row)
+
+
+MAX_USER_AGENT = 500  # characters of a User-Agent kept
+
+
+class CheckIns:
+    """Answers the pings the fast path does not: signals, and pings with a body."""
+
+    def __init__(self, table: DeadlineTable, history: History) -> None:
+        self.table = table
+        self.history = history
+        self.answered: dict[str, int] = {SUCCESS: 0, START: 0, FAIL: 0, LOG: 0}
+        self.unknown = 0
+
+    def answer(
+        self,
+        signal: Signal,
+        now: float,
+        *,
+        method: bytes,
+        client: str | None,
+        user_agent: bytes | None,
+        body: bytes,
+        body_bytes: int,
+    ) -> bool:
+        """Record `signal` answered at `now`; False if no monitor has its token."""
+        token = token_of(signal)
+        key = digest(token) if token is not None else None
+        monitor_id = self.table.lookup(key) if key is not None else None
+        if monitor_id is None or key is None:
+            self.unknown += 1
+            return False
+        if signal.kind == SUCCESS:
+            self.table.ping(key, now)
+        elif signal.kind == FAIL:
+            self.table.fail(key, now, signal.status)
+        self._record(monitor_id, now, signal.kind, signal.status, signal.rid, method, client,
+                     user_agent, body, body_bytes)  # fmt: skip
+        return True
+
+    def took_fast(
+        self,
+        rows: list[tuple[int, float, str, int, str, bytes | None, bytes | None]],
+        client: str | None,
+        proxied: bool,
+    ) -> None:
+        """The check-ins the fast path answered for one connection (it has told the table
+        already): (id, time, kind, exit status, method, User-Agent, X-Forwarded-For)."""
+        for monitor_id, at, kind, status, method, agent, forwarded in rows:
+            source = client
+            if proxied and forwarded:
+                source = forwarded_client(forwarded)
+            self._record(monitor_id, at, kind, status, None, method.encode(), source, agent,
+                         b"", 0)  # fmt: skip
+
+    def _record(
+        self,
+        monitor_id: int,
+        at: float,
+        kind: str,
+        status: int,
+        rid: str | None,
+        method: bytes,
+        client: str | None,
+        user_agent: bytes | None,
+        body: bytes,
+        body_bytes: int,
+    ) -> None:
+        self.answered[kind] += 1
+        agent = user_agent.decode("latin-1")[:MAX_USER_AGENT] if user_agent else None
+        self.history.record(Row(
+            monitor_id, at, kind, status, rid, method.decode("ascii"),
+            normalise(client) if client else None, agent, body or None, body_bytes,
+        ))  # fmt: skip
+
+
+_INSERT = """
+INSERT INTO pings (monitor_id, received_at, kind, exit_status, rid, method, client_addr,
+                   user_agent, body, body_bytes)
+SELECT r.id, to_timestamp(r.at), r.kind, CASE WHEN r.status >= 0 THEN r.status END,
+       r.rid::uuid, r.method, r.client::inet, r.agent, r.body, r.size
+FROM unnest($1::bigint[], $2::float8[], $3::text[], $4::int[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::bytea[], $10::int[])
+    AS r(id, at, kind, status, rid, method, client, agent, body, size)
+WHERE EXISTS (SELECT 1 FROM monitors m WHERE m.id = r.id)
+"""
+# The newest `keep` rows of each monitor written to stay; the rest go.
+_PRUNE = """
+DELETE FROM pings p
+USING unnest($1::bigint[]) AS t(id),
+      LATERAL (SELECT received_at, id FROM pings q WHERE q.monitor_id = t.id
+               ORDER BY q.received_at DESC, q.id DESC OFFSET $2 LIMIT 1) AS edge
+WHERE p.monitor_id = t.id
+  AND (p.received_at, p.id) <= (edge.received_at, edge.id)
+"""
+
+
+async def write(
+    conn: asyncpg.Connection, rows: list[Row], keep: int, statement_seconds: float
+) -> int:
+    """Insert `rows` and prune their monitors' history to `keep` rows, in one transaction.
+    Rows of monitors deleted meanwhile are skipped. Returns the rows inserted."""
+    async with conn.transaction():
+        done: str = await conn.execute(
+            _INSERT,
+            [r.monitor_id for r in rows],
+            [r.at for r in rows],
+            [r.kind for r in rows],
+            [r.status for r in rows],
+            [r.rid for r in rows],
+            [r.method for r in rows],
+            [r.client for r in rows],
+            [r.user_agent for r in rows],
+            [r.body for r in rows],
+            [r.body_bytes for r in rows],
+            timeout=statement_seconds,
+        )
+        await conn.execute(
+            _PRUNE, sorted({r.monitor_id for r in rows}), keep, timeout=statement_seconds
+        )
+    return int(done.split()[-1])

@@ -1,0 +1,92 @@
+"""Check-ins end to end through `lastseen serve` with two ingest processes and a real
+webhook receiver: a failing run wrapped by `lastseen run` alerts within 2 s carrying its
+exit status, its output is in the ping history with the run's duration, and the next
+good run recovers it; failure signals answered by either process (the kernel picks one
+per connection) reach the shard's owner and alert."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from .support.receivers import http_receiver
+from .support.serving import serving, wait_until
+
+
+def _run(ping: str, script: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "lastseen", "run", "--url", ping, "--", "sh", "-c", script],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_failed_run_alerts_at_once_with_its_exit_status_and_output(database_url, tmp_path: Path):
+    with (
+        http_receiver() as receiver,
+        serving(
+            database_url, tmp_path, ingest_procs=2, LASTSEEN_ALLOW_PRIVATE_TARGETS="1"
+        ) as served,  # fmt: skip
+    ):
+        c = httpx.Client(
+            base_url=served.api, headers={"authorization": f"Bearer {served.pat}"}, timeout=30
+        )
+        channel = c.post("/channels", json={
+            "type": "webhook", "name": "hook", "config": {"url": f"{receiver.url}/hook"},
+        }).json()  # fmt: skip
+        monitors = []
+        for i in range(9):
+            # An hour and three misses: only a failure signal can alert within the test.
+            monitors.append(c.post("/monitors", json={
+                "name": f"job-{i}", "url": f"internal://job-{i}", "type": "heartbeat",
+                "intervalSec": 3600, "heartbeatGraceSec": 60, "alertThreshold": 3,
+                "channelIds": [channel["id"]],
+            }).json())  # fmt: skip
+        tokens = [c.get(f"/monitors/{m['id']}/secrets").json()["heartbeatToken"] for m in monitors]
+        pings = [f"{served.api}/heartbeats/{t}" for t in tokens]
+        for ping in pings:
+            assert httpx.post(ping, timeout=10).status_code == 204  # up
+
+        # The wrapper: start, the command's output passed through, exit status 3.
+        sent = time.monotonic()
+        done = _run(pings[0], "echo out; sleep 0.3; exit 3")
+        assert done.returncode == 3 and done.stdout == b"out\n"
+        (alert,) = receiver.wait_for(1, "/hook", within=10)
+        assert alert.at - sent < 2 + 1  # the run itself took about 0.3 s of it
+        payload = alert.json()
+        assert payload["event"] == "incident.opened"
+        assert payload["monitor"]["id"] == monitors[0]["id"]
+        assert (payload["incident"]["cause"], payload["incident"]["exitStatus"]) == ("failed", 3)
+        assert payload["incident"]["expectedAt"] is None  # it was not late: it failed
+
+        def history() -> list[dict]:
+            return c.get(f"/monitors/{monitors[0]['id']}/pings").json()["pings"]
+
+        wait_until(lambda: len(history()) == 2, 10)
+        end, start = history()
+        assert (start["kind"], end["kind"], end["exitStatus"]) == ("start", "fail", 3)
+        assert end["body"] == "out\n" and end["runId"] == start["runId"]
+        assert end["userAgent"].startswith("lastseen-run/")
+        assert 0.3 <= end["durationSec"] < 10
+        incident = c.get("/incidents", params={"monitorId": monitors[0]["id"]}).json()
+        assert incident["incidents"][0]["cause"] == "failed"
+
+        # The next good run recovers it.
+        assert _run(pings[0], "true").returncode == 0
+        recovered = receiver.wait_for(2, "/hook", within=10)[1].json()
+        assert recovered["event"] == "incident.resolved"
+        assert recovered["incident"]["resolvedBy"] == "ping"
+
+        # Failures of the other monitors, each on a new connection (either process may
+        # answer; the one that does not own the shard hands the failure over): every one
+        # alerts, once, with its own exit status.
+        for i, ping in enumerate(pings[1:], start=1):
+            assert httpx.post(f"{ping}/{i}", timeout=10).status_code == 204
+        got = receiver.wait_for(2 + 8, "/hook", within=15)[2:]
+        statuses = {r.json()["monitor"]["id"]: r.json()["incident"]["exitStatus"] for r in got}
+        assert statuses == {m["id"]: i for i, m in enumerate(monitors) if i}
+        states = {m["id"]: c.get(f"/monitors/{m['id']}").json()["state"] for m in monitors}
+        assert states == {m["id"]: "up" if i == 0 else "down" for i, m in enumerate(monitors)}
