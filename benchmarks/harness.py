@@ -276,14 +276,23 @@ class Load:
 
 
 def wrk(
-    port: int, tokens_file: Path, *, seconds: float, connections: int, close: bool, pin: list[str]
+    port: int,
+    tokens_file: Path,
+    *,
+    seconds: float,
+    connections: int,
+    close: bool,
+    pin: list[str],
+    suffix: str = "",
 ) -> Load:
-    """One bounded wrk run rotating through the tokens; raises if wrk is missing."""
+    """One bounded wrk run rotating through the tokens (`suffix` after each: a check-in
+    such as "/start"); raises if wrk is missing."""
     if shutil.which("wrk") is None:
         raise FileNotFoundError("wrk is not installed: apt-get install wrk nginx-light")
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         env = {**os.environ, "WRK_TOKENS": str(tokens_file), "WRK_OUT": out.name}
         env["WRK_CLOSE"] = "1" if close else "0"
+        env["WRK_SUFFIX"] = suffix
         duration = max(1, round(seconds))
         subprocess.run(
             [*pin, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s",

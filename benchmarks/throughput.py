@@ -5,7 +5,9 @@
 The ingest with its embedded database, and nginx, each get core 0 in turn; wrk gets
 core 1. Two loads: keep-alive connections, and a new connection per request
 (Connection: close). wrk rotates through every monitor's token, after a warm-up run that
-gives every monitor its first ping.
+gives every monitor its first ping. Then floods of check-ins on keep-alive connections,
+``/start`` and ``/0`` (issue 12), against the plain pings of the same run: each is also
+a row of the ping history, written to the same core's database.
 """
 
 from __future__ import annotations
@@ -45,13 +47,22 @@ def run(monitors: int, seconds: float, connections: int) -> Result:
                 harness.wrk(ingest.port, tokens_file, seconds=min(15, 1 + monitors / 10_000),
                             connections=connections, close=False, pin=load_pin)  # fmt: skip
                 runs["lastseen"] = _loads(ingest.port, tokens_file, seconds, connections, load_pin)
+                for suffix in CHECK_INS:
+                    runs["lastseen"][f"keep-alive {suffix}"] = harness.wrk(
+                        ingest.port, tokens_file, seconds=seconds, connections=connections,
+                        close=False, pin=load_pin, suffix=suffix,
+                    )  # fmt: skip
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for server, loads in runs.items():
         for mode, load in loads.items():
             figures[f"{server}_{mode}"] = vars(load)
             ratio = ""
-            if server == "lastseen" and "nginx" in runs:
+            if mode.removeprefix("keep-alive ") in CHECK_INS:  # against plain pings
+                plain = runs[server]["keep-alive"].requests_per_s
+                ratio = f"{load.requests_per_s / plain:.2f}x of plain"
+                figures[f"ratio_{mode}"] = load.requests_per_s / plain
+            elif server == "lastseen" and "nginx" in runs:
                 ratio = f"{load.requests_per_s / runs['nginx'][mode].requests_per_s:.2f}x"
                 figures[f"ratio_{mode}"] = load.requests_per_s / runs["nginx"][mode].requests_per_s
             rows.append((server, mode, f"{load.requests_per_s:,.0f}", f"{load.p50_ms:.2f} ms",
@@ -60,6 +71,9 @@ def run(monitors: int, seconds: float, connections: int) -> Result:
         rows.append(("(nginx not installed: apt-get install nginx-light for the reference)",))
     title = f"throughput, {monitors:,} monitors, {seconds:g} s per run, one server core"
     return Result("throughput", title, rows, figures)
+
+
+CHECK_INS = ("/start", "/0")
 
 
 def _loads(

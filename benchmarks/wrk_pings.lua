@@ -1,8 +1,9 @@
 -- wrk script: POST pings rotating through the tokens in $WRK_TOKENS; with WRK_CLOSE=1 each
--- request asks for Connection: close. Figures go to $WRK_OUT as JSON.
+-- request asks for Connection: close; $WRK_SUFFIX goes after the token (a check-in). Figures go to $WRK_OUT as JSON.
 local tokens = {}
 local i = 0
 local close = os.getenv("WRK_CLOSE") == "1"
+local suffix = os.getenv("WRK_SUFFIX") or ""  -- a check-in: "/start", "/0"
 
 function init(args)
   for line in io.lines(os.getenv("WRK_TOKENS")) do
@@ -15,7 +16,7 @@ function request()
   i = (i % #tokens) + 1
   local headers = { ["Host"] = "bench" }
   if close then headers["Connection"] = "close" end
-  return wrk.format("POST", "/api/v1/heartbeats/" .. tokens[i], headers)
+  return wrk.format("POST", "/api/v1/heartbeats/" .. tokens[i] .. suffix, headers)
 end
 
 function done(summary, latency, requests)

@@ -76,6 +76,12 @@ Threshold = Annotated[int, Field(ge=1, le=100), _WHOLE]
 # Pings in a row, none late, that resolve an open incident (flap damping; 1: the first).
 RecoveryThreshold = Annotated[int, Field(ge=1, le=100), _WHOLE]
 PeriodSec = Annotated[int, Field(ge=PERIOD_MIN, le=PERIOD_MAX), _WHOLE]
+# A cron expression (five fields or a macro) and its IANA time zone: checked by
+# core.schedules (api/monitors.py), which says what is wrong.
+CronExpression = Annotated[str, Field(min_length=1, max_length=200)]
+TimeZoneName = Annotated[str, Field(min_length=1, max_length=64)]
+# How long a run (a start to its success or failure) may take: a second to a year.
+MaxRuntimeSec = Annotated[int, Field(ge=1, le=31_536_000), _WHOLE]
 Ids = list[ObjectId]
 
 
@@ -128,12 +134,16 @@ class MonitorCreate(Body):
     heartbeat_grace_sec: GraceSec = 60
     alert_threshold: Threshold = 1
     recovery_threshold: RecoveryThreshold = 1
+    max_runtime_sec: MaxRuntimeSec | None = None
+    schedule: CronExpression | None = None  # instead of intervalSec/periodSec
+    tz: TimeZoneName | None = None  # with schedule; UTC if not given
     alert_email: AlertEmail = None
     channel_ids: Ids = Field(default_factory=list, max_length=50)
 
 
 class MonitorUpdate(Body):
-    """Every field optional; none may be null except alertEmail (null removes it)."""
+    """Every field optional; none may be null except alertEmail, maxRuntimeSec and
+    schedule (null removes it)."""
 
     name: Annotated[str, Field(min_length=1, max_length=200)] | NotNull = None
     url: Annotated[str, Field(min_length=1, max_length=2000)] | NotNull = None
@@ -144,6 +154,9 @@ class MonitorUpdate(Body):
     heartbeat_grace_sec: GraceSec | NotNull = None
     alert_threshold: Threshold | NotNull = None
     recovery_threshold: RecoveryThreshold | NotNull = None
+    max_runtime_sec: MaxRuntimeSec | None = None
+    schedule: CronExpression | None = None  # null: back to its period
+    tz: TimeZoneName | NotNull = None  # only with schedule
     alert_email: AlertEmail = None
     channel_ids: Annotated[Ids, Field(max_length=50)] | NotNull = None
 

@@ -82,7 +82,8 @@ def backoff(attempts: int, rng: random.Random) -> float:
 
 # The last ping comes with the event. What opened it: a failure signal at that instant
 # (the ingest emits 'failed' then 'incident_opened' at the same time), with its exit
-# status; otherwise missed deadlines, the first of them the down period's 'down' event
+# status, or a run past its maxRuntimeSec ('timed_out', likewise); otherwise missed
+# deadlines, the first of them the down period's 'down' event
 # (the latest one up to the opening: a threshold above 1 opens later).
 _OPEN = """
 INSERT INTO incidents (org_id, monitor_id, opened_at, last_ping_at, expected_at, cause,
@@ -95,8 +96,9 @@ SELECT m.org_id, m.id, $2, $3,
        coalesce(f.kind, 'missed'), f.exit_status
 FROM monitors m
 LEFT JOIN LATERAL (
-    SELECT 'failed' AS kind, e.exit_status FROM monitor_events e
-    WHERE e.monitor_id = $1 AND e.kind = 'failed' AND e.occurred_at = $2
+    SELECT CASE e.kind WHEN 'failed' THEN 'failed' ELSE 'timeout' END AS kind, e.exit_status
+    FROM monitor_events e
+    WHERE e.monitor_id = $1 AND e.kind IN ('failed', 'timed_out') AND e.occurred_at = $2
     ORDER BY e.id DESC LIMIT 1
 ) f ON true
 WHERE m.id = $1

@@ -21,6 +21,7 @@ cdef enum MonitorFlag:
     FLAG_CHANGED = 16     # state, misses or incident changed, not only last_seen
     FLAG_FOREIGN = 32     # its shard is not this table's: answered, never judged
     FLAG_HANDOFF = 64     # pinged while foreign: queued for its owner
+    FLAG_RUNTIME = 128    # has a max_runtime (DeadlineTable._max_runtimes: few monitors do)
 
 
 ctypedef struct Monitor:
@@ -65,7 +66,14 @@ cdef class DeadlineTable:
     cdef uint32_t _dirty_cap
 
     cdef list _events
-    cdef list _failures            # failure signals of foreign monitors, for their owners
+    cdef list _signals             # failures and starts of foreign monitors, for their owners
+    # Runs, kept aside (only monitors with a max_runtime have them; a field in every
+    # record would cost every monitor 16 bytes): slot -> max_runtime, slot -> open start.
+    cdef dict _max_runtimes
+    cdef dict _starts
+    # Schedules, kept aside too (slot -> core.schedules.Schedule): a monitor with one
+    # expects its runs at its scheduled times, not every `interval` seconds.
+    cdef dict _schedules
 
     cdef uint8_t _owned[SHARDS]    # 1 = this table judges the shard's monitors
     cdef uint32_t* _handoff        # slots pinged while foreign, for take_handoffs()
@@ -77,7 +85,9 @@ cdef class DeadlineTable:
     cdef int64_t id_of_digest(self, const uint8_t* digest)
     cpdef upsert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
                  uint32_t threshold, bint paused, double now, str state=*, uint32_t misses=*,
-                 double last_seen=*, bint incident_open=*, uint32_t recovery=*)
+                 double last_seen=*, bint incident_open=*, uint32_t recovery=*,
+                 uint32_t max_runtime=*, double started=*, object schedule=*)
+    cdef int start_digest(self, const uint8_t* digest, double now) except -1
     cdef int32_t _find_digest(self, const uint8_t* digest)
     cdef int32_t _find_id(self, int64_t monitor_id)
     cdef uint64_t _home(self, int32_t slot, bint by_digest)
@@ -93,16 +103,28 @@ cdef class DeadlineTable:
     cdef bint _entry_live(self, HeapEntry* entry)
     cdef void _prune_heap(self)
     cdef int _schedule(self, uint32_t slot, double deadline) except -1
-    cdef double _up_deadline(self, Monitor* m)
+    cdef double _up_deadline(self, Monitor* m) except? -1.0
+    cdef double _expected_after(self, Monitor* m, double at) except? -1.0
+    cdef void _set_schedule(self, Monitor* m, object schedule)
+    cdef uint32_t _max_runtime(self, Monitor* m)
+    cdef double _started(self, Monitor* m)
+    cdef void _set_max_runtime(self, Monitor* m, uint32_t seconds)
+    cdef void _set_started(self, Monitor* m, double at)
+    cdef double _run_due(self, Monitor* m)
+    cdef double _next_due(self, Monitor* m)
+    cdef int _start(self, uint32_t slot, double now) except -1
+    cdef void _end_run(self, uint32_t slot, double now)
+    cdef int _timeout(self, uint32_t slot, double at) except -1
     cdef void _emit(self, Monitor* m, str kind, double at, int status=*)
     cdef int _fail(self, uint32_t slot, double now, int status) except -1
     cdef int _miss(self, uint32_t slot, double at) except -1
     cdef int _insert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
                      uint32_t threshold, bint paused, double now, str state, uint32_t misses,
-                     double last_seen, bint incident_open, uint32_t recovery) except -1
+                     double last_seen, bint incident_open, uint32_t recovery,
+                     uint32_t max_runtime, double started, object schedule) except -1
     cdef void _remove_slot(self, int32_t slot)
     cdef int _judge(self, uint32_t slot, bint paused, int code, uint32_t misses,
-                    bint incident_open, double now) except -1
+                    bint incident_open, double now, double started) except -1
     cdef int _queue_handoff(self, uint32_t slot) except -1
     cdef uint32_t _check_shard(self, shard) except? 0
     cdef int _record(self, uint32_t slot, double now) except -1

@@ -19,9 +19,11 @@ outnumber the live ones.
 State rules (times are the server's receive times, in seconds):
 - a new monitor is pending and has no deadline until its first ping;
 - an up monitor's deadline is max(last_seen, floor) + interval + grace, where ``floor`` is
-  when the process loaded it (start-up amnesty) or when it was last resumed;
-- passing it makes the monitor down with misses = 1; every further interval is one more
-  miss; at misses == threshold ``incident_opened`` is emitted once and the monitor has no
+  when the process loaded it (start-up amnesty) or when it was last resumed; for a
+  monitor with a schedule (``core/schedules.py``, kept aside in ``_schedules``) it is
+  the first scheduled time after max(last_seen, floor), + grace;
+- passing it makes the monitor down with misses = 1; every further interval (every
+  further scheduled run, + grace) is one more miss; at misses == threshold ``incident_opened`` is emitted once and the monitor has no
   deadline until its next ping;
 - the next ping makes it up, resets misses, emits ``recovered`` and, if an incident was
   open, ``incident_resolved``;
@@ -32,7 +34,13 @@ State rules (times are the server's receive times, in seconds):
   sets last_seen), and the next success recovers as after a miss. A failure older than
   last_seen changes nothing (a later signal decided the state already), so signals
   handed over from other processes give the same state in whatever order they arrive;
-  one at the same instant as the last ping came after it, and counts.
+  one at the same instant as the last ping came after it, and counts;
+- runs: a monitor with a max_runtime (kept aside, ``_max_runtimes``: few monitors have
+  one) opens a run at a start signal (``start``; none before the last ping, none while
+  paused); the run must end (a success or a failure at or after its start) by
+  max(start, floor) + max_runtime, else ``timed_out`` then ``incident_opened`` (the
+  monitor down, misses >= 1). Only an up or pending monitor with no incident open has a
+  run deadline; without a max_runtime a start changes nothing.
 
 Ownership (several processes, issue 11): monitors fall into SHARDS shards by digest
 (``core/shards.py``), and a table judges only the shards it owns (all of them unless told
@@ -55,6 +63,8 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
+from sys import getsizeof as _getsizeof
+
 from core.records import DirtyRows, Event
 
 EVENT_UP = "up"
@@ -64,6 +74,8 @@ EVENT_RECOVERED = "recovered"
 EVENT_INCIDENT_RESOLVED = "incident_resolved"
 EVENT_INCIDENT_PAUSED = "incident_paused"  # closed by a pause: not a recovery
 EVENT_FAILED = "failed"  # a failure signal (/fail, a non-zero exit status)
+EVENT_TIMED_OUT = "timed_out"  # a run went past maxRuntime: "running too long"
+START = -2  # a hand-off signal's code for a start (else the failure's exit status or -1)
 
 STATE_NAMES = ("pending", "up", "down", "paused")
 _STATE_CODES = {name: code for code, name in enumerate(STATE_NAMES)}
@@ -134,7 +146,10 @@ cdef class DeadlineTable:
         self._index_mask = index_size - 1
         self._free_head = -1
         self._events = []
-        self._failures = []
+        self._signals = []
+        self._max_runtimes = {}
+        self._starts = {}
+        self._schedules = {}
 
     def __dealloc__(self):
         free(self._mons)
@@ -360,8 +375,121 @@ cdef class DeadlineTable:
 
     # ------------------------------------------------------------------ state changes
 
-    cdef double _up_deadline(self, Monitor* m):
-        return _fmax(m.last_seen, m.floor) + m.interval + m.grace
+    cdef double _up_deadline(self, Monitor* m) except? -1.0:
+        return self._expected_after(m, _fmax(m.last_seen, m.floor)) + m.grace
+
+    cdef double _expected_after(self, Monitor* m, double at) except? -1.0:
+        # When the next run is expected after `at` (a ping, the floor).
+        cdef object schedule
+        if self._schedules:
+            schedule = self._schedules.get(m - self._mons)
+            if schedule is not None:
+                return schedule.next_after(at)
+        return at + m.interval
+
+    cdef void _set_schedule(self, Monitor* m, object schedule):
+        if schedule is None:
+            self._schedules.pop(m - self._mons, None)
+        else:
+            self._schedules[m - self._mons] = schedule
+
+    cdef uint32_t _max_runtime(self, Monitor* m):
+        if not (m.flags & FLAG_RUNTIME):
+            return 0
+        return self._max_runtimes[m - self._mons]
+
+    cdef double _started(self, Monitor* m):
+        if not (m.flags & FLAG_RUNTIME):
+            return 0.0
+        return self._starts.get(m - self._mons, 0.0)
+
+    cdef void _set_max_runtime(self, Monitor* m, uint32_t seconds):
+        cdef Py_ssize_t slot = m - self._mons
+        if seconds:
+            m.flags |= FLAG_RUNTIME
+            self._max_runtimes[slot] = seconds
+        elif m.flags & FLAG_RUNTIME:
+            m.flags &= ~FLAG_RUNTIME
+            del self._max_runtimes[slot]
+            self._starts.pop(slot, None)
+
+    cdef void _set_started(self, Monitor* m, double at):
+        # Only a monitor with a max_runtime has runs; otherwise a start is nothing here.
+        cdef Py_ssize_t slot = m - self._mons
+        if not (m.flags & FLAG_RUNTIME):
+            return  # it has no entry: the flag went with it
+        if at != 0.0:
+            self._starts[slot] = at
+        else:
+            self._starts.pop(slot, None)
+
+    cdef double _run_due(self, Monitor* m):
+        # When the open run is too long (0.0: never): only for an up or pending monitor
+        # with no incident open (a down one alerts already, or is counting its misses).
+        if self._started(m) == 0.0 or self._max_runtime(m) == 0 or (m.flags & FLAG_INCIDENT):
+            return 0.0
+        if m.state != STATE_UP and m.state != STATE_PENDING:
+            return 0.0
+        return _fmax(self._started(m), m.floor) + self._max_runtime(m)
+
+    cdef double _next_due(self, Monitor* m):
+        # An up or pending monitor's deadline: the earlier of its next ping's and its run's.
+        cdef double run = self._run_due(m)
+        cdef double up
+        if m.state != STATE_UP:
+            return run
+        up = self._up_deadline(m)
+        return up if run == 0.0 or up < run else run
+
+    cdef int start_digest(self, const uint8_t* digest, double now) except -1:
+        """Record a start signal; 1 if the digest belongs to a monitor, else 0."""
+        cdef int32_t slot = self._find_digest(digest)
+        cdef Monitor* m
+        if slot < 0:
+            return 0
+        m = &self._mons[slot]
+        if m.flags & FLAG_FOREIGN:
+            if self._max_runtime(m):  # only a deadline makes a start matter to its owner
+                self._signals.append((m.monitor_id, now, START))
+            return 1
+        return self._start(slot, now)
+
+    cdef int _start(self, uint32_t slot, double now) except -1:
+        # A run began at `now`: with a max_runtime, it must end by now + max_runtime.
+        cdef Monitor* m = &self._mons[slot]
+        cdef double due
+        if (self._max_runtime(m) == 0 or m.state == STATE_PAUSED or now < m.last_seen
+                or now <= self._started(m)):
+            return 1  # no deadline, or an end (or a later start) came after it already
+        self._set_started(m, now)
+        self._mark_dirty(slot, True)
+        due = self._next_due(m)
+        if due != 0.0 and (m.deadline == 0.0 or due < m.deadline):
+            self._schedule(slot, due)
+        return 1
+
+    cdef void _end_run(self, uint32_t slot, double now):
+        # A success or a failure at `now` ends the run open since before it; a deadline
+        # registered for it pops, finds a later one, and moves (lazily).
+        cdef Monitor* m = &self._mons[slot]
+        if self._started(m) != 0.0 and now >= self._started(m):
+            self._set_started(m, 0.0)
+            self._mark_dirty(slot, True)
+
+    cdef int _timeout(self, uint32_t slot, double at) except -1:
+        # The open run passed its max_runtime at `at`: down, its incident open at once.
+        cdef Monitor* m = &self._mons[slot]
+        self._emit(m, EVENT_TIMED_OUT, at)
+        self._set_started(m, 0.0)
+        m.state = STATE_DOWN
+        if m.misses == 0:
+            m.misses = 1
+        m.recovering = 0
+        m.flags |= FLAG_INCIDENT
+        self._emit(m, EVENT_INCIDENT_OPENED, at)
+        self._schedule(slot, 0.0)
+        self._mark_dirty(slot, True)
+        return 0
 
     cdef void _emit(self, Monitor* m, str kind, double at, int status=-1):
         self._events.append(Event(m.monitor_id, kind, at, m.last_seen, status))
@@ -379,7 +507,7 @@ cdef class DeadlineTable:
             return 0
         m = &self._mons[slot]
         if m.flags & FLAG_FOREIGN:
-            self._failures.append((_shard_of(m.digest), m.monitor_id, now, status))
+            self._signals.append((m.monitor_id, now, status))
             return 1
         return self._fail(slot, now, status)
 
@@ -395,6 +523,7 @@ cdef class DeadlineTable:
             return 1
         # The events carry the last ping before it: the alert says when it last succeeded.
         self._emit(m, EVENT_FAILED, now, status)
+        self._end_run(slot, now)
         m.state = STATE_DOWN
         if m.misses == 0:
             m.misses = 1  # a failed run counts as a missed one
@@ -443,6 +572,7 @@ cdef class DeadlineTable:
         cdef double due
         m.last_seen = now
         self._mark_dirty(slot, False)
+        self._end_run(slot, now)
         if m.state == STATE_PAUSED or (m.state == STATE_UP and not (m.flags & FLAG_INCIDENT)):
             return 1
         if m.state == STATE_UP:  # recovering: its incident resolves at the recovery-th ping
@@ -459,7 +589,7 @@ cdef class DeadlineTable:
             if m.flags & FLAG_INCIDENT:
                 m.recovering = 0
                 self._recovered_once(slot, now)
-        due = self._up_deadline(m)
+        due = self._next_due(m)
         if m.deadline == 0.0 or due < m.deadline:  # earlier only for a handed-off ping
             self._schedule(slot, due)
         return 1
@@ -492,6 +622,9 @@ cdef class DeadlineTable:
             m.flags |= FLAG_INCIDENT
             self._emit(m, EVENT_INCIDENT_OPENED, at)
             self._schedule(slot, 0.0)
+        elif self._schedules and (m - self._mons) in self._schedules:
+            # The next scheduled run missed too, if none comes.
+            self._schedule(slot, self._expected_after(m, at - m.grace) + m.grace)
         else:
             self._schedule(slot, at + m.interval)
         return 0
@@ -533,26 +666,49 @@ cdef class DeadlineTable:
         if slot < 0:
             return False
         if self._mons[slot].flags & FLAG_FOREIGN:
-            self._failures.append((_shard_of(self._mons[slot].digest), monitor_id, at, status))
+            self._signals.append((monitor_id, at, status))
             return False
         self._fail(slot, at, status)
         return True
 
-    def take_failures(self):
-        """The failure signals of foreign monitors since the last call, in order: (shards,
-        ids, times, statuses), for their owners (none of a monitor no longer foreign)."""
-        cdef list shards = [], ids = [], times = [], statuses = []
+    def start(self, bytes digest not None, double now):
+        """Record a start signal for the monitor whose token hashes to `digest`: with a
+        max_runtime, the run must end (a success or a failure) by now + max_runtime.
+        Returns True if the digest is known."""
+        if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
+            raise ValueError("a digest is 32 bytes")
+        return self.start_digest(<const uint8_t*>PyBytes_AS_STRING(digest), now) == 1
+
+    def started(self, int64_t monitor_id, double at):
+        """A start another process answered at `at`, handed to this owner (as failed())."""
+        cdef int32_t slot = self._find_id(monitor_id)
+        cdef Monitor* m
+        if slot < 0:
+            return False
+        m = &self._mons[slot]
+        if m.flags & FLAG_FOREIGN:
+            if self._max_runtime(m):
+                self._signals.append((monitor_id, at, START))
+            return False
+        self._start(slot, at)
+        return True
+
+    def take_signals(self):
+        """The failures and starts of foreign monitors since the last call, in order:
+        (shards, ids, times, codes), a code being a failure's exit status (-1: none) or
+        START, for their owners (none of a monitor no longer foreign)."""
+        cdef list shards = [], ids = [], times = [], codes = []
         cdef int32_t slot
-        for shard, monitor_id, at, status in self._failures:
+        for monitor_id, at, code in self._signals:
             slot = self._find_id(monitor_id)
             if slot < 0 or not (self._mons[slot].flags & FLAG_FOREIGN):
                 continue
-            shards.append(shard)
+            shards.append(_shard_of(self._mons[slot].digest))  # now: a token may have moved it
             ids.append(monitor_id)
             times.append(at)
-            statuses.append(status)
-        self._failures = []
-        return shards, ids, times, statuses
+            codes.append(code)
+        self._signals = []
+        return shards, ids, times, codes
 
     cpdef upsert(
         self,
@@ -568,6 +724,9 @@ cdef class DeadlineTable:
         double last_seen=0.0,
         bint incident_open=False,
         uint32_t recovery=1,
+        uint32_t max_runtime=0,
+        double started=0.0,
+        object schedule=None,
     ):
         """Add a monitor, or apply new configuration to a known one.
 
@@ -594,7 +753,8 @@ cdef class DeadlineTable:
         slot = self._find_id(monitor_id)
         if slot < 0:
             self._insert(monitor_id, digest, interval, grace, threshold, paused, now,
-                         state, misses, last_seen, incident_open, recovery)
+                         state, misses, last_seen, incident_open, recovery, max_runtime, started,
+                         schedule)
             return
         m = &self._mons[slot]
         m.flags |= FLAG_SEEN
@@ -610,6 +770,10 @@ cdef class DeadlineTable:
         old_threshold = m.threshold
         m.threshold = <uint16_t>threshold
         m.recovery = <uint8_t>recovery
+        if max_runtime == 0 and self._started(m) != 0.0 and not (m.flags & FLAG_FOREIGN):
+            self._mark_dirty(slot, True)  # runs have no deadline now: the open one goes
+        self._set_max_runtime(m, max_runtime)  # without one, it drops the open run too
+        self._set_schedule(m, schedule)
         was_paused = m.state == STATE_PAUSED
         was_foreign = (m.flags & FLAG_FOREIGN) != 0
         if not self._owned[_shard_of(m.digest)]:
@@ -630,7 +794,7 @@ cdef class DeadlineTable:
             m.flags &= ~(FLAG_FOREIGN | FLAG_HANDOFF)
             heard = m.last_seen > last_seen  # a ping answered here the row does not have
             m.last_seen = _fmax(m.last_seen, last_seen)
-            self._judge(slot, paused, code, misses, incident_open, now)
+            self._judge(slot, paused, code, misses, incident_open, now, started)
             if heard:
                 self._mark_dirty(slot, False)
             return
@@ -638,6 +802,7 @@ cdef class DeadlineTable:
             m.state = STATE_PAUSED
             m.misses = 0
             m.recovering = 0
+            self._set_started(m, 0.0)
             if m.flags & FLAG_INCIDENT:
                 m.flags &= ~FLAG_INCIDENT
                 self._emit(m, EVENT_INCIDENT_PAUSED, now)
@@ -651,9 +816,9 @@ cdef class DeadlineTable:
             else:
                 m.state = STATE_UP
                 self._schedule(slot, self._up_deadline(m))
-        elif m.state == STATE_UP:
-            due = self._up_deadline(m)
-            if due < m.deadline:
+        elif m.state == STATE_UP or m.state == STATE_PENDING:
+            due = self._next_due(m)
+            if due != 0.0 and (m.deadline == 0.0 or due < m.deadline):
                 self._schedule(slot, due)
             if (m.flags & FLAG_INCIDENT) and m.recovering >= m.recovery:
                 # Fewer pings in a row now resolve it, and it had them.
@@ -670,7 +835,8 @@ cdef class DeadlineTable:
 
     cdef int _insert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
                      uint32_t threshold, bint paused, double now, str state, uint32_t misses,
-                     double last_seen, bint incident_open, uint32_t recovery) except -1:
+                     double last_seen, bint incident_open, uint32_t recovery,
+                     uint32_t max_runtime, double started, object schedule) except -1:
         cdef int32_t slot
         cdef Monitor* m
         cdef int code = _STATE_CODES.get(state, -1)
@@ -690,6 +856,8 @@ cdef class DeadlineTable:
         m.last_seen = last_seen
         m.floor = now
         m.flags = FLAG_LIVE | FLAG_SEEN
+        self._set_max_runtime(m, max_runtime)
+        self._set_schedule(m, schedule)
         self._index_insert(self._by_digest, slot, True)
         self._index_insert(self._by_id, slot, False)
         self._count += 1
@@ -700,17 +868,20 @@ cdef class DeadlineTable:
             m.misses = <uint16_t>min(misses, _MAX_THRESHOLD)
             if incident_open:
                 m.flags |= FLAG_INCIDENT
+            self._set_started(m, started if max_runtime else 0.0)
             return 0
-        return self._judge(slot, paused, code, misses, incident_open, now)
+        return self._judge(slot, paused, code, misses, incident_open, now, started)
 
     cdef int _judge(self, uint32_t slot, bint paused, int code, uint32_t misses,
-                    bint incident_open, double now) except -1:
+                    bint incident_open, double now, double started) except -1:
         """Judge a monitor afresh from persisted state (`code`, `misses`, `incident_open`)
         and its last_seen, with `now` as its amnesty floor: a load, a restart, a takeover."""
         cdef Monitor* m = &self._mons[slot]
+        cdef double due
         m.floor = now
         m.misses = 0
         m.recovering = 0
+        self._set_started(m, 0.0)
         m.flags &= ~FLAG_INCIDENT
         self._schedule(slot, 0.0)
         if paused:
@@ -741,8 +912,14 @@ cdef class DeadlineTable:
             # Paused (or found inconsistent) while we were not looking: close it, as a
             # pause closes it (no ping recovered it).
             self._emit(m, EVENT_INCIDENT_PAUSED if paused else EVENT_INCIDENT_RESOLVED, now)
+        if (self._max_runtime(m) and (m.state == STATE_UP or m.state == STATE_PENDING)
+                and started >= m.last_seen):
+            self._set_started(m, started)  # a run still open when it was persisted (0.0: none)
+            due = self._next_due(m)
+            if due != 0.0 and (m.deadline == 0.0 or due < m.deadline):
+                self._schedule(slot, due)
         if (m.state != code or m.misses != misses
-                or bool(m.flags & FLAG_INCIDENT) != incident_open):
+                or bool(m.flags & FLAG_INCIDENT) != incident_open or self._started(m) != started):
             self._mark_dirty(slot, True)  # the stored row is stale: rewrite it
         return 0
 
@@ -760,6 +937,8 @@ cdef class DeadlineTable:
         self._index_delete(self._by_id, slot, False)
         if m.deadline != 0.0:
             self._scheduled -= 1
+        self._set_max_runtime(m, 0)  # and its open run
+        self._set_schedule(m, None)
         m.flags = 0
         m.deadline = 0.0
         m.monitor_id = self._free_head
@@ -807,7 +986,7 @@ cdef class DeadlineTable:
                     and self._owned[_shard_of(m.digest)]:
                 m.flags &= ~(FLAG_FOREIGN | FLAG_HANDOFF)
                 self._judge(slot, m.state == STATE_PAUSED, m.state, m.misses,
-                            (m.flags & FLAG_INCIDENT) != 0, now)
+                            (m.flags & FLAG_INCIDENT) != 0, now, self._started(m))
                 n += 1
         return n
 
@@ -904,7 +1083,7 @@ cdef class DeadlineTable:
             if m.floor < now:
                 m.floor = now
             if m.state == STATE_DOWN and not (m.flags & FLAG_INCIDENT):
-                due = now + m.interval + m.grace
+                due = self._expected_after(m, now) + m.grace
                 if due > m.deadline:
                     self._schedule(slot, due)
             n += 1
@@ -944,12 +1123,17 @@ cdef class DeadlineTable:
             # The entry is live: forget it before re-registering anything.
             m.deadline = 0.0
             self._scheduled -= 1
-            if m.state == STATE_UP:
-                due = self._up_deadline(m)
+            if m.state == STATE_UP or m.state == STATE_PENDING:
+                due = self._next_due(m)
+                if due == 0.0:
+                    continue  # a run ended: nothing to wait for (pending)
                 if due > now:
                     self._schedule(entry.slot, due)
                     continue
-                self._miss(entry.slot, due)
+                if due == self._run_due(m):
+                    self._timeout(entry.slot, due)
+                else:
+                    self._miss(entry.slot, due)
             elif m.state == STATE_DOWN:
                 self._miss(entry.slot, entry.deadline)
             else:
@@ -981,7 +1165,7 @@ cdef class DeadlineTable:
         Returns a ``core.records.DirtyRows``.
         """
         cdef list seen_ids = [], seen_times = []
-        cdef list ids = [], times = [], states = [], misses = [], incidents = []
+        cdef list ids = [], times = [], states = [], misses = [], incidents = [], started = []
         cdef uint32_t i, slot
         cdef Monitor* m
         for i in range(self._dirty_len):
@@ -998,12 +1182,13 @@ cdef class DeadlineTable:
                 states.append(STATE_NAMES[m.state])
                 misses.append(m.misses)
                 incidents.append(bool(m.flags & FLAG_INCIDENT))
+                started.append(self._started(m))
             else:
                 seen_ids.append(m.monitor_id)
                 seen_times.append(m.last_seen)
             m.flags &= ~(FLAG_DIRTY | FLAG_CHANGED)
         self._dirty_len = 0
-        return DirtyRows(seen_ids, seen_times, ids, times, states, misses, incidents)
+        return DirtyRows(seen_ids, seen_times, ids, times, states, misses, incidents, started)
 
     def mark_dirty(self, ids):
         """Mark monitors dirty again, whole state included (e.g. after a failed flush);
@@ -1038,6 +1223,9 @@ cdef class DeadlineTable:
             "threshold": m.threshold,
             "recovery": m.recovery,
             "recovering": m.recovering,
+            "max_runtime": self._max_runtime(m),
+            "started": self._started(m),
+            "schedule": self._schedules.get(m - self._mons),
         }
 
     cdef object _due(self, Monitor* m):
@@ -1045,7 +1233,9 @@ cdef class DeadlineTable:
         if m.flags & FLAG_FOREIGN:
             return None
         if m.state == STATE_UP:
-            return self._up_deadline(m)
+            return self._next_due(m)
+        if m.state == STATE_PENDING:
+            return self._run_due(m) or None
         if m.state == STATE_DOWN and not (m.flags & FLAG_INCIDENT):
             return m.deadline
         return None
@@ -1057,12 +1247,15 @@ cdef class DeadlineTable:
                 if self._mons[slot].flags & FLAG_LIVE]
 
     def memory_bytes(self):
-        """Bytes allocated by the table: records, both indexes, heap and dirty list."""
+        """Bytes allocated by the table: records, both indexes, heap and dirty list, and
+        (estimated: the dicts and their int and float objects) the runs kept aside."""
         return (
             self._mons_cap * sizeof(Monitor)
             + 2 * (self._index_mask + 1) * sizeof(int32_t)
             + self._heap_cap * sizeof(HeapEntry)
             + self._dirty_cap * sizeof(uint32_t)
+            + _getsizeof(self._max_runtimes) + _getsizeof(self._starts)
+            + 56 * len(self._max_runtimes) + 56 * len(self._starts)
         )
 
     def statistics(self):

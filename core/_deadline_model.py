@@ -23,6 +23,8 @@ EVENT_RECOVERED = "recovered"
 EVENT_INCIDENT_RESOLVED = "incident_resolved"
 EVENT_INCIDENT_PAUSED = "incident_paused"
 EVENT_FAILED = "failed"
+EVENT_TIMED_OUT = "timed_out"  # a run went past maxRuntime: "running too long"
+START = -2  # a hand-off signal's code for a start (else the failure's exit status or -1)
 
 STATE_NAMES = ("pending", "up", "down", "paused")
 _MAX_MISSES = 65535
@@ -49,12 +51,34 @@ class _Monitor:
     handoff: bool = False  # pinged while foreign, not yet taken by take_handoffs()
     recovery: int = 1  # pings in a row (none late) that resolve an open incident
     recovering: int = 0  # of those, had so far: up with its incident still open
+    max_runtime: int = 0  # seconds a run may take (0: runs have no deadline)
+    started: float = 0.0  # the open run's start, with a max_runtime (0.0: none)
+    schedule: Any = None  # a core.schedules.Schedule (None: every `interval` seconds)
+
+    def expected_after(self, at: float) -> float:
+        """When the next run is expected after `at` (a ping, the floor)."""
+        if self.schedule is not None:
+            return float(self.schedule.next_after(at))
+        return at + self.interval
+
+    def run_due(self) -> float | None:
+        """When the open run is too long: only for an up or pending monitor with no
+        incident open (a down one alerts already, or is counting its misses)."""
+        if not self.started or not self.max_runtime or self.incident_open:
+            return None
+        if self.state not in ("up", "pending"):
+            return None
+        return max(self.started, self.floor) + self.max_runtime
 
     def due(self) -> float | None:
         if self.foreign:
             return None
+        run = self.run_due()
         if self.state == "up":
-            return max(self.last_seen, self.floor) + self.interval + self.grace
+            up = self.expected_after(max(self.last_seen, self.floor)) + self.grace
+            return up if run is None else min(up, run)
+        if self.state == "pending":
+            return run
         if self.state == "down" and not self.incident_open:
             return self.next_miss
         return None
@@ -75,7 +99,9 @@ class DeadlineModel:
         self._dirty_order: list[int] = []
         self._owned = set(range(SHARDS))
         self._handoffs: list[int] = []
-        self._failures: list[tuple[int, int, float, int]] = []
+        # Signals of foreign monitors for their owners: (id, time, code), code the
+        # failure's exit status (-1: none) or START.
+        self._signals: list[tuple[int, float, int]] = []
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -116,7 +142,7 @@ class DeadlineModel:
         if m is None:
             return False
         if m.foreign:
-            self._failures.append((shard_of(m.digest), m.monitor_id, now, status))
+            self._signals.append((m.monitor_id, now, status))
             return True
         self._fail(m, now, status)
         return True
@@ -127,10 +153,47 @@ class DeadlineModel:
         if m is None:
             return False
         if m.foreign:
-            self._failures.append((shard_of(m.digest), monitor_id, at, status))
+            self._signals.append((monitor_id, at, status))
             return False
         self._fail(m, at, status)
         return True
+
+    def start(self, digest: bytes, now: float) -> bool:
+        if len(digest) != 32:
+            raise ValueError("a digest is 32 bytes")
+        m = self._by_digest.get(digest)
+        if m is None:
+            return False
+        if m.foreign:
+            if m.max_runtime:  # only a deadline makes a start matter to its owner
+                self._signals.append((m.monitor_id, now, START))
+            return True
+        self._start(m, now)
+        return True
+
+    def started(self, monitor_id: int, at: float) -> bool:
+        m = self._by_id.get(monitor_id)
+        if m is None:
+            return False
+        if m.foreign:
+            if m.max_runtime:
+                self._signals.append((monitor_id, at, START))
+            return False
+        self._start(m, at)
+        return True
+
+    def _start(self, m: _Monitor, now: float) -> None:
+        """A run began at `now`: with a max_runtime, it must end by now + max_runtime."""
+        if not m.max_runtime or m.state == "paused" or now < m.last_seen or now <= m.started:
+            return  # no deadline, or an end (or a later start) came after it already
+        m.started = now
+        self._mark_dirty(m)
+
+    def _end_run(self, m: _Monitor, now: float) -> None:
+        """A success or a failure at `now` ends the run open since before it."""
+        if m.started and now >= m.started:
+            m.started = 0.0
+            self._mark_dirty(m)
 
     def _fail(self, m: _Monitor, now: float, status: int) -> None:
         """A failure signal at `now` of a monitor this table judges."""
@@ -142,6 +205,7 @@ class DeadlineModel:
             return
         # The events carry the last ping before it: the alert says when it last succeeded.
         self._emit(m, EVENT_FAILED, now, status)
+        self._end_run(m, now)
         m.state = "down"
         m.misses = max(m.misses, 1)  # a failed run counts as a missed one
         m.next_miss = None
@@ -152,15 +216,16 @@ class DeadlineModel:
         m.last_seen = now
         self._mark_dirty(m)
 
-    def take_failures(self) -> tuple[list[int], list[int], list[float], list[int]]:
+    def take_signals(self) -> tuple[list[int], list[int], list[float], list[int]]:
         out: tuple[list[int], list[int], list[float], list[int]] = ([], [], [], [])
-        for shard, monitor_id, at, status in self._failures:
+        for monitor_id, at, code in self._signals:
             m = self._by_id.get(monitor_id)
             if m is None or not m.foreign:
                 continue
-            for column, value in zip(out, (shard, monitor_id, at, status), strict=True):
+            values = (shard_of(m.digest), monitor_id, at, code)  # its shard now
+            for column, value in zip(out, values, strict=True):
                 column.append(value)  # type: ignore[attr-defined]
-        self._failures = []
+        self._signals = []
         return out
 
     def _queue_handoff(self, m: _Monitor) -> None:
@@ -171,6 +236,7 @@ class DeadlineModel:
     def _record(self, m: _Monitor, now: float) -> None:
         m.last_seen = now
         self._mark_dirty(m, changed=m.state in ("pending", "down"))
+        self._end_run(m, now)
         if m.state == "pending":
             m.state = "up"
             self._emit(m, EVENT_UP, now)
@@ -209,9 +275,14 @@ class DeadlineModel:
         last_seen: float = 0.0,
         incident_open: bool = False,
         recovery: int = 1,
+        max_runtime: int = 0,
+        started: float = 0.0,
+        schedule: Any = None,
     ) -> None:
         if len(digest) != 32:
             raise ValueError("a digest is 32 bytes")
+        if max_runtime < 0:
+            raise ValueError("max_runtime must not be negative")
         if not 1 <= recovery <= _MAX_RECOVERY:
             raise ValueError("recovery must be between 1 and 255")
         if interval <= 0:
@@ -222,7 +293,8 @@ class DeadlineModel:
         if m is None:
             self._insert(
                 monitor_id, digest, interval, grace, threshold, paused, now,
-                state, misses, last_seen, incident_open, recovery,
+                state, misses, last_seen, incident_open, recovery, max_runtime, started,
+                schedule,
             )  # fmt: skip
             return
         m.seen = True
@@ -233,6 +305,12 @@ class DeadlineModel:
             m.digest = digest
             self._by_digest[digest] = m
         m.interval, m.grace, m.threshold, m.recovery = interval, grace, threshold, recovery
+        m.max_runtime = max_runtime
+        m.schedule = schedule
+        if not max_runtime and m.started:  # no deadline for runs any more: none is open
+            m.started = 0.0
+            if not m.foreign:
+                self._mark_dirty(m)
         if shard_of(m.digest) not in self._owned:
             m.foreign = True
             m.next_miss = None
@@ -247,7 +325,7 @@ class DeadlineModel:
             m.foreign = m.handoff = False
             heard = m.last_seen > last_seen  # a ping answered here the row does not have
             m.last_seen = max(m.last_seen, last_seen)
-            self._judge(m, paused, state, misses, incident_open, now)
+            self._judge(m, paused, state, misses, incident_open, now, started)
             if heard:
                 self._mark_dirty(m, changed=False)
             return
@@ -256,6 +334,7 @@ class DeadlineModel:
             m.misses = 0
             m.next_miss = None
             m.recovering = 0
+            m.started = 0.0
             if m.incident_open:
                 m.incident_open = False
                 self._emit(m, EVENT_INCIDENT_PAUSED, now)
@@ -290,6 +369,9 @@ class DeadlineModel:
         last_seen: float,
         incident_open: bool,
         recovery: int,
+        max_runtime: int,
+        started: float,
+        schedule: Any,
     ) -> None:
         if state not in STATE_NAMES:
             raise ValueError(f"unknown state {state!r}")
@@ -298,7 +380,7 @@ class DeadlineModel:
         m = _Monitor(
             monitor_id, digest, interval, grace, threshold, state="pending", misses=0,
             last_seen=last_seen, floor=now, incident_open=False, next_miss=None,
-            recovery=recovery,
+            recovery=recovery, max_runtime=max_runtime, schedule=schedule,
         )  # fmt: skip
         self._by_id[monitor_id] = m
         self._by_digest[digest] = m
@@ -307,11 +389,19 @@ class DeadlineModel:
             m.state = "paused" if paused else state
             m.misses = min(misses, _MAX_MISSES)
             m.incident_open = incident_open
+            m.started = started if max_runtime else 0.0
             return
-        self._judge(m, paused, state, misses, incident_open, now)
+        self._judge(m, paused, state, misses, incident_open, now, started)
 
     def _judge(
-        self, m: _Monitor, paused: bool, state: str, misses: int, incident_open: bool, now: float
+        self,
+        m: _Monitor,
+        paused: bool,
+        state: str,
+        misses: int,
+        incident_open: bool,
+        now: float,
+        started: float,
     ) -> None:
         """Judge afresh from persisted state, `now` the floor: a load, a restart, a takeover."""
         m.floor = now
@@ -319,6 +409,7 @@ class DeadlineModel:
         m.incident_open = False
         m.next_miss = None
         m.recovering = 0
+        m.started = 0.0
         if paused:
             m.state = "paused"
         elif state in ("paused", "pending") or m.last_seen == 0.0:
@@ -336,10 +427,17 @@ class DeadlineModel:
                 m.incident_open = True
                 self._emit(m, EVENT_INCIDENT_OPENED, now)
             else:
-                m.next_miss = max(m.last_seen, m.floor) + m.interval + m.grace
+                m.next_miss = m.expected_after(max(m.last_seen, m.floor)) + m.grace
         if incident_open and not m.incident_open:
             self._emit(m, EVENT_INCIDENT_PAUSED if paused else EVENT_INCIDENT_RESOLVED, now)
-        if (m.state, m.misses, m.incident_open) != (state, misses, incident_open):
+        if m.max_runtime and m.state in ("up", "pending") and started >= m.last_seen:
+            m.started = started  # a run still open when it was persisted (0.0: none)
+        if (m.state, m.misses, m.incident_open, m.started) != (
+            state,
+            misses,
+            incident_open,
+            started,
+        ):
             self._mark_dirty(m)
 
     # -- ownership
@@ -367,7 +465,9 @@ class DeadlineModel:
         for m in list(self._by_id.values()):
             if m.foreign and shard_of(m.digest) in self._owned:
                 m.foreign = m.handoff = False
-                self._judge(m, m.state == "paused", m.state, m.misses, m.incident_open, now)
+                self._judge(
+                    m, m.state == "paused", m.state, m.misses, m.incident_open, now, m.started
+                )
                 n += 1
         return n
 
@@ -425,7 +525,7 @@ class DeadlineModel:
                 continue
             m.floor = max(m.floor, now)
             if m.state == "down" and not m.incident_open and m.next_miss is not None:
-                m.next_miss = max(m.next_miss, now + m.interval + m.grace)
+                m.next_miss = max(m.next_miss, m.expected_after(now) + m.grace)
             n += 1
         return n
 
@@ -453,6 +553,18 @@ class DeadlineModel:
             self.remove(monitor_id)
         return removed
 
+    def _timeout(self, m: _Monitor, at: float) -> None:
+        """The open run passed its max_runtime at `at`: down, its incident open at once."""
+        self._emit(m, EVENT_TIMED_OUT, at)
+        m.started = 0.0
+        m.state = "down"
+        m.misses = max(m.misses, 1)
+        m.next_miss = None
+        m.recovering = 0
+        m.incident_open = True
+        self._emit(m, EVENT_INCIDENT_OPENED, at)
+        self._mark_dirty(m)
+
     def _miss(self, m: _Monitor, at: float) -> None:
         if m.state == "up":
             m.state = "down"
@@ -468,6 +580,8 @@ class DeadlineModel:
             m.incident_open = True
             m.next_miss = None
             self._emit(m, EVENT_INCIDENT_OPENED, at)
+        elif m.schedule is not None:  # the next scheduled run missed too, if none comes
+            m.next_miss = m.expected_after(at - m.grace) + m.grace
         else:
             m.next_miss = at + m.interval
 
@@ -480,7 +594,10 @@ class DeadlineModel:
             due, m = min(candidates, key=lambda c: c[0])
             if due > now:
                 return missed
-            self._miss(m, due)
+            if due == m.run_due():
+                self._timeout(m, due)
+            else:
+                self._miss(m, due)
             missed += 1
 
     def next_deadline(self) -> float:
@@ -491,9 +608,7 @@ class DeadlineModel:
         events, self._events = self._events, []
         return events
 
-    def take_dirty(
-        self,
-    ) -> tuple[list[int], list[float], list[int], list[float], list[str], list[int], list[bool]]:
+    def take_dirty(self) -> DirtyRows:
         seen_ids: list[int] = []
         seen_times: list[float] = []
         ids: list[int] = []
@@ -501,6 +616,7 @@ class DeadlineModel:
         states: list[str] = []
         misses: list[int] = []
         incidents: list[bool] = []
+        started: list[float] = []
         for monitor_id in self._dirty_order:
             m = self._by_id.get(monitor_id)
             if m is None or not m.dirty:
@@ -511,12 +627,13 @@ class DeadlineModel:
                 states.append(m.state)
                 misses.append(m.misses)
                 incidents.append(m.incident_open)
+                started.append(m.started)
             else:
                 seen_ids.append(m.monitor_id)
                 seen_times.append(m.last_seen)
             m.dirty = m.changed = False
         self._dirty_order = []
-        return DirtyRows(seen_ids, seen_times, ids, times, states, misses, incidents)
+        return DirtyRows(seen_ids, seen_times, ids, times, states, misses, incidents, started)
 
     def mark_dirty(self, ids: list[int]) -> None:
         for monitor_id in ids:
@@ -541,6 +658,9 @@ class DeadlineModel:
             "threshold": m.threshold,
             "recovery": m.recovery,
             "recovering": m.recovering,
+            "max_runtime": m.max_runtime,
+            "started": m.started,
+            "schedule": m.schedule,
         }
 
     def ids(self) -> list[int]:

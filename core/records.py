@@ -33,6 +33,7 @@ class DirtyRows(NamedTuple):
     states: list[str]
     misses: list[int]
     incidents: list[bool]
+    started: list[float]  # the open run's start (a monitor with a maxRuntime), 0.0: none
 
     def only(self, keep: Callable[[int], bool]) -> tuple[DirtyRows, int]:
         """The rows of the monitors `keep` accepts, and how many were left out."""
@@ -46,5 +47,6 @@ class DirtyRows(NamedTuple):
             [self.states[i] for i in full],
             [self.misses[i] for i in full],
             [self.incidents[i] for i in full],
+            [self.started[i] for i in full],
         )
         return rows, len(self.seen_ids) + len(self.ids) - len(seen) - len(full)

@@ -17,8 +17,10 @@ from libc.string cimport memcmp, memcpy
 
 from core._deadline cimport DeadlineTable
 
+from core.schedules import schedule as _schedule
+
 cdef bytes _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-cdef int _FIELDS = 11
+cdef int _FIELDS = 15
 STATES = {b"pending": "pending", b"up": "up", b"down": "down", b"paused": "paused"}
 
 
@@ -74,8 +76,8 @@ cdef class CopyLoader:
         cdef int16_t fields
         cdef int32_t length
         cdef int i
-        cdef Py_ssize_t starts[11]
-        cdef int32_t lengths[11]
+        cdef Py_ssize_t starts[15]
+        cdef int32_t lengths[15]
         if not self._header_done:
             if n < 19:
                 return 0
@@ -113,19 +115,24 @@ cdef class CopyLoader:
     cdef int _row(self, const uint8_t* p, Py_ssize_t* s, int32_t* l) except -1:
         # id int8, token_digest bytea, interval int4, grace int4, threshold int4,
         # paused bool, state text, misses int4, last_seen float8, incident_open bool,
-        # recovery_threshold int2
+        # recovery_threshold int2, max_runtime int4, started float8, schedule text (null:
+        # none), tz text (null with it). -2: any length, -3: any or null.
         cdef int64_t monitor_id
         cdef uint64_t bits
-        cdef double last_seen
+        cdef double last_seen, started
         cdef int i
-        cdef int expected[11]
-        expected[:] = [8, 32, 4, 4, 4, 1, -2, 4, 8, 1, 2]
+        cdef int expected[15]
+        expected[:] = [8, 32, 4, 4, 4, 1, -2, 4, 8, 1, 2, 4, 8, -3, -3]
         for i in range(_FIELDS):
+            if expected[i] == -3:
+                continue
             if (expected[i] == -2 and l[i] < 0) or (expected[i] != -2 and l[i] != expected[i]):
                 raise ValueError(f"column {i} has length {l[i]}")
         monitor_id = <int64_t>_u64(p + s[0])
         bits = _u64(p + s[8])
         memcpy(&last_seen, &bits, 8)
+        bits = _u64(p + s[12])
+        memcpy(&started, &bits, 8)
         if self.seen is not None:
             logged = self.seen.get(monitor_id)
             if logged is not None and logged > last_seen:
@@ -134,6 +141,13 @@ cdef class CopyLoader:
         if state is None:
             raise ValueError("unknown state")
         try:
+            schedule = None
+            if l[13] >= 0:  # a cron schedule: rare, one shared object per expression
+                schedule = _schedule(
+                    PyBytes_FromStringAndSize(<const char*>(p + s[13]), l[13]).decode(),
+                    PyBytes_FromStringAndSize(<const char*>(p + s[14]), l[14]).decode()
+                    if l[14] >= 0 else "UTC",
+                )
             self.table.upsert(
                 monitor_id,
                 PyBytes_FromStringAndSize(<const char*>(p + s[1]), 32),
@@ -147,6 +161,9 @@ cdef class CopyLoader:
                 last_seen,
                 p[s[9]] != 0,
                 (p[s[10]] << 8) | p[s[10] + 1],
+                _u32(p + s[11]),
+                started,
+                schedule,
             )
         except ValueError as exc:
             # One bad row (a digest shared by two monitors) must not stop the load.

@@ -364,6 +364,8 @@ cdef class FastPath:
             self.table.ping_digest(d, now)
         elif kind == K_FAIL:
             self.table.fail_digest(d, now, status)
+        elif kind == K_START:
+            self.table.start_digest(d, now)
         self.checkins.append((
             monitor_id, now, _KIND_NAMES[kind], status,
             "POST" if h.method == M_POST else "HEAD",

@@ -81,7 +81,8 @@ class ChangeFeed:
         for r in rows:
             try:
                 upsert(r.id, r.digest, r.interval, r.grace, r.threshold, r.paused, now,
-                       r.state, r.misses, r.last_seen, r.incident_open, r.recovery)  # fmt: skip
+                       r.state, r.misses, r.last_seen, r.incident_open, r.recovery,
+                       r.max_runtime, r.started, r.expected())  # fmt: skip
             except ValueError as exc:
                 log.error("monitor %s not loaded: %s", r.id, exc)
 

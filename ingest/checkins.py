@@ -10,7 +10,8 @@ the plain, body-less success stays on the native fast path, every other ping com
 through the slow path (``protocol.Session``).
 
 A failure goes to the table at once (``DeadlineTable.fail``: the incident opens without
-waiting); start and log change no state. Every signal, and every ping that carried a
+waiting); a start does when the monitor has a maxRuntimeSec (``DeadlineTable.start``: the
+run must end within it), and a log never. Every signal, and every ping that carried a
 body, becomes a row of the ping history (migration 0018): ``History`` keeps the rows in
 memory and the ingest writes them in batches off the hot path (``write``), then keeps the
 newest ``keep`` per monitor it wrote to. While the database is away the rows wait, at
@@ -192,6 +193,8 @@ class CheckIns:
             self.table.ping(key, now)
         elif signal.kind == FAIL:
             self.table.fail(key, now, signal.status)
+        elif signal.kind == START:
+            self.table.start(key, now)
         self._record(monitor_id, now, signal.kind, signal.status, signal.rid, method, client,
                      user_agent, body, body_bytes)  # fmt: skip
         return True

@@ -36,6 +36,7 @@ import trio
 from blake3 import blake3
 
 from core import DeadlineTable
+from core._deadline import START
 
 from .clock import Clock
 
@@ -51,37 +52,38 @@ PATH = b"/handoff"
 _COUNT = struct.Struct("<I")
 
 
-class Failure(NamedTuple):
-    """A failure signal answered for a foreign monitor: who, when, which exit status."""
+class Signal(NamedTuple):
+    """A failure or a start answered for a foreign monitor: who, when, and which (the
+    failure's exit status, -1 for a plain /fail, or START)."""
 
     shard: int
     monitor_id: int
     at: float
-    status: int  # -1: a plain /fail
+    code: int
 
 
 def encode(
-    key: bytes, ids: list[int], times: list[float], failures: list[Failure] | None = None
+    key: bytes, ids: list[int], times: list[float], signals: list[Signal] | None = None
 ) -> bytes:
-    failures = failures or []
+    signals = signals or []
     payload = b"".join([
         _COUNT.pack(len(ids)), array("q", ids).tobytes(), array("d", times).tobytes(),
-        _COUNT.pack(len(failures)),
-        array("q", [f.monitor_id for f in failures]).tobytes(),
-        array("d", [f.at for f in failures]).tobytes(),
-        array("h", [f.status for f in failures]).tobytes(),
+        _COUNT.pack(len(signals)),
+        array("q", [f.monitor_id for f in signals]).tobytes(),
+        array("d", [f.at for f in signals]).tobytes(),
+        array("h", [f.code for f in signals]).tobytes(),
     ])  # fmt: skip
     return blake3(payload, key=key).digest() + payload
 
 
 class Received(NamedTuple):
-    """A decoded hand-off: pings (ids, times) and failures (ids, times, statuses)."""
+    """A decoded hand-off: pings (ids, times) and signals (ids, times, codes)."""
 
     ids: list[int]
     times: list[float]
-    failed_ids: list[int]
-    failed_times: list[float]
-    statuses: list[int]
+    signal_ids: list[int]
+    signal_times: list[float]
+    codes: list[int]
 
 
 def decode(key: bytes, body: bytes) -> Received:
@@ -92,11 +94,11 @@ def decode(key: bytes, body: bytes) -> Received:
     ):
         raise ValueError("not a hand-off of this cluster")
     (n,) = _COUNT.unpack_from(payload)
-    failures = _COUNT.size + 16 * n  # where the failures' count is
-    if len(payload) < failures + _COUNT.size:
+    signals = _COUNT.size + 16 * n  # where the signals' count is
+    if len(payload) < signals + _COUNT.size:
         raise ValueError("truncated hand-off")
-    (k,) = _COUNT.unpack_from(payload, failures)
-    if len(payload) != failures + _COUNT.size + 18 * k:
+    (k,) = _COUNT.unpack_from(payload, signals)
+    if len(payload) != signals + _COUNT.size + 18 * k:
         raise ValueError("truncated hand-off")
 
     def column(code: str, start: int, count: int) -> list[Any]:
@@ -104,7 +106,7 @@ def decode(key: bytes, body: bytes) -> Received:
         values.frombytes(payload[start : start + values.itemsize * count])
         return values.tolist()
 
-    f = failures + _COUNT.size
+    f = signals + _COUNT.size
     return Received(
         column("q", 4, n), column("d", 4 + 8 * n, n),
         column("q", f, k), column("d", f + 8 * k, k), column("h", f + 16 * k, k),
@@ -124,23 +126,23 @@ class Counts:
 @dataclass
 class Batch:
     """What waits for, or goes to, one owner: the latest ping per monitor, and every
-    failure signal in the order they were answered."""
+    failure and start in the order they were answered."""
 
     pings: dict[int, tuple[int, float]] = field(default_factory=dict)  # id -> (shard, at)
-    failures: list[Failure] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.pings or self.failures)
+        return bool(self.pings or self.signals)
 
     def __len__(self) -> int:
-        return len(self.pings) + len(self.failures)
+        return len(self.pings) + len(self.signals)
 
     def add(self, other: Batch) -> None:
-        """Merge `other` in: a later ping wins, every failure is kept."""
+        """Merge `other` in: a later ping wins, every signal is kept."""
         for monitor_id, (shard, at) in other.pings.items():
             if monitor_id not in self.pings or self.pings[monitor_id][1] < at:
                 self.pings[monitor_id] = (shard, at)
-        self.failures.extend(other.failures)
+        self.signals.extend(other.signals)
 
 
 class Outbox:
@@ -183,8 +185,8 @@ class Outbox:
         return self._has_peers
 
     def receive(self, body: bytes) -> bool:
-        """A hand-off body from a peer: record its pings and failures in the order they
-        were answered; False if not authentic."""
+        """A hand-off body from a peer: record its pings, failures and starts in the
+        order they were answered; False if not authentic."""
         try:
             got = decode(self.key, body)
         except ValueError:
@@ -192,20 +194,16 @@ class Outbox:
             return False
         table = self._table()
         now = self._clock.now()
-        # (time, id, exit status or None for a success ping), in time order.
+        # (time, id, the signal's code or None for a success ping), in time order.
         signals: list[tuple[float, int, int | None]] = [
             (at, monitor_id, None) for monitor_id, at in zip(got.ids, got.times, strict=True)
         ]
-        signals += zip(got.failed_times, got.failed_ids, got.statuses, strict=True)
+        signals += zip(got.signal_times, got.signal_ids, got.codes, strict=True)
         signals.sort(key=lambda signal: signal[0])
-        for at, monitor_id, status in signals:
+        for at, monitor_id, code in signals:
             # Another host's clock may run ahead: never record a ping in our future.
             at = min(at, now)
-            ok = (
-                table.seen(monitor_id, at)
-                if status is None
-                else table.failed(monitor_id, at, status)
-            )
+            ok = table.seen(monitor_id, at) if code is None else _apply(table, monitor_id, at, code)
             if ok:
                 self.counts.received += 1
             else:
@@ -231,7 +229,7 @@ class Outbox:
         pings = self.waiting.pings
         for shard, monitor_id, at in zip(shards, ids, times, strict=True):
             pings[monitor_id] = (shard, at)
-        self.waiting.failures.extend(map(Failure, *table.take_failures()))
+        self.waiting.signals.extend(map(Signal, *table.take_signals()))
 
     def _route(self) -> dict[str, Batch]:
         """Take what can go now, grouped by owner; keep the rest, drop the stale."""
@@ -252,23 +250,30 @@ class Outbox:
                     kept.pings[monitor_id] = (shard, at)
                 continue
             batches.setdefault(owner, Batch()).pings[monitor_id] = (shard, at)
-        for failure in self.waiting.failures:
-            owner = self.owners.get(failure.shard)
-            if owner == self.me and table.failed(failure.monitor_id, failure.at, failure.status):
+        for signal in self.waiting.signals:
+            owner = self.owners.get(signal.shard)
+            if owner == self.me and _apply(table, signal.monitor_id, signal.at, signal.code):
                 continue
             if owner is None or owner == self.me:
-                if failure.at < stale:
+                if signal.at < stale:
                     self.counts.dropped += 1
                 else:
-                    kept.failures.append(failure)
+                    kept.signals.append(signal)
                 continue
-            batches.setdefault(owner, Batch()).failures.append(failure)
+            batches.setdefault(owner, Batch()).signals.append(signal)
         self.waiting = kept
         return batches
 
     def give_back(self, batch: Batch) -> None:
         """A batch that could not be sent: wait again (unless a later ping is waiting)."""
         self.waiting.add(batch)
+
+
+def _apply(table: DeadlineTable, monitor_id: int, at: float, code: int) -> bool:
+    """A handed-off signal (``Signal.code``): True if judged here, False if relayed."""
+    if code == START:
+        return table.started(monitor_id, at)
+    return table.failed(monitor_id, at, code)
 
 
 class _Peer:
@@ -303,18 +308,18 @@ class _Peer:
                 stream = None
             batch, self.batch = self.batch, Batch()
             items = list(batch.pings.items())
-            failures = batch.failures
+            signals = batch.signals
             self.sending = True
             try:
                 if stream is None:
                     with trio.fail_after(2):
                         stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
                     conn = h11.Connection(h11.CLIENT)
-                for start in range(0, max(len(items), len(failures)), MAX_BATCH):
+                for start in range(0, max(len(items), len(signals)), MAX_BATCH):
                     part = items[start : start + MAX_BATCH]
                     body = encode(
                         self.outbox.key, [i for i, _ in part], [at for _, (_, at) in part],
-                        failures[start : start + MAX_BATCH],
+                        signals[start : start + MAX_BATCH],
                     )  # fmt: skip
                     with trio.fail_after(2):
                         await _post(stream, conn, self.owner, body)

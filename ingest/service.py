@@ -382,7 +382,8 @@ class Ingest:
         table.take(shards, now)
         for r in rows:
             table.upsert(r.id, r.digest, r.interval, r.grace, r.threshold, r.paused, now,
-                         r.state, r.misses, r.last_seen, r.incident_open, r.recovery)  # fmt: skip
+                         r.state, r.misses, r.last_seen, r.incident_open, r.recovery,
+                         r.max_runtime, r.started, r.expected())  # fmt: skip
         for monitor_id, at in heard.items():
             table.seen(monitor_id, at)
         self.shards_taken += len(shards)

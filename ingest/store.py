@@ -24,8 +24,9 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from core import DeadlineTable, seenlog
+from core import DeadlineTable, schedules, seenlog
 from core.records import DirtyRows, Event
+from core.schedules import Schedule
 from core.shards import SHARDS
 
 from ._copyload import CopyLoader
@@ -34,7 +35,8 @@ _MONITORS = """
 SELECT m.id, m.token_digest, m.interval_sec, m.grace_sec, m.alert_threshold, m.paused,
        coalesce(s.state, 'pending'), coalesce(s.misses, 0),
        coalesce(extract(epoch FROM s.last_seen_at)::float8, 0.0),
-       coalesce(s.incident_open, false), m.recovery_threshold
+       coalesce(s.incident_open, false), m.recovery_threshold, coalesce(m.max_runtime_sec, 0),
+       coalesce(extract(epoch FROM s.started_at)::float8, 0.0), m.schedule, m.tz
 FROM monitors m LEFT JOIN monitor_state s ON s.monitor_id = m.id
 """
 _LOAD = _MONITORS  # streamed with binary COPY: the columns _copyload expects, in order
@@ -59,9 +61,10 @@ WITH seen AS (
         state_changed_at = CASE WHEN s.state <> d.state THEN now() ELSE s.state_changed_at END,
         state = d.state,
         misses = d.misses,
-        incident_open = d.incident_open
-    FROM unnest($3::bigint[], $4::float8[], $5::text[], $6::int[], $7::bool[])
-        AS d(id, last_seen, state, misses, incident_open)
+        incident_open = d.incident_open,
+        started_at = CASE WHEN d.started > 0 THEN to_timestamp(d.started) END
+    FROM unnest($3::bigint[], $4::float8[], $5::text[], $6::int[], $7::bool[], $13::float8[])
+        AS d(id, last_seen, state, misses, incident_open, started)
     WHERE s.monitor_id = d.id
     RETURNING 1
 ), events AS (
@@ -98,6 +101,17 @@ class MonitorRow(NamedTuple):
     last_seen: float  # epoch seconds; 0.0 if never
     incident_open: bool
     recovery: int  # pings in a row that resolve an open incident
+    max_runtime: int  # seconds a run may take, 0: no deadline
+    started: float  # the open run's start (epoch seconds), 0.0: none
+    schedule: str | None  # a cron expression (core/schedules.py), None: every `interval`
+    tz: str | None
+
+    def expected(self) -> Schedule | None:
+        """The monitor's schedule (shared: one object per expression and zone); a
+        ScheduleError (a ValueError) if the stored one cannot be used."""
+        return (
+            None if self.schedule is None else schedules.schedule(self.schedule, self.tz or "UTC")
+        )
 
 
 class SeenRow(NamedTuple):
@@ -264,6 +278,7 @@ async def flush(
                 [e.at for e in batch_events],
                 [e.last_seen for e in batch_events],
                 [e.status for e in batch_events],
+                d.started[start:end],
                 timeout=statement_seconds,
             )
             rows += record["rows"]

@@ -50,7 +50,8 @@ class Notice:
     """One thing to tell one channel: an incident opened, recovered or closed by a pause,
     or a test. `last_ping_at`: the monitor's last ping before the incident; `expected_at`:
     the deadline it missed first; `resolved_by`: what closed it (ping, pause); `cause`:
-    what opened it (``missed`` deadlines, or a ``failed`` signal with `exit_status`)."""
+    what opened it (``missed`` deadlines, a ``failed`` signal with `exit_status`, or a
+    run past its maxRuntimeSec: ``timeout``)."""
 
     kind: str  # alert | recovery | closed | test
     monitor_id: int
@@ -85,8 +86,8 @@ class Notice:
         verb = {"alert": "DOWN", "recovery": "RECOVERED", "closed": "PAUSED"}.get(
             self.kind, "Test alert"
         )
-        if self.kind == "alert" and self.cause == "failed":
-            verb = "FAILED"
+        if self.kind == "alert" and self.cause in ("failed", "timeout"):
+            verb = {"failed": "FAILED", "timeout": "RUNNING TOO LONG"}[self.cause]
         return f"{verb}: {escape(self.monitor_name)}"
 
     def text_for(self, escape: Callable[[str], str]) -> str:
@@ -100,10 +101,16 @@ class Notice:
                 return text + " No ping before it."
             ago = duration((self.sent_at - self.last_ping_at).total_seconds())
             return text + f" The ping before it: {_when(self.last_ping_at)} ({ago} ago)."
-        if self.kind == "recovery" and failed:
+        if self.kind == "alert" and self.cause == "timeout":
+            return (
+                f"Job of heartbeat monitor “{name}” is running too long: started, and no "
+                f"success or failure by {late} (its maxRuntimeSec)."
+            )
+        if self.kind == "recovery" and (failed or self.cause == "timeout"):
             return (
                 f"Heartbeat monitor “{name}” succeeded again: a ping at "
-                f"{_when(self.resolved_at)}, failing since {late}."
+                f"{_when(self.resolved_at)}, "
+                f"{'failing' if failed else 'running too long'} since {late}."
             )
         if self.kind == "alert":
             if self.last_ping_at is None:

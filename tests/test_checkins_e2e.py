@@ -2,7 +2,8 @@
 webhook receiver: a failing run wrapped by `lastseen run` alerts within 2 s carrying its
 exit status, its output is in the ping history with the run's duration, and the next
 good run recovers it; failure signals answered by either process (the kernel picks one
-per connection) reach the shard's owner and alert."""
+per connection) reach the shard's owner and alert; a run that outlives its
+maxRuntimeSec alerts as running too long, and one that ends in time does not."""
 
 from __future__ import annotations
 
@@ -90,3 +91,50 @@ def test_a_failed_run_alerts_at_once_with_its_exit_status_and_output(database_ur
         assert statuses == {m["id"]: i for i, m in enumerate(monitors) if i}
         states = {m["id"]: c.get(f"/monitors/{m['id']}").json()["state"] for m in monitors}
         assert states == {m["id"]: "up" if i == 0 else "down" for i, m in enumerate(monitors)}
+
+
+def test_a_run_past_its_max_runtime_alerts_as_running_too_long(database_url, tmp_path: Path):
+    with (
+        http_receiver() as receiver,
+        serving(
+            database_url, tmp_path, ingest_procs=2, LASTSEEN_ALLOW_PRIVATE_TARGETS="1"
+        ) as served,  # fmt: skip
+    ):
+        c = httpx.Client(
+            base_url=served.api, headers={"authorization": f"Bearer {served.pat}"}, timeout=30
+        )
+        channel = c.post("/channels", json={
+            "type": "webhook", "name": "hook", "config": {"url": f"{receiver.url}/hook"},
+        }).json()  # fmt: skip
+        pings = []
+        for name in ("hangs", "ends-in-time"):
+            monitor = c.post("/monitors", json={
+                "name": name, "url": f"internal://{name}", "intervalSec": 3600,
+                "heartbeatGraceSec": 60, "maxRuntimeSec": 5, "channelIds": [channel["id"]],
+            }).json()  # fmt: skip
+            assert monitor["maxRuntimeSec"] == 5
+            token = c.get(f"/monitors/{monitor['id']}/secrets").json()["heartbeatToken"]
+            pings.append((monitor["id"], f"{served.api}/heartbeats/{token}"))
+        for _, ping in pings:
+            for _ in range(4):  # on new connections: either process may answer each
+                assert httpx.post(ping, timeout=10).status_code == 204
+        started = time.monotonic()
+        for _, ping in pings:
+            assert httpx.post(f"{ping}/start", timeout=10).status_code == 204
+        time.sleep(2)
+        assert httpx.post(f"{pings[1][1]}/0", timeout=10).status_code == 204  # in time
+        (alert,) = receiver.wait_for(1, "/hook", within=15)
+        assert 5 <= alert.at - started < 5 + 3  # the run's deadline, plus a flush
+        payload = alert.json()
+        assert payload["monitor"]["id"] == pings[0][0]
+        assert payload["incident"]["cause"] == "timeout"
+        time.sleep(2)  # nothing more comes: the other run ended in time
+        assert len(receiver.on("/hook")) == 1
+        assert c.get(f"/monitors/{pings[1][0]}").json()["state"] == "up"
+        # The job finishes after all: recovered.
+        assert httpx.post(f"{pings[0][1]}/0", timeout=10).status_code == 204
+        recovered = receiver.wait_for(2, "/hook", within=10)[1].json()
+        assert recovered["event"] == "incident.resolved"
+        # A PATCH to null drops the deadline (and reaches the ingest: its trigger stamps it).
+        patched = c.patch(f"/monitors/{pings[0][0]}", json={"maxRuntimeSec": None})
+        assert patched.status_code == 200 and patched.json()["maxRuntimeSec"] is None

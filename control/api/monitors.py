@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from core import seenlog
+from core.schedules import Schedule, ScheduleError, schedule
 from core.tokens import digest, new_token
 from notifier.base import Notice
 
@@ -32,7 +33,14 @@ from ..deps import (
     patch_fields,
 )
 from ..errors import ApiError
-from ..models import INTERVALS, PERIOD_MIN, PLAN_FLOORS, MonitorCreate, MonitorUpdate
+from ..models import (
+    INTERVALS,
+    PERIOD_MAX,
+    PERIOD_MIN,
+    PLAN_FLOORS,
+    MonitorCreate,
+    MonitorUpdate,
+)
 from .incidents import incident_json, recent_incidents
 
 router = APIRouter()
@@ -88,6 +96,10 @@ def monitor_json(row: Any, seen: dict[int, float]) -> dict[str, Any]:
         "heartbeatGraceSec": row["grace_sec"],
         "alertThreshold": row["alert_threshold"],
         "recoveryThreshold": row["recovery_threshold"],
+        "maxRuntimeSec": row["max_runtime_sec"],
+        "schedule": row["schedule"],
+        "tz": row["tz"],
+        "nextExpectedAt": iso(_next_expected(row, seen)),
         "alertEmail": row["alert_email"],
         "paused": row["paused"],
         "state": row["state"] or "pending",
@@ -97,6 +109,42 @@ def monitor_json(row: Any, seen: dict[int, float]) -> dict[str, Any]:
         "channelIds": list(row["channel_ids"]),
         "heartbeatToken": row["token_envelope"],
     }
+
+
+def _next_expected(row: Any, seen: dict[int, float]) -> datetime | None:
+    """When the monitor goes late if no ping arrives: its next run expected after the
+    last ping (its schedule's, or a period later), + grace. None while pending (no
+    deadline yet), paused or down (late already). After a restart of lastseen the ingest
+    may allow more (its amnesty); never less."""
+    last = _last_seen(row, seen)
+    if row["paused"] or row["state"] != "up" or last is None:
+        return None
+    at = last.timestamp()
+    if row["schedule"] is not None:
+        expected = schedule(row["schedule"], row["tz"]).next_after(at)
+    else:
+        expected = at + row["interval_sec"]
+    return datetime.fromtimestamp(expected + row["grace_sec"], UTC)
+
+
+def _schedule_of(caller: Caller, expression: str, tz: str | None) -> tuple[Schedule, int]:
+    """A schedule the caller may have, and the period it stands for (its shortest gap
+    between runs): what the plan's floor is held against."""
+    try:
+        parsed = Schedule(expression, tz or "UTC")
+    except ScheduleError as exc:
+        raise ApiError(422, "invalid", str(exc), exc.field) from None
+    gap = parsed.shortest_gap(datetime.now(UTC).timestamp())
+    if gap == float("inf"):
+        raise ApiError(422, "invalid", "schedule never runs: no time matches it", "schedule")
+    floor = max(PERIOD_MIN, PLAN_FLOORS.get(caller.plan, 300))
+    if gap < floor:
+        raise ApiError(
+            422, "invalid",
+            f"schedule runs {int(gap)} s apart at its closest; the {caller.plan} plan's"
+            f" shortest period is {floor} s", "schedule",
+        )  # fmt: skip
+    return parsed, int(min(gap, PERIOD_MAX))
 
 
 def _check_interval(caller: Caller, interval: int) -> None:
@@ -143,7 +191,20 @@ def _period(
 async def create_monitor(
     body: MonitorCreate, request: Request, caller: MonitorWriter, st: StateDep
 ) -> dict[str, Any]:
-    period = _period(caller, body.interval_sec, body.period_sec, required=True)
+    expression = tz = None
+    if body.schedule is not None:
+        if body.interval_sec is not None or body.period_sec is not None:
+            raise ApiError(
+                422, "invalid", "give schedule or intervalSec/periodSec, not both", "schedule"
+            )
+        parsed, period = _schedule_of(caller, body.schedule, body.tz)
+        expression, tz = parsed.expression, parsed.tz
+    elif body.tz is not None:
+        raise ApiError(422, "invalid", "tz goes with schedule (a cron expression)", "tz")
+    else:
+        given = _period(caller, body.interval_sec, body.period_sec, required=True)
+        assert given is not None  # required: it raised otherwise
+        period = given
     token = new_token()
     async with st.pool.acquire() as conn, conn.transaction():
         await quotas.check(
@@ -157,11 +218,12 @@ async def create_monitor(
         await conn.execute(
             "INSERT INTO monitors (id, org_id, name, url, type, interval_sec, timeout_ms,"
             " grace_sec, alert_threshold, alert_email, token_digest, token_envelope,"
-            " recovery_threshold)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            " recovery_threshold, max_runtime_sec, schedule, tz)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             monitor_id, caller.org_id, body.name, body.url, body.type, period,
             body.timeout_ms, body.heartbeat_grace_sec, body.alert_threshold, body.alert_email,
-            digest(token), envelope, body.recovery_threshold,
+            digest(token), envelope, body.recovery_threshold, body.max_runtime_sec,
+            expression, tz,
         )  # fmt: skip
         await _set_channels(conn, caller, monitor_id, body.channel_ids)
         await audit(conn, caller, request, "CREATE_MONITOR", "monitor", monitor_id)
@@ -309,6 +371,9 @@ _COLUMNS = {
     "heartbeat_grace_sec": "grace_sec",
     "alert_threshold": "alert_threshold",
     "recovery_threshold": "recovery_threshold",
+    "max_runtime_sec": "max_runtime_sec",
+    "schedule": "schedule",
+    "tz": "tz",
     "alert_email": "alert_email",
 }
 
@@ -363,10 +428,21 @@ async def _keep_last_seen(conn: Any, monitor_id: int) -> None:
 async def update_monitor(
     monitor_id: Id, body: MonitorUpdate, request: Request, caller: MonitorWriter, st: StateDep
 ) -> dict[str, Any]:
-    given = patch_fields(body, nullable={"alert_email"})
+    given = patch_fields(body, nullable={"alert_email", "max_runtime_sec", "schedule"})
     period = _period(
         caller, given.pop("interval_sec", None), given.pop("period_sec", None), required=False
     )
+    if "tz" in given and given.get("schedule") is None:
+        raise ApiError(422, "invalid", "tz goes with schedule (give both)", "tz")
+    if given.get("schedule") is not None:
+        if period is not None:
+            raise ApiError(
+                422, "invalid", "give schedule or intervalSec/periodSec, not both", "schedule"
+            )
+        parsed, period = _schedule_of(caller, given["schedule"], given.get("tz"))
+        given["schedule"], given["tz"] = parsed.expression, parsed.tz
+    elif "schedule" in given or period is not None:
+        given["schedule"] = given["tz"] = None  # a period again (null: the one it showed)
     if period is not None:
         given["interval_sec"] = period
     channel_ids = given.pop("channel_ids", None)

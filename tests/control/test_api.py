@@ -332,6 +332,13 @@ def test_an_organisations_plan_sets_the_shortest_interval(control, owner):
             )
             long = c.post("/monitors", json={"name": "n", "url": "u", "periodSec": 7200})
             assert long.status_code == 201
+            # And for a schedule: the closest two of its runs.
+            often = c.post("/monitors", json={"name": "n", "url": "u", "schedule": "*/2 * * * *"})
+            assert body(often)["error"]["message"] == (
+                "schedule runs 120 s apart at its closest; the free plan's shortest period is 300 s"
+            )
+            fine = c.post("/monitors", json={"name": "n", "url": "u", "schedule": "*/5 * * * *"})
+            assert fine.status_code == 201
     finally:
         control.sql("UPDATE orgs SET plan = 'business' WHERE name = $1", org)
     unknown = subprocess.run(
@@ -531,3 +538,69 @@ def test_without_mail_a_status_page_offers_no_subscription_it_cannot_confirm(con
         answer = p.post("/status/no-mail/subscribe", data={"email": "fan@example.test"})
         assert answer.status_code == 503 and "sends no mail" in answer.text
     assert _value(control, "SELECT count(*) FROM subscribers") == 0
+
+
+SCHEDULED = [
+    ("*/5 * * * *", "UTC"), ("30 2 * * *", "Europe/Berlin"), ("0 9 * * MON-FRI", "America/New_York"),
+    ("15 14 1 * *", "Asia/Kolkata"), ("@weekly", "Australia/Lord_Howe"), ("@yearly", "UTC"),
+    ("0 0 29 2 *", "Pacific/Chatham"), ("45 1,13 * * SUN", "America/Sao_Paulo"),
+]  # fmt: skip
+
+
+def test_a_schedule_and_its_next_expected_time_hold_against_the_library(control, owner):
+    """nextExpectedAt is the first scheduled time after the last ping (cronsim's own
+    answer, computed here independently), + grace; the period shown is the schedule's
+    shortest gap."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from cronsim import CronSim
+
+    macros = {"@weekly": "0 0 * * 0", "@yearly": "0 0 1 1 *"}
+    last = datetime(2026, 10, 24, 23, 59, 30, tzinfo=ZoneInfo("UTC"))
+    with control.client(owner) as c:
+        for expression, tz in SCHEDULED:
+            created = c.post("/monitors", json={
+                "name": "cron", "url": "u", "schedule": expression, "tz": tz,
+                "heartbeatGraceSec": 90,
+            })  # fmt: skip
+            assert created.status_code == 201, created.text
+            m = body(created)
+            assert (m["schedule"], m["tz"], m["nextExpectedAt"]) == (expression, tz, None)
+            control.sql(
+                "UPDATE monitor_state SET state = 'up', last_seen_at = $2 WHERE monitor_id = $1",
+                m["id"], last,
+            )  # fmt: skip
+            shown = body(c.get(f"/monitors/{m['id']}"))
+            fields = macros.get(expression, expression)
+            expected = next(CronSim(fields, last.astimezone(ZoneInfo(tz)))).timestamp() + 90
+            assert datetime.fromisoformat(shown["nextExpectedAt"]).timestamp() == expected
+            assert shown["periodSec"] == shown["intervalSec"] >= 300
+
+
+def test_a_schedule_is_checked_and_can_be_swapped_for_a_period(control, owner):
+    refusals: list[tuple[dict[str, object], str, str]] = [
+        ({"schedule": "61 * * * *"}, "schedule", "not a cron expression"),
+        ({"schedule": "0 3 * * *", "tz": "Mars/Olympus"}, "tz", "IANA time zone"),
+        ({"schedule": "0 3 * * *", "intervalSec": 60}, "schedule", "not both"),
+        ({"tz": "UTC", "intervalSec": 60}, "tz", "tz goes with schedule"),
+        ({"schedule": "0 0 30 2 *"}, "schedule", "Bad day-of-month"),
+    ]
+    with control.client(owner) as c:
+        for extra, field, says in refusals:
+            refused = c.post("/monitors", json={"name": "n", "url": "u", **extra})
+            assert refused.status_code == 422, extra
+            error = body(refused)["error"]
+            assert error["field"] == field and says in error["message"], error
+        m = body(c.post("/monitors", json={"name": "n", "url": "u", "schedule": "@daily"}))
+        assert (m["schedule"], m["tz"], m["periodSec"]) == ("@daily", "UTC", 86400)
+        path = f"/monitors/{m['id']}"
+        moved = body(c.patch(path, json={"schedule": "0 3 * * *", "tz": "Europe/Berlin"}))
+        assert (moved["schedule"], moved["tz"]) == ("0 3 * * *", "Europe/Berlin")
+        assert body(c.patch(path, json={"tz": "UTC"}))["error"]["field"] == "tz"
+        period = body(c.patch(path, json={"periodSec": 7200}))
+        assert (period["schedule"], period["tz"], period["periodSec"]) == (None, None, 7200)
+        back = body(c.patch(path, json={"schedule": "*/30 * * * *"}))
+        assert (back["schedule"], back["tz"], back["periodSec"]) == ("*/30 * * * *", "UTC", 1800)
+        nulled = body(c.patch(path, json={"schedule": None}))
+        assert (nulled["schedule"], nulled["periodSec"]) == (None, 1800)  # the period it showed

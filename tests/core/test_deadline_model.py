@@ -17,6 +17,7 @@ from hypothesis.stateful import (
 from core import DeadlineTable
 from core._deadline_model import DeadlineModel
 from core.records import Event
+from core.schedules import schedule
 from core.shards import SHARDS, shard_of
 from core.tokens import digest
 
@@ -28,6 +29,21 @@ THRESHOLDS = st.integers(min_value=1, max_value=4)
 STATES = st.sampled_from(["pending", "up", "down", "paused"])
 # Exit statuses of failure signals: -1 is a plain /fail; 256 and -2 are refused.
 STATUSES = st.sampled_from([-1, 1, 3, 255, 256, -2])
+MAX_RUNTIMES = st.sampled_from([0, 0, 20, 90])
+# Schedules in two zones, the runs of some in the hours that clocks skip or repeat; the
+# machine starts shortly before one of the four changes (see `start`).
+SCHEDULES = st.one_of(
+    st.none(),
+    st.sampled_from([
+        schedule("*/5 * * * *", "Europe/Berlin"),
+        schedule("15,45 1-3 * * *", "Europe/Berlin"),
+        schedule("30 * * * *", "America/New_York"),
+        schedule("0 1,2 * * *", "America/New_York"),
+    ]),
+)  # fmt: skip
+# Half an hour before: Berlin's spring-forward and fall-back of 2026, New York's.
+STARTS = [1774744200.0, 1792886400.0 - 1800, 1772947800.0, 1793502000.0]
+NEVER = ("pending", 0, 0.0, False, 0.0)  # the row of a monitor never flushed
 
 
 def _shard(digest_: bytes) -> int:
@@ -51,12 +67,16 @@ class TableMatchesModel(RuleBasedStateMachine):
         self.table: Any = DeadlineTable(capacity=4)
         self.model = DeadlineModel()
         self.config: dict[int, tuple[bytes, int, int, int, bool]] = {}
-        self.persisted: dict[int, tuple[str, int, float, bool]] = {}
+        # What the database holds: state, misses, last_seen, incident_open, started.
+        self.persisted: dict[int, tuple[str, int, float, bool, float]] = {}
         # The seen log (core/seenlog.py): where a flush puts a seen-only row (a later
         # last_seen alone); a load takes the later of it and the persisted row's.
         self.seen_log: dict[int, float] = {}
         # Flap damping: pings in a row that resolve an open incident, per monitor.
         self.recovery: dict[int, int] = {}
+        # Runs: how long one may take (0: no deadline), per monitor.
+        self.max_runtime: dict[int, int] = {}
+        self.schedule: dict[int, Any] = {}  # a monitor's schedule (None: its interval)
         # Ownership (issue 11): monitors fall into the test's two shards by their digest.
         # After a takeover, no monitor of the shard may go down before its amnesty: the
         # takeover + its interval + grace (a takeover raises no false incident).
@@ -82,17 +102,26 @@ class TableMatchesModel(RuleBasedStateMachine):
         threshold=THRESHOLDS,
         paused=st.booleans(),
         recovery=st.sampled_from([1, 1, 2, 3]),
+        max_runtime=MAX_RUNTIMES,
+        sched=SCHEDULES,
     )
-    def upsert(self, monitor_id, digest_index, interval, grace, threshold, paused, recovery):
+    def upsert(
+        self, monitor_id, digest_index, interval, grace, threshold, paused, recovery,
+        max_runtime, sched,
+    ):  # fmt: skip
         config = (DIGESTS[digest_index], interval, grace, threshold, paused)
         # As the change feed does: the row's persisted state along with the configuration.
-        persisted = self.persisted.get(monitor_id, ("pending", 0, 0.0, False))
+        state, misses, last_seen, incident, started = self.persisted.get(monitor_id, NEVER)
         self.both(
-            "upsert", monitor_id, *config[:4], paused, self.now, *persisted, recovery=recovery
-        )
+            "upsert", monitor_id, *config[:4], paused, self.now, state, misses, last_seen,
+            incident, recovery=recovery, max_runtime=max_runtime, started=started,
+            schedule=sched,
+        )  # fmt: skip
         if self.last_ok:
             self.config[monitor_id] = config
             self.recovery[monitor_id] = recovery
+            self.max_runtime[monitor_id] = max_runtime
+            self.schedule[monitor_id] = sched
             self.amnesty.pop(monitor_id, None)  # a new configuration, a new deadline
 
     @rule(digest_index=st.integers(0, len(DIGESTS) - 1))
@@ -114,11 +143,21 @@ class TableMatchesModel(RuleBasedStateMachine):
         """A failure signal another process answered `ago` seconds ago, handed here."""
         self.both("failed", monitor_id, self.now - ago, status)
 
+    @rule(digest_index=st.integers(0, len(DIGESTS) - 1))
+    def start_signal(self, digest_index):
+        """A start signal: with a max_runtime, the run must end by then."""
+        self.both("start", DIGESTS[digest_index], self.now)
+
+    @rule(monitor_id=IDS, ago=st.floats(0, 5, allow_nan=False))
+    def started(self, monitor_id, ago):
+        """A start another process answered `ago` seconds ago, handed here."""
+        self.both("started", monitor_id, self.now - ago)
+
     @rule()
-    def failures(self):
-        table, model = self.table.take_failures(), self.model.take_failures()
+    def signals(self):
+        table, model = self.table.take_signals(), self.model.take_signals()
         assert table == model
-        for shard, monitor_id, _at, _status in zip(*model, strict=True):
+        for shard, monitor_id, _at, _code in zip(*model, strict=True):
             assert self.model.get(monitor_id)["foreign"]
             assert shard_of(self.config[monitor_id][0]) == shard
 
@@ -152,23 +191,25 @@ class TableMatchesModel(RuleBasedStateMachine):
         for monitor_id, last_seen in zip(*model[:2], strict=True):
             if lost is None or _shard(self.config[monitor_id][0]) != lost:
                 self.seen_log[monitor_id] = max(self.seen_log.get(monitor_id, 0.0), last_seen)
-        for monitor_id, last_seen, state, misses, incident in zip(*model[2:], strict=True):
+        for monitor_id, last_seen, state, misses, incident, started in zip(*model[2:], strict=True):
             if lost is None or _shard(self.config[monitor_id][0]) != lost:
-                self.persisted[monitor_id] = (state, misses, last_seen, incident)
+                self.persisted[monitor_id] = (state, misses, last_seen, incident, started)
         # Nothing was lost: what is persisted is what the table holds (for what it judges).
         for monitor_id in self.model.ids():
             row = self.model.get(monitor_id)
             if row["foreign"]:
                 continue
-            actual = (row["state"], row["misses"], row["last_seen"], row["incident_open"])
+            actual = (
+                row["state"], row["misses"], row["last_seen"], row["incident_open"],
+                row["started"],
+            )  # fmt: skip
             assert self._persisted(monitor_id) == actual, monitor_id
 
-    def _persisted(self, monitor_id: int) -> tuple[str, int, float, bool]:
+    def _persisted(self, monitor_id: int) -> tuple[str, int, float, bool, float]:
         """What a new owner loads: the row, with the later of its last_seen and the log's."""
-        state, misses, last_seen, incident = self.persisted.get(
-            monitor_id, ("pending", 0, 0.0, False)
-        )
-        return state, misses, max(last_seen, self.seen_log.get(monitor_id, 0.0)), incident
+        state, misses, last_seen, incident, started = self.persisted.get(monitor_id, NEVER)
+        last_seen = max(last_seen, self.seen_log.get(monitor_id, 0.0))
+        return state, misses, last_seen, incident, started
 
     @rule(group=st.integers(0, 2))
     def seen_times(self, group):
@@ -189,6 +230,8 @@ class TableMatchesModel(RuleBasedStateMachine):
             self.both(
                 "upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now,
                 recovery=self.recovery.get(monitor_id, 1),
+                max_runtime=self.max_runtime.get(monitor_id, 0),
+                schedule=self.schedule.get(monitor_id),
             )  # fmt: skip
         removed = self.both("end_sync")
         assert sorted(removed) == sorted(set(self.config) - keep)
@@ -219,25 +262,31 @@ class TableMatchesModel(RuleBasedStateMachine):
         incident=st.booleans(),
         paused=st.booleans(),
         recovery=st.sampled_from([1, 2]),
+        max_runtime=MAX_RUNTIMES,
+        run_ago=st.one_of(st.none(), st.floats(0, 200, allow_nan=False)),
     )
     def load_persisted(
-        self, monitor_id, digest_index, state, misses, ago, incident, paused, recovery
-    ):
+        self, monitor_id, digest_index, state, misses, ago, incident, paused, recovery,
+        max_runtime, run_ago,
+    ):  # fmt: skip
         last_seen = 0.0 if state == "pending" else self.now - ago
+        started = 0.0 if run_ago is None else self.now - run_ago  # a run open then
         before = self.model.get(monitor_id)
         # A new monitor, or a foreign one (moved into an owned shard by this digest, it
         # is loaded from the row): the row is what the database holds.
         is_new = before is None or before["foreign"]
         self.both(
             "upsert", monitor_id, DIGESTS[digest_index], 60, 5, 2, paused, self.now,
-            state, misses, last_seen, incident, recovery,
+            state, misses, last_seen, incident, recovery, max_runtime, started,
         )  # fmt: skip
         if self.last_ok:
             self.config[monitor_id] = (DIGESTS[digest_index], 60, 5, 2, paused)
             self.recovery[monitor_id] = recovery
+            self.max_runtime[monitor_id] = max_runtime
+            self.schedule[monitor_id] = None
             self.amnesty.pop(monitor_id, None)
             if is_new:  # what the database held, as loaded
-                self.persisted[monitor_id] = (state, misses, last_seen, incident)
+                self.persisted[monitor_id] = (state, misses, last_seen, incident, started)
                 self.seen_log.pop(monitor_id, None)
 
     @rule(group=st.integers(0, 1), graceful=st.booleans())
@@ -284,7 +333,7 @@ class TableMatchesModel(RuleBasedStateMachine):
         self.both("amnesty", self.now)
         for monitor_id, (_d, interval, grace, _t, _p) in self.config.items():
             if not self.model.get(monitor_id)["foreign"]:
-                self.amnesty[monitor_id] = self.now + interval + grace
+                self.amnesty[monitor_id] = self._expected(monitor_id, interval) + grace
         self.both("pop_due", self.now)
 
     @rule(group=st.integers(0, 1), away=st.floats(0, 120))
@@ -308,17 +357,23 @@ class TableMatchesModel(RuleBasedStateMachine):
         for monitor_id in moving:
             self._load_persisted(monitor_id)
             _digest, interval, grace, _threshold, _paused = self.config[monitor_id]
-            self.amnesty[monitor_id] = self.now + interval + grace
+            self.amnesty[monitor_id] = self._expected(monitor_id, interval) + grace
             if heard[monitor_id] > self._persisted(monitor_id)[2]:
                 self.both("seen", monitor_id, heard[monitor_id])
+
+    def _expected(self, monitor_id: int, interval: int) -> float:
+        """The first run expected after now: by its schedule, or an interval from now."""
+        sched = self.schedule.get(monitor_id)
+        return sched.next_after(self.now) if sched is not None else self.now + interval
 
     def _load_persisted(self, monitor_id: int) -> None:
         """Load a monitor as a new owner does: what is persisted, now as its floor."""
         digest_, interval, grace, threshold, paused = self.config[monitor_id]
-        state, misses, last_seen, incident = self._persisted(monitor_id)
+        state, misses, last_seen, incident, started = self._persisted(monitor_id)
         self.both(
             "upsert", monitor_id, digest_, interval, grace, threshold, paused, self.now,
             state, misses, last_seen, incident, self.recovery.get(monitor_id, 1),
+            self.max_runtime.get(monitor_id, 0), started, self.schedule.get(monitor_id),
         )  # fmt: skip
         assert self.last_ok
 
@@ -331,6 +386,7 @@ class TableMatchesModel(RuleBasedStateMachine):
         events = self.model.take_events()
         assert _by_monitor(self.table.take_events()) == _by_monitor(events)
         failed_at: dict[int, float] = {}
+        timed_out_at: dict[int, float] = {}
         for monitor_id, kind, at, last_seen, status in events:
             assert (status != -1) <= (kind == "failed") and -1 <= status <= 255
             if kind == "failed":
@@ -338,7 +394,11 @@ class TableMatchesModel(RuleBasedStateMachine):
                 assert last_seen <= at and self.model.get(monitor_id)["state"] == "down"
             if kind == "down":
                 assert at >= self.amnesty.get(monitor_id, -1.0), (monitor_id, at)
-            if kind == "incident_opened" and failed_at.get(monitor_id) == at:
+            if kind == "timed_out":  # a run passed its max_runtime: opened at once
+                timed_out_at[monitor_id] = at
+                assert self.max_runtime.get(monitor_id, 0) > 0
+            if kind == "incident_opened" and at in (failed_at.get(monitor_id),
+                                                    timed_out_at.get(monitor_id)):  # fmt: skip
                 # Opened by a failure signal, at once: the last ping before it, if any.
                 assert last_seen <= at, (monitor_id, at, last_seen)
             elif kind in ("down", "incident_opened"):
@@ -359,8 +419,10 @@ class TableMatchesModel(RuleBasedStateMachine):
                 assert row["state"] == "down"
                 assert row["misses"] >= row["threshold"] or row["misses"] >= 1
 
-    @initialize()
-    def start(self):
+    @initialize(at=st.sampled_from(STARTS))
+    def start(self, at):
+        """Start shortly before a change of the clocks, so schedules meet one."""
+        self.now = at
         self.table.take_events()
 
 

@@ -168,11 +168,11 @@ def test_dirty_rows_are_handed_over_once(table):
     for i in range(5):
         table.ping(A, T0 + i)
     # The first ping changed the state: the whole row goes.
-    assert table.take_dirty() == ([], [], [1], [T0 + 4], ["up"], [0], [False])
-    assert table.take_dirty() == ([], [], [], [], [], [], [])
+    assert table.take_dirty() == ([], [], [1], [T0 + 4], ["up"], [0], [False], [0.0])
+    assert table.take_dirty() == ([], [], [], [], [], [], [], [])
     table.ping(A, T0 + 5)
     # Later pings to an up monitor change last_seen alone.
-    assert table.take_dirty() == ([1], [T0 + 5], [], [], [], [], [])
+    assert table.take_dirty() == ([1], [T0 + 5], [], [], [], [], [], [])
     table.mark_dirty([1, 99])
     assert table.take_dirty()[2] == [1]
 
@@ -246,8 +246,8 @@ def test_failure_signals_of_a_foreign_monitor_go_to_its_owner(table):
     table.upsert(1, A, 60, 0, 1, False, T0)
     table.upsert(2, B, 60, 0, 1, False, T0)
     assert table.fail(A, T0 + 1, 7) and table.fail(B, T0 + 2)
-    assert table.take_failures() == ([shard_of(A)], [1], [T0 + 1], [7])
-    assert table.take_failures() == ([], [], [], [])
+    assert table.take_signals() == ([shard_of(A)], [1], [T0 + 1], [7])
+    assert table.take_signals() == ([], [], [], [])
     assert kinds(table) == ["failed", "incident_opened"]  # B's, judged here
 
 
@@ -256,3 +256,49 @@ def test_an_exit_status_is_a_byte(table):
     for status in (256, -2):
         with pytest.raises(ValueError, match="exit status"):
             table.fail(A, T0, status)
+
+
+def test_a_run_past_its_max_runtime_opens_a_running_too_long_incident(table):
+    table.upsert(1, A, 3600, 60, 3, False, T0, max_runtime=5)
+    table.ping(A, T0)
+    table.take_events()
+    assert table.start(A, T0 + 100)
+    assert table.get(1)["deadline"] == T0 + 105  # the run's, before the next ping's
+    table.pop_due(T0 + 104.999)
+    assert kinds(table) == []
+    table.pop_due(T0 + 105)
+    assert table.take_events() == [
+        (1, "timed_out", T0 + 105, T0, -1),
+        (1, "incident_opened", T0 + 105, T0, -1),
+    ]
+    row = table.get(1)
+    assert (row["state"], row["incident_open"], row["started"]) == ("down", True, 0.0)
+    table.ping(A, T0 + 200)  # it finished after all
+    assert kinds(table) == ["recovered", "incident_resolved"]
+
+
+def test_a_run_that_ends_in_time_changes_nothing(table):
+    table.upsert(1, A, 3600, 60, 1, False, T0, max_runtime=5)
+    table.ping(A, T0)
+    table.start(A, T0 + 100)
+    table.ping(A, T0 + 104)  # within 5 s
+    table.take_events()
+    table.pop_due(T0 + 3000)
+    assert kinds(table) == [] and table.get(1)["deadline"] == T0 + 104 + 3660
+
+
+def test_without_a_max_runtime_a_start_changes_no_deadline_and_writes_nothing(table):
+    table.upsert(1, A, 60, 0, 1, False, T0)
+    table.ping(A, T0)
+    table.take_dirty()
+    assert table.start(A, T0 + 1)
+    assert table.get(1)["deadline"] == T0 + 60 and table.get(1)["started"] == 0.0
+    assert table.take_dirty() == ([], [], [], [], [], [], [], [])
+
+
+def test_an_open_run_survives_a_restart_and_gets_the_amnesty(table):
+    """Persisted with its start, a run is judged again from the load: it may take its
+    whole max_runtime from then (an end handed over late is not a false alarm)."""
+    table.upsert(1, A, 3600, 60, 1, False, T0 + 50, "up", 0, T0, False, 1, 30, T0 + 10)
+    assert table.get(1)["started"] == T0 + 10
+    assert table.get(1)["deadline"] == T0 + 50 + 30

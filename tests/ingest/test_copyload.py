@@ -7,6 +7,7 @@ import io
 import pytest
 
 from core import DeadlineTable
+from core.schedules import Schedule
 from ingest import store
 from ingest._copyload import CopyLoader
 
@@ -49,6 +50,21 @@ async def test_every_chunking_loads_the_same_monitors_and_states(database_url):
         monitors[1].id,
     )
     await execute(database_url, "UPDATE monitors SET paused = true WHERE id = $1", monitors[2].id)
+    # A run open since 1799999100.5 on a monitor whose runs may take 600 s.
+    await execute(
+        database_url,
+        "UPDATE monitor_state SET state = 'up', last_seen_at = to_timestamp(1799999000),"
+        " started_at = to_timestamp(1799999100.5) WHERE monitor_id = $1",
+        monitors[3].id,
+    )
+    await execute(
+        database_url, "UPDATE monitors SET max_runtime_sec = 600 WHERE id = $1", monitors[3].id
+    )
+    await execute(
+        database_url,
+        "UPDATE monitors SET schedule = '@daily', tz = 'Asia/Tokyo' WHERE id = $1",
+        monitors[4].id,
+    )
     data = await copy_bytes(database_url)
     whole = load(data, len(data))
     assert sorted(whole.ids()) == sorted(m.id for m in monitors)
@@ -59,6 +75,11 @@ async def test_every_chunking_loads_the_same_monitors_and_states(database_url):
     down = whole.get(monitors[1].id)
     assert (down["state"], down["misses"], down["incident_open"]) == ("down", 2, False)
     assert whole.get(monitors[2].id)["state"] == "paused"
+    running = whole.get(monitors[3].id)
+    assert (running["max_runtime"], running["started"]) == (600, 1799999100.5)
+    assert running["deadline"] == NOW + 300 + 7  # the next ping is due before the run
+    assert whole.get(monitors[4].id)["schedule"] == Schedule("@daily", "Asia/Tokyo")
+    assert whole.get(monitors[0].id)["schedule"] is None
     for chunk in (1, 2, 3, 7, 19, 64, 1000):
         table = load(data, chunk)
         for m in monitors:
@@ -77,7 +98,7 @@ async def test_a_truncated_stream_is_refused(database_url):
 async def test_columns_other_than_the_load_query_are_refused(database_url):
     await seed(database_url, 1)
     data = await copy_bytes(database_url, "SELECT id, name FROM monitors")
-    with pytest.raises(ValueError, match="expected 11 columns"):
+    with pytest.raises(ValueError, match="expected 15 columns"):
         CopyLoader(DeadlineTable(), NOW).feed(data)
 
 

@@ -11,10 +11,11 @@ import pytest
 import trio
 
 from core import DeadlineTable
+from core._deadline import START
 from core.shards import shard_of
 from core.tokens import digest
 from ingest.clock import Clock
-from ingest.handoff import Failure, Outbox, decode, encode
+from ingest.handoff import Outbox, Signal, decode, encode
 from ingest.metrics import serve_admin
 
 KEY = secrets.token_bytes(32)
@@ -22,7 +23,7 @@ KEY = secrets.token_bytes(32)
 
 def test_a_body_round_trips_and_any_change_is_refused():
     ids, times = [1, 2, 2**40], [1.5, 1_700_000_000.25, 3.0]
-    failures = [Failure(9, 2, 4.5, 3), Failure(9, 2, 5.5, -1)]
+    failures = [Signal(9, 2, 4.5, 3), Signal(9, 2, 5.5, -1)]
     body = encode(KEY, ids, times, failures)
     assert decode(KEY, body) == (ids, times, [2, 2], [4.5, 5.5], [3, -1])
     assert decode(KEY, encode(KEY, [], [])) == ([], [], [], [], [])
@@ -127,12 +128,12 @@ def test_handed_off_failures_open_the_incident_in_the_order_they_were_answered()
     table = _table_with(7, "ab" * 32, owned=True)
     outbox = Outbox("127.0.0.1:1", KEY, lambda: table, _FixedClock(200.0))
     shard = shard_of(digest("ab" * 32))
-    assert outbox.receive(encode(KEY, [7], [160.0], [Failure(shard, 7, 150.0, 3)]))
+    assert outbox.receive(encode(KEY, [7], [160.0], [Signal(shard, 7, 150.0, 3)]))
     assert [(e.kind, e.at, e.status) for e in table.take_events()] == [
         ("failed", 150.0, 3), ("incident_opened", 150.0, -1),
         ("recovered", 160.0, -1), ("incident_resolved", 160.0, -1),
     ]  # fmt: skip
-    assert outbox.receive(encode(KEY, [], [], [Failure(shard, 7, 150.0, 3)]))  # replayed
+    assert outbox.receive(encode(KEY, [], [], [Signal(shard, 7, 150.0, 3)]))  # replayed
     assert table.take_events() == [] and table.get(7)["state"] == "up"
 
 
@@ -145,5 +146,25 @@ def test_a_foreign_failure_waits_in_the_outbox_for_its_owner():
     outbox._collect()
     batches = outbox._route()
     assert list(batches) == ["127.0.0.1:2"]
-    assert batches["127.0.0.1:2"].failures == [Failure(shard, 7, 190.0, 4)]
+    assert batches["127.0.0.1:2"].signals == [Signal(shard, 7, 190.0, 4)]
     assert not batches["127.0.0.1:2"].pings  # a failure is not a success ping
+
+
+def test_a_handed_off_start_sets_the_run_deadline_of_a_monitor_with_a_max_runtime():
+    d = digest("ab" * 32)
+    owner = DeadlineTable()
+    owner.upsert(7, d, 3600, 0, 1, False, 100.0, max_runtime=30)
+    other = DeadlineTable()
+    other.release([shard_of(d)])
+    other.upsert(7, d, 3600, 0, 1, False, 100.0, max_runtime=30)
+    assert other.start(d, 150.0)  # answered by the process that does not own it
+    (shards, ids, times, codes) = other.take_signals()
+    assert (ids, times, codes) == ([7], [150.0], [START])
+    outbox = Outbox("127.0.0.1:1", KEY, lambda: owner, _FixedClock(200.0))
+    assert outbox.receive(encode(KEY, [], [], [Signal(shards[0], 7, 150.0, START)]))
+    assert owner.get(7)["started"] == 150.0 and owner.get(7)["deadline"] == 180.0
+    owner.pop_due(180.0)
+    assert [e.kind for e in owner.take_events()] == ["timed_out", "incident_opened"]
+    # Without a max_runtime, a start is nobody's business: nothing goes over.
+    other.upsert(7, d, 3600, 0, 1, False, 100.0)
+    assert other.start(d, 160.0) and other.take_signals() == ([], [], [], [])

@@ -338,3 +338,15 @@ def test_a_failure_is_told_as_a_failure_with_its_exit_status():
         "Heartbeat monitor “nightly-backup” succeeded again: a ping at 2026-11-26 03:05:00"
         " UTC, failing since 2026-11-26 03:00:00 UTC."
     )
+
+
+def test_a_hung_run_is_told_as_running_too_long():
+    hung = replace(NOTICE, cause="timeout", expected_at=OPENED)
+    assert hung.title == "RUNNING TOO LONG: nightly-backup"
+    assert hung.text == (
+        "Job of heartbeat monitor “nightly-backup” is running too long: started, and no"
+        " success or failure by 2026-11-26 03:00:00 UTC (its maxRuntimeSec)."
+    )
+    assert hung.as_json()["incident"]["cause"] == "timeout"
+    done = replace(hung, kind="recovery", resolved_at=OPENED + timedelta(minutes=5))
+    assert done.text.endswith("running too long since 2026-11-26 03:00:00 UTC.")
