@@ -193,7 +193,7 @@ async def overview(request: Request, st: Any, *, msg: str = "", error: str = "")
         incidents = (await me.api("GET", "/incidents?limit=20")).json().get("incidents", [])
     return render(request, "dashboard.html", me=me, monitors=monitors, channels=channels,
                   incidents=incidents, intervals=INTERVALS, types=TYPES, msg=msg,
-                  error=error, human=duration)  # fmt: skip
+                  error=error, human=duration, zones=ZONES)  # fmt: skip
 
 
 @router.get("/api/monitors")
@@ -310,17 +310,36 @@ def _int(value: str) -> int | str:
         return value  # the API names the field and what it wants
 
 
+# Suggested in the time zone field (any IANA name is taken).
+ZONES = ("UTC", "Europe/London", "Europe/Berlin", "Europe/Paris", "America/New_York",
+         "America/Chicago", "America/Los_Angeles", "America/Sao_Paulo", "Asia/Kolkata",
+         "Asia/Tokyo", "Asia/Singapore", "Australia/Sydney")  # fmt: skip
+
+
+def _timing(interval: str, schedule: str, tz: str, max_runtime: str) -> dict[str, Any]:
+    """A form's timing fields as the API takes them: a schedule (with its zone) replaces
+    the interval; an empty run time means none."""
+    timing: dict[str, Any] = {"maxRuntimeSec": _int(max_runtime) if max_runtime.strip() else None}
+    if schedule.strip():
+        timing.update(schedule=schedule.strip(), tz=tz.strip() or "UTC")
+    else:
+        timing["intervalSec"] = _int(interval)
+    return timing
+
+
 @router.post("/monitors")
 async def create_monitor(
     request: Request, st: StateDep, csrf: Field = "", name: Field = "", intervalSec: Field = "",
     heartbeatGraceSec: Field = "60", alertThreshold: Field = "1", alertEmail: Field = "",
+    schedule: Field = "", tz: Field = "", maxRuntimeSec: Field = "",
 ) -> Response:  # fmt: skip
     me = await signed_in(request, st)
     if me is None or not _csrf_ok(request, csrf):
         return refused(request)
     body = {"name": name, "url": f"internal://{name}", "type": "heartbeat",
-            "intervalSec": _int(intervalSec), "heartbeatGraceSec": _int(heartbeatGraceSec),
-            "alertThreshold": _int(alertThreshold), "alertEmail": alertEmail or None}  # fmt: skip
+            "heartbeatGraceSec": _int(heartbeatGraceSec),
+            "alertThreshold": _int(alertThreshold), "alertEmail": alertEmail or None,
+            **_timing(intervalSec, schedule, tz, maxRuntimeSec)}  # fmt: skip
     created = await me.api("POST", "/monitors", body)
     if created.status_code != 201:
         return back("", error=error_of(created))
@@ -344,11 +363,12 @@ async def edit_monitor(monitor_id: int, request: Request, st: StateDep) -> Respo
         return refused(request)
     body: dict[str, Any] = {
         "name": str(form.get("name", "")),
-        "intervalSec": _int(str(form.get("intervalSec", ""))),
         "heartbeatGraceSec": _int(str(form.get("heartbeatGraceSec", ""))),
         "alertThreshold": _int(str(form.get("alertThreshold", ""))),
         "alertEmail": str(form.get("alertEmail", "")) or None,
-    }
+        **_timing(*(str(form.get(k, "")) for k in ("intervalSec", "schedule", "tz",
+                                                    "maxRuntimeSec"))),
+    }  # fmt: skip
     if "channels-shown" in form:
         body["channelIds"] = [_int(str(v)) for v in form.getlist("channelIds")]
     done = await me.api("PATCH", f"/monitors/{monitor_id}", body)

@@ -428,3 +428,36 @@ def test_a_failed_runs_output_is_one_click_away(served, page, tmp_path):
     expect(failed.locator("pre.output")).to_have_text(output)  # open: the latest failure
     expect(checkins.locator("tr.checkin-start")).to_contain_text("start")
     screenshot(page, "dashboard-checkins.png", tmp_path)
+
+
+def test_a_cron_monitor_is_made_and_changed_in_the_dashboard(served, page, tmp_path):
+    sign_in(page, served, served.pat)
+    form = page.get_by_role("region", name="New heartbeat monitor")
+    form.get_by_label("Name").fill("nightly-report")
+    form.get_by_label("Or a cron schedule").fill("30 2 * * *")
+    form.get_by_label("Time zone").fill("Europe/Berlin")
+    form.get_by_label("Max run time (s)").fill("900")
+    form.get_by_role("button", name="Create monitor").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("nightly-report")
+    summary = page.locator("main p.muted").first
+    expect(summary).to_contain_text("Runs at 30 2 * * * (Europe/Berlin)")
+    expect(summary).to_contain_text("A run may take 15 min")
+    monitor_id = int(page.url.split("/monitors/")[1].split("?")[0])
+    with api(served) as c:
+        m = c.get(f"/monitors/{monitor_id}").json()
+    assert (m["schedule"], m["tz"], m["maxRuntimeSec"]) == ("30 2 * * *", "Europe/Berlin", 900)
+    # A wrong zone is refused with the API's words, and nothing changes.
+    settings = page.get_by_role("region", name="Settings")
+    settings.get_by_label("Time zone").fill("Berlin")
+    settings.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("alert")).to_contain_text("tz must be an IANA time zone name")
+    # Emptied, the schedule gives way to the interval; the run time to none.
+    settings = page.get_by_role("region", name="Settings")
+    settings.get_by_label("Or a cron schedule").fill("")
+    settings.get_by_label("Interval").select_option("3600")
+    settings.get_by_label("Max run time (s)").fill("")
+    settings.get_by_role("button", name="Save").click()
+    expect(page.locator("main p.muted").first).to_contain_text("Every 1 h")
+    with api(served) as c:
+        m = c.get(f"/monitors/{monitor_id}").json()
+    assert (m["schedule"], m["intervalSec"], m["maxRuntimeSec"]) == (None, 3600, None)
