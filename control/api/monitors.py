@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -14,7 +14,7 @@ from core.schedules import Schedule, ScheduleError, schedule
 from core.tokens import digest, new_token
 from notifier.base import Notice
 
-from .. import applied, quotas
+from .. import applied, quotas, uptime
 from ..auth import Caller
 from ..crypto import TOKEN_PURPOSE, EnvelopeError, open_envelope, seal
 from ..delivery import Target, attempt
@@ -319,6 +319,41 @@ def _event_json(row: Any) -> dict[str, Any]:
     if row["kind"] == "failed":
         event["exitStatus"] = row["exit_status"]
     return event
+
+
+# A timeline's periods: the last 24 hours by the hour, the last 90 days by the UTC day.
+TIMELINES = {"hour": (timedelta(hours=1), 24), "day": (timedelta(days=1), 90)}
+
+
+@router.get("/monitors/{monitor_id}/uptime")
+async def monitor_uptime(
+    monitor_id: Id,
+    caller: CallerDep,
+    st: StateDep,
+    period: Literal["hour", "day"] = "day",
+) -> dict[str, Any]:
+    """The share of each period (the last 24 hours, or 90 days) the monitor spent in an
+    open incident, and its availability over them; periods before its first ping have
+    no data (share null)."""
+    caller.require("monitors:read")
+    width, count = TIMELINES[period]
+    async with st.pool.acquire() as conn:
+        row = found(
+            await conn.fetchrow(
+                "SELECT m.id, m.created_at, coalesce(s.state, 'pending') AS state"
+                " FROM monitors m LEFT JOIN monitor_state s ON s.monitor_id = m.id"
+                " WHERE m.id = $1 AND m.org_id = $2",
+                monitor_id, caller.org_id,
+            ),
+            NOT_FOUND,
+        )  # fmt: skip
+        now = await conn.fetchval("SELECT now()")
+        periods, availability = (await uptime.periods(conn, [row], now, width, count))[row["id"]]
+    return {
+        "period": period,
+        "availability": availability,
+        "periods": [{**p, "start": iso(p["start"])} for p in periods],
+    }
 
 
 @router.get("/monitors/{monitor_id}/secrets")

@@ -33,7 +33,7 @@ from ..access import effective
 from ..crypto import SESSION_PURPOSE, EnvelopeError, open_envelope, seal
 from ..deps import StateDep, client_address
 from ..models import INTERVALS
-from .status import templates
+from .status import bar_class, templates
 
 router = APIRouter(prefix="/dashboard")
 SESSION = "lastseen_session"
@@ -238,6 +238,8 @@ async def monitor_view(me: SignedIn, monitor_id: int, **extra: Any) -> Response:
         return render(me.request, "message.html", got.status_code, slug="", heading="Not found",
                       text=error_of(got))  # fmt: skip
     events = (await me.api("GET", f"/monitors/{monitor_id}/events?limit=50")).json()
+    day = (await me.api("GET", f"/monitors/{monitor_id}/uptime?period=hour")).json()
+    quarter = (await me.api("GET", f"/monitors/{monitor_id}/uptime?period=day")).json()
     pings = None  # None: not allowed to read them (job output), as opposed to none yet
     if me.can("pings:read"):
         pings = (await me.api("GET", f"/monitors/{monitor_id}/pings?limit=50")).json()["pings"]
@@ -247,8 +249,8 @@ async def monitor_view(me: SignedIn, monitor_id: int, **extra: Any) -> Response:
     context = {"msg": "", "error": "", "reveal": None, "results": None, "created": False,
                **extra}  # fmt: skip
     return render(me.request, "monitor.html", me=me, m=got.json(), events=events.get("events", []),
-                  pings=pings, channels=channels, intervals=INTERVALS, human=duration,
-                  cron=cron_line, **context)  # fmt: skip
+                  pings=pings, day=day, quarter=quarter, bar_class=bar_class, channels=channels,
+                  intervals=INTERVALS, human=duration, cron=cron_line, **context)  # fmt: skip
 
 
 _CRON = {60: "* * * * *", 120: "*/2 * * * *", 300: "*/5 * * * *", 600: "*/10 * * * *",

@@ -2,8 +2,8 @@
 and the subscribe / confirm / unsubscribe flow for their email subscribers.
 
 A private or missing page answers 404 to the public. Availability is the share of each UTC
-day a monitor spent in an open incident, over the last 90 days (days before the monitor
-existed have no data).
+day a monitor spent in an open incident, over the last 90 days (``control/uptime.py``:
+days before its first ping have no data).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fastapi.templating import Jinja2Templates
 from notifier.schema import AddressError
 from notifier.schema import address as email_address
 
-from .. import subscribers
+from .. import subscribers, uptime
 from ..auth import address_key
 from ..deps import StateDep, client_address, iso
 from ..errors import ApiError
@@ -83,30 +83,8 @@ async def page_data(conn: Any, slug: str, now: datetime) -> dict[str, Any]:
         " WHERE spm.page_id = $1 ORDER BY spm.position",
         page["id"],
     )
-    today = datetime(now.year, now.month, now.day, tzinfo=UTC)
-    starts = [today - timedelta(days=DAYS - 1 - i) for i in range(DAYS)]
     ids = [m["id"] for m in monitors]
-    downs = await conn.fetch(
-        "SELECT m.id AS monitor_id, d.day, coalesce(sum(extract(epoch FROM"
-        "  least(coalesce(i.resolved_at, $3), d.day + interval '1 day')"
-        "  - greatest(i.opened_at, d.day))) FILTER (WHERE i.id IS NOT NULL), 0)::float8 AS down"
-        " FROM unnest($1::bigint[]) m(id) CROSS JOIN unnest($2::timestamptz[]) d(day)"
-        " LEFT JOIN incidents i ON i.monitor_id = m.id AND i.opened_at < d.day + interval '1 day'"
-        "  AND coalesce(i.resolved_at, $3) > d.day"
-        " GROUP BY 1, 2",
-        ids, starts, now,
-    )  # fmt: skip
-    # (least and greatest skip NULLs: the FILTER keeps days without incidents at 0.)
-    down = {(r["monitor_id"], r["day"]): r["down"] for r in downs}
-    # Availability counts from when monitoring began, the first ping: a monitor waiting
-    # for its first one is not "available", it is not watched yet (no data). Without an
-    # `up` event on record (history older than the event log), from its creation.
-    firsts = await conn.fetch(
-        "SELECT monitor_id, min(occurred_at) AS at FROM monitor_events"
-        " WHERE kind = 'up' AND monitor_id = ANY($1::bigint[]) GROUP BY monitor_id",
-        ids,
-    )
-    first_ping = {r["monitor_id"]: r["at"] for r in firsts}
+    timelines = await uptime.periods(conn, monitors, now, timedelta(days=1), DAYS)
     incidents = await conn.fetch(
         "SELECT id, monitor_id, opened_at, resolved_at FROM incidents"
         " WHERE monitor_id = ANY($1::bigint[]) AND (resolved_at IS NULL OR resolved_at > $2)"
@@ -115,28 +93,17 @@ async def page_data(conn: Any, slug: str, now: datetime) -> dict[str, Any]:
     )  # fmt: skip
     shown = []
     for m in monitors:
-        days = []
-        observed_total = down_total = 0.0
-        began = first_ping.get(m["id"])
-        if began is None and m["state"] != "pending":
-            began = m["created_at"]
-        for start in starts:
-            begin = max(start, began if began is not None else now)
-            end = min(start + timedelta(days=1), now)
-            observed = max(0.0, (end - begin).total_seconds())
-            seconds = min(down.get((m["id"], start), 0.0), observed)
-            share = seconds / observed if observed > 0 else None
-            observed_total += observed
-            down_total += seconds
-            days.append({
-                "date": start.date().isoformat(), "downSeconds": round(seconds),
-                "observedSeconds": round(observed), "share": share,
-            })  # fmt: skip
+        periods, availability = timelines[m["id"]]
+        days = [
+            {**{k: p[k] for k in ("downSeconds", "observedSeconds", "share")},
+             "date": p["start"].date().isoformat()}
+            for p in periods
+        ]  # fmt: skip
         mine = [i for i in incidents if i["monitor_id"] == m["id"]]
         state = "paused" if m["paused"] else m["state"]
         shown.append({
             "id": m["id"], "name": m["name"], "state": state, "stateLabel": STATES[state],
-            "availability": (1 - down_total / observed_total) if observed_total else None,
+            "availability": availability,
             "days": days,
             "openIncidents": [{"id": i["id"], "openedAt": iso(i["opened_at"])}
                               for i in mine if i["resolved_at"] is None],

@@ -604,3 +604,41 @@ def test_a_schedule_is_checked_and_can_be_swapped_for_a_period(control, owner):
         assert (back["schedule"], back["tz"], back["periodSec"]) == ("*/30 * * * *", "UTC", 1800)
         nulled = body(c.patch(path, json={"schedule": None}))
         assert (nulled["schedule"], nulled["periodSec"]) == (None, 1800)  # the period it showed
+
+
+def test_a_monitors_timeline_is_its_share_of_each_period_in_an_incident(control, owner):
+    from datetime import UTC, datetime, timedelta
+
+    import time
+
+    m = new_monitor(control, owner)
+    now = datetime.now(UTC)
+    if now.minute == 59 and now.second >= 50:  # the server's hour must be this one
+        time.sleep(61 - now.second)
+        now = datetime.now(UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    control.sql(
+        "INSERT INTO monitor_events (monitor_id, kind, occurred_at) VALUES ($1, 'up', $2)",
+        m["id"], hour - timedelta(hours=5),
+    )  # fmt: skip
+    control.sql(
+        "INSERT INTO incidents (org_id, monitor_id, opened_at, resolved_at, resolved_by)"
+        " SELECT org_id, id, $2, $3, 'ping' FROM monitors WHERE id = $1",
+        m["id"], hour - timedelta(hours=3) + timedelta(minutes=15),
+        hour - timedelta(hours=3) + timedelta(minutes=45),
+    )  # fmt: skip
+    with control.client(owner) as c:
+        day = body(c.get(f"/monitors/{m['id']}/uptime", params={"period": "hour"}))
+        assert day["period"] == "hour" and len(day["periods"]) == 24
+        last = day["periods"][-1]
+        assert datetime.fromisoformat(last["start"]) == hour
+        shares = {datetime.fromisoformat(p["start"]): p["share"] for p in day["periods"]}
+        assert shares[hour - timedelta(hours=6)] is None  # before its first ping: no data
+        assert shares[hour - timedelta(hours=5)] == 0
+        assert shares[hour - timedelta(hours=3)] == 0.5  # 30 of its 60 minutes
+        observed = sum(p["observedSeconds"] for p in day["periods"])
+        assert day["availability"] == pytest.approx(1 - 1800 / observed, abs=1e-3)
+        quarter = body(c.get(f"/monitors/{m['id']}/uptime"))
+        assert quarter["period"] == "day" and len(quarter["periods"]) == 90
+        assert sum(p["downSeconds"] for p in quarter["periods"]) == 1800
+        assert c.get(f"/monitors/{m['id']}/uptime", params={"period": "week"}).status_code == 422

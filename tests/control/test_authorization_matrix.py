@@ -141,6 +141,7 @@ NEEDS = {
     ("post", "/monitors/{monitor_id}/test-alert"): "monitors:write",
     ("get", "/monitors/{monitor_id}/secrets"): "secrets:read",
     ("get", "/monitors/{monitor_id}/events"): "monitors:read",
+    ("get", "/monitors/{monitor_id}/uptime"): "monitors:read",
     ("get", "/monitors/{monitor_id}/pings"): "pings:read",
     ("get", "/status-pages"): "status-pages:write",
     ("post", "/status-pages"): "status-pages:write",

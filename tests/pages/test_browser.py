@@ -427,6 +427,10 @@ def test_a_failed_runs_output_is_one_click_away(served, page, tmp_path):
     expect(failed).to_contain_text("fail (exit status 2)")
     expect(failed.locator("pre.output")).to_have_text(output)  # open: the latest failure
     expect(checkins.locator("tr.checkin-start")).to_contain_text("start")
+    # Its timelines: 24 hours by the hour, 90 days by the day; the current ones red.
+    expect(page.locator("#timeline-hour li")).to_have_count(24)
+    expect(page.locator("#timeline-day li")).to_have_count(90)
+    expect(page.locator("#timeline-hour li").last).to_have_class("major")
     screenshot(page, "dashboard-checkins.png", tmp_path)
 
 
