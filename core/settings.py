@@ -117,6 +117,9 @@ class Settings:
     db_timeout: float = 5.0  # LASTSEEN_DB_TIMEOUT_SECONDS
     # Check-ins (ingest/checkins.py): rows of ping history kept per monitor.
     ping_history: int = 100  # LASTSEEN_PING_HISTORY
+    # Plain success pings in the history too: a row per heartbeat (off: the seen log's
+    # diet; on: every ping recorded, as healthchecks does, at its cost in WAL).
+    ping_history_plain: bool = False  # LASTSEEN_PING_HISTORY_PLAIN
     # Connection limits of the ingest's listener (only those set; the rest its defaults).
     limits: Mapping[str, float] = field(default_factory=dict)
     # The control process.
@@ -202,6 +205,7 @@ class Settings:
             seen_interval=seconds(env, "LASTSEEN_SEEN_SECONDS", 10.0, off=True),
             db_timeout=seconds(env, "LASTSEEN_DB_TIMEOUT_SECONDS", 5.0),
             ping_history=whole(env, "LASTSEEN_PING_HISTORY", 100),
+            ping_history_plain=flag(env, "LASTSEEN_PING_HISTORY_PLAIN"),
             limits=limits,
             auth_failures_per_hour=whole(env, "LASTSEEN_AUTH_FAILURES_PER_HOUR", 20),
             subscribe_per_ip_per_hour=whole(env, "LASTSEEN_SUBSCRIBE_PER_IP_PER_HOUR", 10),

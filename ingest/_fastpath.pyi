@@ -28,6 +28,7 @@ class FastPath:
     checked_in_close: bytes
     # (monitor id, time, kind, exit status, method, User-Agent, X-Forwarded-For)
     checkins: list[tuple[int, float, str, int, str, bytes | None, bytes | None]]
+    record_plain: bool
     max_head: int
     requests: int
     answered_204: int

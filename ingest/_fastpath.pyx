@@ -16,7 +16,8 @@ checks that, whole and byte by byte.
 pre-rendered response bytes, stopping at the first incomplete or declined one.
 
 Check-ins without a body or a query (``/<token>/start``, ``/fail``, ``/log``, ``/<0-255>``,
-``ingest/checkins.py``) are answered here too: the table hears a success or a failure at
+``ingest/checkins.py``), and plain pings when ``record_plain`` says the history wants them
+(``LASTSEEN_PING_HISTORY_PLAIN``), are answered here too: the table hears a success or a failure at
 once, and each becomes a tuple in ``checkins`` (monitor id, time, kind, exit status,
 method, User-Agent, X-Forwarded-For) for the connection to complete with its address and
 hand to the ping history. With a query (``?rid=``) or a body they go to h11.
@@ -69,7 +70,7 @@ cdef enum:
     K_START = 2
     K_FAIL = 3            # /fail, /1../255
     K_LOG = 4
-_KIND_NAMES = (None, "success", "start", "fail", "log")
+_KIND_NAMES = ("success", "success", "start", "fail", "log")
 
 
 cdef struct Head:
@@ -285,6 +286,17 @@ cdef Py_ssize_t _token_end(const uint8_t* t, Py_ssize_t n) nogil:
     return n
 
 
+cdef bint _is_token(const uint8_t* t, Py_ssize_t n) nogil:
+    # A plain ping's target holds a well-formed token (64 lowercase hex characters).
+    cdef Py_ssize_t i, end = _token_end(t, n)
+    if end - _PREFIX_LEN != _TOKEN_LEN:
+        return False
+    for i in range(_PREFIX_LEN, end):
+        if not _is_lower_hex(t[i]):
+            return False
+    return True
+
+
 cdef int _target_kind(const uint8_t* t, Py_ssize_t n, int* status) nogil:
     # What a target that starts with the ping prefix asks: K_PLAIN for /<token>[?...] (the
     # token checked later), a check-in kind for /<64 hex>/<suffix> with no query (its
@@ -334,6 +346,7 @@ cdef class FastPath:
     cdef public bytes checked_in_keep_alive  # a check-in's 204 (with Ping-Body-Limit)
     cdef public bytes checked_in_close
     cdef public list checkins    # tuples for the ping history (see the module docstring)
+    cdef public bint record_plain  # plain pings go to the history too (opt-in)
     cdef public Py_ssize_t max_head
     cdef readonly uint64_t requests
     cdef readonly uint64_t answered_204
@@ -350,6 +363,7 @@ cdef class FastPath:
         self.not_found_head_keep_alive = self.not_found_head_close = b""
         self.checked_in_keep_alive = self.checked_in_close = b""
         self.checkins = []
+        self.record_plain = False
 
     cdef int _check_in(self, const uint8_t* p, Head* h, int kind, int status, double now) except -2:
         # A check-in of a well-formed token: 1 if known (recorded), else 0.
@@ -360,7 +374,10 @@ cdef class FastPath:
         if monitor_id < 0:
             self.pings_unknown += 1
             return 0
-        if kind == K_SUCCESS:
+        if kind == K_PLAIN:
+            self.table.ping_digest(d, now)
+            self.pings_ok += 1
+        elif kind == K_SUCCESS:
             self.table.ping_digest(d, now)
         elif kind == K_FAIL:
             self.table.fail_digest(d, now, status)
@@ -440,7 +457,7 @@ cdef class FastPath:
             if kind == K_OTHER:
                 reason = FOR_H11
                 break
-            if kind == K_PLAIN:
+            if kind == K_PLAIN and not (self.record_plain and _is_token(target, target_len)):
                 found = self._ping(target, target_len, now)
             else:
                 found = self._check_in(p + pos, &h, kind, status, now)

@@ -35,6 +35,7 @@ class IngestConfig:
     limits: Limits = field(default_factory=Limits)
     # Check-ins kept per monitor in the ping history (ingest/checkins.py).
     ping_history: int = 100
+    ping_history_plain: bool = False  # plain success pings in it too
     # The control process, for everything that is not a heartbeat (None: 404 instead).
     upstream: tuple[str, int] | None = None
     # LASTSEEN_TRUSTED_PROXIES: whose X-Forwarded-* to believe, who may hold many connections.
@@ -56,6 +57,7 @@ class IngestConfig:
             "seen_interval": settings.seen_interval,
             "db_timeout": settings.db_timeout,
             "ping_history": settings.ping_history,
+            "ping_history_plain": settings.ping_history_plain,
             "limits": replace(Limits(), **limits),
             "upstream": settings.control_upstream,
             "trusted_proxies": settings.trusted_proxies,

@@ -386,7 +386,8 @@ class Session:
             return responses.NO_ROUTE
         if request.method not in (b"POST", b"HEAD"):
             return responses.METHOD_NOT_ALLOWED
-        if signal.plain and not self._body_bytes:  # a ping the fast path declined
+        if signal.plain and not self._body_bytes and not self._fast.record_plain:
+            # A plain ping the fast path declined (odd headers): no history row wanted.
             if self._fast.ping_target(request.target, now) == 1:
                 return responses.NO_CONTENT
             return responses.NOT_FOUND

@@ -473,6 +473,7 @@ class Ingest:
             await self.flush_once()
 
     def _responder(self) -> ResponseCache:
+        self.fast.record_plain = self.config.ping_history_plain
         return ResponseCache(self.fast, self.history, self.config.limits.max_body_bytes)
 
     async def _write_history_forever(self) -> None:

@@ -607,9 +607,8 @@ def test_a_schedule_is_checked_and_can_be_swapped_for_a_period(control, owner):
 
 
 def test_a_monitors_timeline_is_its_share_of_each_period_in_an_incident(control, owner):
-    from datetime import UTC, datetime, timedelta
-
     import time
+    from datetime import UTC, datetime, timedelta
 
     m = new_monitor(control, owner)
     now = datetime.now(UTC)

@@ -352,3 +352,17 @@ def test_a_request_smuggled_in_a_body_is_not_answered(session, table):
     smuggled = ping(OTHER)
     data = ping(extra=f"Content-Length: {len(smuggled)}\r\n") + smuggled
     assert [r[0] for r in responses(feed(session, data))] == [204]
+
+
+def test_plain_pings_go_to_the_history_only_when_asked(session, responder, table):
+    feed(session, ping())
+    assert not responder.checkins.history.take()  # by default: lastSeenAt is their record
+    responder.fast.record_plain = True  # LASTSEEN_PING_HISTORY_PLAIN
+    chunked = ping(extra="Transfer-Encoding: chunked\r\n") + b"0\r\n\r\n"  # h11's
+    out = feed(session, ping(extra="User-Agent: curl/8\r\n") + chunked + ping(OTHER))
+    assert [r[0] for r in responses(out)] == [204, 204, 404]
+    rows = responder.checkins.history.take()
+    assert [(r.monitor_id, r.kind, r.status, r.user_agent) for r in rows] == [
+        (1, "success", -1, "curl/8"), (1, "success", -1, None),
+    ]  # fmt: skip
+    assert responder.fast.pings_ok == 2 and table.get(1)["state"] == "up"
