@@ -33,6 +33,7 @@ from types import FrameType
 from typing import IO
 
 TAIL_BYTES = 10_000
+OUTPUT_GRACE = 2.0  # seconds the output may still flow once the command has exited
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 PING_PATH = "/api/v1/heartbeats/"
@@ -157,8 +158,16 @@ def run_command(command: list[str], tail: Tail) -> int:
     def forward(signum: int, _frame: FrameType | None) -> None:
         child.send_signal(signum)
 
+    def wait_for_it(_signum: int, _frame: FrameType | None) -> None:
+        pass  # Ctrl-C reaches the command itself (one process group): we wait for it
+
+    # SIGTERM and SIGHUP (a supervisor, a closed session) go on to the command; SIGINT
+    # from a terminal reaches it directly, and sending it again would make a command
+    # that stops gracefully on the first one stop hard on the second.
     previous = {
-        s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, forward),
+        signal.SIGINT: signal.signal(signal.SIGINT, wait_for_it),
     }
     assert child.stdout is not None and child.stderr is not None
     pumps = [
@@ -169,8 +178,11 @@ def run_command(command: list[str], tail: Tail) -> int:
         pump.start()
     try:
         status = child.wait()
+        # Its output ends when the pipes close; a process it left behind (a daemon it
+        # started) may hold them open for ever: the run is over when the command is.
+        give_up = time.monotonic() + OUTPUT_GRACE
         for pump in pumps:
-            pump.join()
+            pump.join(max(0.0, give_up - time.monotonic()))
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

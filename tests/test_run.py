@@ -140,3 +140,34 @@ def test_a_command_killed_by_a_signal_reports_128_plus_it(receiver):
     done = run("--url", receiver.url, "--", "sh", "-c", "kill -TERM $$")
     assert done.returncode == 128 + 15
     assert "/143?rid=" in receiver.got[-1][0]
+
+
+def test_a_sigterm_to_the_wrapper_reaches_the_command_and_is_reported(receiver, tmp_path):
+    import signal as signals
+
+    marker = tmp_path / "started"
+    script = f"trap 'echo stopping; exit 7' TERM; touch {marker}; while :; do sleep 0.1; done"
+    wrapper = subprocess.Popen(
+        [*LASTSEEN, "run", "--url", receiver.url, "--", "sh", "-c", script],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.05)
+        wrapper.send_signal(signals.SIGTERM)
+        out, _ = wrapper.communicate(timeout=30)
+    finally:
+        if wrapper.poll() is None:
+            wrapper.kill()
+    assert wrapper.returncode == 7 and out == b"stopping\n"
+    assert "/7?rid=" in receiver.got[-1][0] and receiver.got[-1][1] == b"stopping\n"
+
+
+def test_a_process_the_command_leaves_behind_does_not_hold_the_run_open(receiver):
+    started = time.monotonic()
+    # (The sleep ends by itself soon after: nothing is left running.)
+    done = run("--url", receiver.url, "--", "sh", "-c", "sleep 8 & echo left")
+    assert done.returncode == 0 and time.monotonic() - started < 7
+    assert "/0?rid=" in receiver.got[-1][0] and receiver.got[-1][1] == b"left\n"
