@@ -9,6 +9,10 @@ ties a start to its end when runs overlap. ``parse`` reads a target into a ``Sig
 the plain, body-less success stays on the native fast path, every other ping comes here
 through the slow path (``protocol.Session``).
 
+A monitor's rows are pruned to the newest ``keep`` once it has had a tenth of that many
+new ones (``History.due``), at most every PRUNE_SECONDS: it may hold a few more than
+``keep`` for a while.
+
 A failure goes to the table at once (``DeadlineTable.fail``: the incident opens without
 waiting); a start does when the monitor has a maxRuntimeSec (``DeadlineTable.start``: the
 run must end within it), and a log never. Every signal, and every ping that carried a
@@ -43,6 +47,7 @@ MAX_BYTES = 64 * 1024 * 1024
 # A ping body's declared length past this is refused (413): no job's output is that
 # large, and reading it would only cost us. Up to it, a body is read and truncated.
 MAX_DECLARED_BODY = 64 * 1024 * 1024
+PRUNE_SECONDS = 10.0  # how often the monitors due for it have their history cut to `keep`
 
 _TOKEN = re.compile(rb"[0-9a-f]{64}")
 _STATUS = re.compile(rb"0|[1-9][0-9]{0,2}")
@@ -127,11 +132,33 @@ class History:
     keep: int = 100  # rows kept per monitor (LASTSEEN_PING_HISTORY)
     recorded: int = 0
     written: int = 0
+    pruned: int = 0
     dropped: int = 0  # waited past MAX_ROWS/MAX_BYTES while the database was away
 
     def __post_init__(self) -> None:
         self._rows: deque[Row] = deque()
         self._bytes = 0
+        # Rows written per monitor since its last prune: a monitor is pruned once it has
+        # had `slack` new ones (a flood prunes each monitor every `slack` rows, not every
+        # batch; a monitor holds at most keep + slack - 1 rows of this process's).
+        self.touched: dict[int, int] = {}
+
+    @property
+    def slack(self) -> int:
+        return max(1, self.keep // 10)
+
+    def wrote(self, rows: list[Row]) -> None:
+        touched = self.touched
+        for r in rows:
+            touched[r.monitor_id] = touched.get(r.monitor_id, 0) + 1
+
+    def due(self) -> list[int]:
+        """The monitors to prune now (taken off the count)."""
+        slack = self.slack
+        ids = sorted(m for m, n in self.touched.items() if n >= slack)
+        for m in ids:
+            del self.touched[m]
+        return ids
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -141,6 +168,15 @@ class History:
         self._bytes += len(row.body or b"")
         self.recorded += 1
         while len(self._rows) > MAX_ROWS or self._bytes > MAX_BYTES:
+            old = self._rows.popleft()
+            self._bytes -= len(old.body or b"")
+            self.dropped += 1
+
+    def extend(self, rows: list[Row]) -> None:
+        """record() for rows without a body (the fast path's), at once."""
+        self._rows.extend(rows)
+        self.recorded += len(rows)
+        while len(self._rows) > MAX_ROWS:
             old = self._rows.popleft()
             self._bytes -= len(old.body or b"")
             self.dropped += 1
@@ -206,13 +242,28 @@ class CheckIns:
         proxied: bool,
     ) -> None:
         """The check-ins the fast path answered for one connection (it has told the table
-        already): (id, time, kind, exit status, method, User-Agent, X-Forwarded-For)."""
+        already): (id, time, kind, exit status, method, User-Agent, X-Forwarded-For).
+        `client`: the peer's canonical address. Each distinct header is read once per
+        batch."""
+        peer = client
+        forwarded_as: dict[bytes, str | None] = {}
+        agents: dict[bytes, str] = {}
+        answered = self.answered
+        out = []
         for monitor_id, at, kind, status, method, agent, forwarded in rows:
-            source = client
+            source = peer
             if proxied and forwarded:
-                source = forwarded_client(forwarded)
-            self._record(monitor_id, at, kind, status, None, method.encode(), source, agent,
-                         b"", 0)  # fmt: skip
+                source = forwarded_as.get(forwarded, "")
+                if source == "":
+                    source = forwarded_as[forwarded] = normalise(forwarded_client(forwarded))
+            name = None
+            if agent:
+                name = agents.get(agent)
+                if name is None:
+                    name = agents[agent] = agent.decode("latin-1")[:MAX_USER_AGENT]
+            answered[kind] += 1
+            out.append(Row(monitor_id, at, kind, status, None, method, source, name, None, 0))
+        self.history.extend(out)
 
     def _record(
         self,
@@ -256,27 +307,19 @@ WHERE p.monitor_id = t.id
 """
 
 
-async def write(
-    conn: asyncpg.Connection, rows: list[Row], keep: int, statement_seconds: float
-) -> int:
-    """Insert `rows` and prune their monitors' history to `keep` rows, in one transaction.
-    Rows of monitors deleted meanwhile are skipped. Returns the rows inserted."""
+async def write(conn: asyncpg.Connection, rows: list[Row], statement_seconds: float) -> int:
+    """Insert `rows` (those of monitors deleted meanwhile are skipped); the rows inserted.
+    Pruning is apart (``prune``), less often: under a flood, once per monitor per
+    PRUNE_SECONDS instead of once per batch."""
+    columns = [list(c) for c in zip(*rows, strict=True)]  # Row's fields, in _INSERT's order
     async with conn.transaction():
-        done: str = await conn.execute(
-            _INSERT,
-            [r.monitor_id for r in rows],
-            [r.at for r in rows],
-            [r.kind for r in rows],
-            [r.status for r in rows],
-            [r.rid for r in rows],
-            [r.method for r in rows],
-            [r.client for r in rows],
-            [r.user_agent for r in rows],
-            [r.body for r in rows],
-            [r.body_bytes for r in rows],
-            timeout=statement_seconds,
-        )
-        await conn.execute(
-            _PRUNE, sorted({r.monitor_id for r in rows}), keep, timeout=statement_seconds
-        )
+        done: str = await conn.execute(_INSERT, *columns, timeout=statement_seconds)
+    return int(done.split()[-1])
+
+
+async def prune(
+    conn: asyncpg.Connection, monitor_ids: list[int], keep: int, statement_seconds: float
+) -> int:
+    """Keep the newest `keep` rows of each of `monitor_ids`; returns the rows deleted."""
+    done: str = await conn.execute(_PRUNE, monitor_ids, keep, timeout=statement_seconds)
     return int(done.split()[-1])

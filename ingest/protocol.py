@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import h11
 
+from core.proxies import normalise
+
 from . import checkins, responses
 from ._fastpath import CLOSE, NEED_MORE, FastPath
 from .checkins import CheckIns, History, Signal
@@ -143,6 +145,7 @@ class Session:
         # The peer's address; `proxied`: it is a trusted proxy, its X-Forwarded-For names
         # the client (for the ping history).
         self._client = client
+        self._client_known = False  # _peer() has read it (once per connection, if at all)
         self._proxied = proxied
         self._signal: Signal | None = None  # the ping URL of the request being read
         self._ping_body = bytearray()
@@ -160,6 +163,13 @@ class Session:
         # Closed on a refusal, maybe with unread bytes from the peer: close lingering, or
         # the kernel's reset can destroy our answer before the peer reads it.
         self.linger = False
+
+    def _peer(self) -> str | None:
+        """The peer's address in its canonical form (mapped IPv6 as IPv4), read once."""
+        if not self._client_known:
+            self._client = normalise(self._client) if self._client else None
+            self._client_known = True
+        return self._client
 
     # -- timing
 
@@ -246,7 +256,7 @@ class Session:
             return False
         output, consumed, answered, reason = self._fast.process(self._buf, now, self._budget())
         if self._fast.checkins:  # this connection's: process() ran for it alone
-            self._responder.checkins.took_fast(self._fast.checkins, self._client, self._proxied)
+            self._responder.checkins.took_fast(self._fast.checkins, self._peer(), self._proxied)
             self._fast.checkins = []
         if answered:
             out.append(output)
@@ -398,7 +408,7 @@ class Session:
             elif name == b"x-forwarded-for" and self._proxied:
                 forwarded = checkins.forwarded_client(value)
         known = self._responder.checkins.answer(
-            signal, now, method=request.method, client=forwarded or self._client,
+            signal, now, method=request.method, client=forwarded or self._peer(),
             user_agent=agent, body=bytes(self._ping_body), body_bytes=self._body_bytes,
         )  # fmt: skip
         self._ping_body = bytearray()

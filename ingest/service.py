@@ -85,6 +85,7 @@ class Ingest:
         # Empty until the initial load sizes the table for the monitors there are.
         self.table = DeadlineTable()
         self.history = checkins.History(keep=config.ping_history)
+        self._history_prune_at = 0.0
         self.fast = FastPath(self.table, config.limits.max_head_bytes)
         self.responder = self._responder()
         self.feed: ChangeFeed | None = None
@@ -489,22 +490,32 @@ class Ingest:
         """Write the check-ins waiting (any process writes those it answered: they are
         facts about pings, not state, so no lease fences them); returns the connection to
         use next time (None after a failure: the rows wait for the next try)."""
-        rows = self.history.take()
+        history = self.history
+        rows = history.take()
         written = 0
+        prune: list[int] = []
         try:
             if rows and conn is None:
                 conn = await self.db.connect("lastseen-ingest-history")
             for start in range(0, len(rows), HISTORY_BATCH):
                 part = rows[start : start + HISTORY_BATCH]
-                self.history.written += await self.db.call(
-                    checkins.write, conn, part, self.history.keep, self.db.timeout
-                )
+                history.written += await self.db.call(checkins.write, conn, part, self.db.timeout)
+                history.wrote(part)
                 written += len(part)
+            now = self.clock.now()
+            if history.touched and now >= self._history_prune_at and conn is not None:
+                prune = history.due()
+                history.pruned += await self.db.call(
+                    checkins.prune, conn, prune, history.keep, self.db.timeout
+                )
+                self._history_prune_at = now + checkins.PRUNE_SECONDS
             return conn
         except DB_ERRORS as exc:
             log.warning("ping history not written (%s); %d rows wait", why(exc),
                         len(rows) - written)  # fmt: skip
-            self.history.give_back(rows[written:])
+            history.give_back(rows[written:])
+            for monitor_id in prune:  # pruned next time
+                history.touched[monitor_id] = history.slack
             self.db.drop(conn)
             return None
 
@@ -746,6 +757,9 @@ SIMPLE_METRICS = (
          lambda i: i.seen.pruned),
     Spec("ping_history_written_total", "counter", "Rows written to the ping history.",
          lambda i: i.history.written),
+    Spec("ping_history_pruned_total", "counter",
+         "Ping history rows deleted: past LASTSEEN_PING_HISTORY per monitor.",
+         lambda i: i.history.pruned),
     Spec("ping_history_waiting", "gauge", "Check-ins waiting to be written.",
          lambda i: len(i.history)),
     Spec("ping_history_dropped_total", "counter",
