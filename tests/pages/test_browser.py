@@ -313,6 +313,11 @@ def test_the_dashboard_creates_reveals_watches_and_tests_a_monitor(
     assert page.evaluate("navigator.clipboard.readText()") == url
     page.get_by_role("button", name="Reveal ping URL").click()  # later, on demand
     assert page.locator("#ping-url").inner_text() == url
+    # Shown in answer to a POST, on the monitor's own address: a reload is a GET, and the
+    # secret is not on screen any more (nothing stale, nothing sent twice).
+    assert page.url == f"{served.origin}/dashboard/monitors/{monitor_id}"
+    page.reload()
+    expect(page.locator("#ping-url")).to_have_count(0)
 
     page.goto(f"{served.origin}/dashboard")
     row = page.locator(f'#monitors tr[data-id="{monitor_id}"]')
@@ -332,7 +337,12 @@ def test_the_dashboard_creates_reveals_watches_and_tests_a_monitor(
     expect(page.locator("#summary [data-count=pending]")).to_have_text(str(pending - 1))
     expect(row.locator("[data-field=lastSeenAt]")).to_have_text(re.compile(r"^\d+ s ago$"))
     assert row.locator("[data-field=lastSeenAt]").get_attribute("title").endswith(" UTC")
-    assert row.locator("td").nth(3).inner_text() == "1 min"
+    assert row.locator("td").nth(4).inner_text() == "1 min"
+    # When it goes late if silent: a minute and its grace after the ping, counting down.
+    expect(row.locator("[data-field=nextExpectedAt]")).to_have_text(
+        re.compile(r"^in ([12] min|[0-9]+ s)$"), timeout=15_000
+    )
+    assert row.locator("[data-field=nextExpectedAt]").get_attribute("title").endswith(" UTC")
 
     # The form asks for what the chosen type needs, and nothing else.
     form = page.get_by_role("form", name="New channel")
@@ -359,6 +369,8 @@ def test_the_dashboard_creates_reveals_watches_and_tests_a_monitor(
     page.get_by_label("old-slack (slack)").check()
     page.get_by_role("button", name="Save").click()
     expect(page.locator(".flash")).to_have_text("Saved.")
+    page.reload()  # a message is shown once
+    expect(page.locator(".flash")).to_have_count(0)
 
     before = len(receiver.requests)
     page.get_by_role("button", name="Send test alert").click()
