@@ -11,17 +11,21 @@ SOURCES := pyproject.toml setup.py $(wildcard core/*.pyx core/*.pxd ingest/*.pyx
 .PHONY: run test test-faults lint typecheck pytest bench bench-smoke install clean screenshots \
 	system-deps
 
+# The editable install's build says "Editable installation... be careful with folders
+# named like the package": it is this repository, on purpose; the note is not shown.
+QUIET_BUILD := PYTHONWARNINGS="ignore:Editable installation"
+
 # The test tools (and the runtime) for `make test`; `make run` needs the runtime only.
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(QUIET_BUILD) $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP) $(RUN_STAMP)
 
 $(RUN_STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(QUIET_BUILD) $(BIN)/python -m pip install --quiet -e .
 	touch $(RUN_STAMP)
 
 # The API docs' TypeScript snippet is compiled with tsc in the tests.
