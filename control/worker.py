@@ -49,6 +49,7 @@ from core.problems import DATABASE_ERRORS
 from notifier import channels
 from notifier.base import Notice, Settings, Transport, TransportError
 
+from . import retention
 from .crypto import EnvelopeError, Keyring
 from .delivery import Target, attempt, open_secret, subscriber_attempt
 
@@ -197,8 +198,11 @@ class Worker:
         clock: Clock = utcnow,
         rng: random.Random | None = None,
         concurrency: int = 32,
+        retain_for: retention.Periods | None = None,
     ) -> None:
         self.pool = pool
+        self.retain_for = retain_for  # None: it deletes nothing (control/retention.py)
+        self._retained_at: datetime | None = None
         self.keyring = keyring
         self.transport = transport
         self.clock = clock
@@ -386,6 +390,16 @@ class Worker:
             delivered += len(rows)
         return delivered
 
+    async def retain(self) -> dict[str, int] | None:
+        """Delete what is past its retention period, at most once per retention.EVERY."""
+        now = self.clock()
+        if self.retain_for is None or (
+            self._retained_at is not None and now - self._retained_at < retention.EVERY
+        ):
+            return None
+        self._retained_at = now
+        return await retention.prune(self.pool, self.retain_for, now)
+
     # -- the long-running loop ---------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, dsn: str) -> None:
@@ -401,6 +415,7 @@ class Worker:
                     listener = await self._listen(dsn)
                 try:
                     await self.process_events()
+                    await self.retain()
                     free = self.concurrency - len(self._inflight)
                     if free > 0:
                         for row in await self.claim(free):
@@ -472,8 +487,11 @@ class Worker:
             return None  # polling still runs; try again next round
 
 
-async def main(dsn: str, keyring: Keyring, settings: Settings) -> None:
-    """`lastseen worker`: run until SIGTERM or SIGINT."""
+async def main(
+    dsn: str, keyring: Keyring, settings: Settings, periods: retention.Periods | None = None
+) -> None:
+    """`lastseen worker`: run until SIGTERM or SIGINT; `periods`: what it deletes when
+    (control/retention.py; None: the defaults)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -484,6 +502,7 @@ async def main(dsn: str, keyring: Keyring, settings: Settings) -> None:
     pool = await create_app_pool(dsn, min_size=8, max_size=8, command_timeout=10)
     try:
         async with Transport(settings) as transport:
-            await Worker(pool, keyring, transport).run(stop, dsn)
+            worker = Worker(pool, keyring, transport, retain_for=periods or retention.Periods())
+            await worker.run(stop, dsn)
     finally:
         await pool.close()

@@ -134,6 +134,10 @@ class Settings:
     smtp_from: str = "lastseen@localhost"  # LASTSEEN_SMTP_FROM
     telegram_api: str = "https://api.telegram.org"  # LASTSEEN_TELEGRAM_API
     allow_private_targets: bool = False  # LASTSEEN_ALLOW_PRIVATE_TARGETS
+    # Retention, run by the worker (control/retention.py), in days.
+    retain_events_days: int = 90  # LASTSEEN_RETAIN_EVENTS_DAYS
+    retain_notifications_days: int = 30  # LASTSEEN_RETAIN_NOTIFICATIONS_DAYS
+    retain_pings_days: int = 90  # LASTSEEN_RETAIN_PINGS_DAYS
 
     def effective(self) -> list[tuple[str, str]]:
         """Every setting and its value as this process uses it, secrets masked (the
@@ -219,6 +223,9 @@ class Settings:
                 "/"
             ),
             allow_private_targets=flag(env, "LASTSEEN_ALLOW_PRIVATE_TARGETS"),
+            retain_events_days=whole(env, "LASTSEEN_RETAIN_EVENTS_DAYS", 90),
+            retain_notifications_days=whole(env, "LASTSEEN_RETAIN_NOTIFICATIONS_DAYS", 30),
+            retain_pings_days=whole(env, "LASTSEEN_RETAIN_PINGS_DAYS", 90),
         )
 
 

@@ -108,14 +108,23 @@ def _existing_keyring(load: Any, keyring_json: str | None, data_dir: Path) -> An
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
     from control.crypto import load_keyring
     from control.delivery import channel_settings
+    from control.retention import Periods
     from control.worker import main as worker_main
 
+    settings: Settings = args.settings
     data_dir = _data_dir(args)
-    keyring = _existing_keyring(load_keyring, args.settings.keyring, data_dir)
-    with service_database(data_dir, args.settings.database_url, migrate_database) as dsn:
-        asyncio.run(worker_main(dsn, keyring, channel_settings(args.settings)))
+    keyring = _existing_keyring(load_keyring, settings.keyring, data_dir)
+    periods = Periods(
+        events=timedelta(days=settings.retain_events_days),
+        notifications=timedelta(days=settings.retain_notifications_days),
+        pings=timedelta(days=settings.retain_pings_days),
+    )
+    with service_database(data_dir, settings.database_url, migrate_database) as dsn:
+        asyncio.run(worker_main(dsn, keyring, channel_settings(settings), periods))
     return 0
 
 

@@ -1,0 +1,85 @@
+"""Retention (issue 14): what the alert worker deletes, and when.
+
+Once an hour each worker deletes, in batches of BATCH rows (each its own short
+statement: no long lock, no long transaction):
+
+- events the worker has handled (``processed_at`` set) older than
+  ``LASTSEEN_RETAIN_EVENTS_DAYS`` (90: the longest timeline and the status pages' window;
+  an event not yet handled is never deleted, whatever its age);
+- notifications that are over (delivered, failed, expired) and finished longer ago than
+  ``LASTSEEN_RETAIN_NOTIFICATIONS_DAYS`` (30: a month to read an incident's deliveries);
+  those still queued are never deleted;
+- check-ins (the ping history) older than ``LASTSEEN_RETAIN_PINGS_DAYS`` (90, besides
+  the newest-per-monitor cap the ingest keeps), and those of monitors deleted lately
+  (rows that raced their monitor's deletion: migration 0018).
+
+Kept: incidents (small, and what availability is computed from) and the audit log,
+which is append-only by design (migration 0002): keeping it is a security property, and
+removing old entries would need a path around that, on purpose not built.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BATCH = 5_000
+EVERY = timedelta(hours=1)
+
+_EVENTS = """
+DELETE FROM monitor_events WHERE id IN (
+    SELECT id FROM monitor_events WHERE processed_at IS NOT NULL AND occurred_at < $1
+    ORDER BY id LIMIT $2)
+"""
+_NOTIFICATIONS = """
+DELETE FROM notifications WHERE id IN (
+    SELECT id FROM notifications
+    WHERE status IN ('delivered', 'failed', 'expired') AND finished_at < $1
+    ORDER BY id LIMIT $2)
+"""
+_PINGS = """
+DELETE FROM pings WHERE id IN (
+    SELECT id FROM pings WHERE received_at < $1 ORDER BY id LIMIT $2)
+"""
+# monitor_deletions holds a day of deletions (the ingest's change feed prunes it).
+_ORPHAN_PINGS = """
+DELETE FROM pings WHERE id IN (
+    SELECT p.id FROM pings p JOIN monitor_deletions d ON d.monitor_id = p.monitor_id
+    WHERE $1::timestamptz IS NOT NULL LIMIT $2)
+"""
+
+
+@dataclass(frozen=True)
+class Periods:
+    """How long each kind of row is kept."""
+
+    events: timedelta = timedelta(days=90)
+    notifications: timedelta = timedelta(days=30)
+    pings: timedelta = timedelta(days=90)
+
+
+async def prune(pool: Any, periods: Periods, now: datetime) -> dict[str, int]:
+    """Delete what is past its period; returns the rows deleted, by kind."""
+    work = [
+        ("events", _EVENTS, now - periods.events),
+        ("notifications", _NOTIFICATIONS, now - periods.notifications),
+        ("pings", _PINGS, now - periods.pings),
+        ("orphan pings", _ORPHAN_PINGS, now),
+    ]
+    deleted: dict[str, int] = {}
+    for kind, statement, cutoff in work:
+        total = 0
+        while True:
+            done: str = await pool.execute(statement, cutoff, BATCH)
+            n = int(done.split()[-1])
+            total += n
+            if n < BATCH:
+                break
+        deleted[kind] = total
+    if any(deleted.values()):
+        log.info("retention: deleted %s", ", ".join(f"{n} {k}" for k, n in deleted.items()))
+    return deleted

@@ -1,0 +1,98 @@
+"""Retention (control/retention.py) on a real PostgreSQL: what is past its period goes,
+in batches; what is still needed (an event not handled, a notification still queued,
+recent rows) stays; the worker runs it once an hour, by its injected clock."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import asyncpg
+
+from control import retention
+from control.retention import Periods
+
+from ..support.alerthelp import T0, FakeClock, event, monitor, org, run, worker
+
+
+def test_what_is_past_its_period_goes_and_what_is_needed_stays(database_url, monkeypatch):
+    monkeypatch.setattr(retention, "BATCH", 2)  # several batches with a handful of rows
+
+    async def scenario() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            org_id = await org(conn)
+            m = await monitor(conn, org_id)
+            gone_monitor = await monitor(conn, org_id, name="deleted")
+            old, recent = T0 - timedelta(days=91), T0 - timedelta(days=1)
+            for at in (old, old - timedelta(days=1), old - timedelta(days=2), recent):
+                await event(conn, m, "up", at)
+            await event(conn, m, "down", old)  # not handled yet: stays, however old
+            await conn.execute(
+                "UPDATE monitor_events SET processed_at = occurred_at WHERE kind = 'up'"
+            )
+            incident = await conn.fetchval(
+                "INSERT INTO incidents (org_id, monitor_id, opened_at) VALUES ($1, $2, $3)"
+                " RETURNING id",
+                org_id, m, old,
+            )  # fmt: skip
+            for status, finished in [
+                ("delivered", T0 - timedelta(days=31)), ("failed", T0 - timedelta(days=40)),
+                ("expired", T0 - timedelta(days=35)), ("delivered", recent),
+                ("pending", None),
+            ]:  # fmt: skip
+                await conn.execute(
+                    "INSERT INTO notifications (org_id, monitor_id, incident_id, channel_type,"
+                    " channel_ref, kind, status, next_attempt_at, created_at, finished_at)"
+                    " VALUES ($1, $2, $3, 'webhook', $4, 'alert', $5, $6, $6, $7)",
+                    org_id, m, incident, f"ref-{status}-{finished}", status, old, finished,
+                )  # fmt: skip
+            for monitor_id, at in [(m, old), (m, old), (m, recent), (gone_monitor, recent)]:
+                await conn.execute(
+                    "INSERT INTO pings (monitor_id, received_at, kind, method)"
+                    " VALUES ($1, $2, 'log', 'POST')",
+                    monitor_id, at,
+                )  # fmt: skip
+            # A row that raced its monitor's deletion: the trigger had run, the row came.
+            await conn.execute("DELETE FROM monitors WHERE id = $1", gone_monitor)
+            await conn.execute(
+                "INSERT INTO monitor_deletions (monitor_id) VALUES ($1)", gone_monitor
+            )
+            await conn.execute(
+                "INSERT INTO pings (monitor_id, received_at, kind, method)"
+                " VALUES ($1, $2, 'log', 'POST')",
+                gone_monitor, recent,
+            )  # fmt: skip
+
+            clock = FakeClock()
+            async with worker(database_url, clock) as w:
+                w.retain_for = Periods()
+                assert await w.retain() == {
+                    "events": 3, "notifications": 3, "pings": 2, "orphan pings": 1,
+                }  # fmt: skip
+                clock.advance(60)
+                assert await w.retain() is None  # an hour between runs
+                clock.advance(3600)
+                assert await w.retain() == {
+                    "events": 0, "notifications": 0, "pings": 0, "orphan pings": 0,
+                }  # fmt: skip
+
+            events = await conn.fetch("SELECT kind, occurred_at FROM monitor_events")
+            assert sorted((e["kind"], e["occurred_at"]) for e in events) == [
+                ("down", old), ("up", recent),
+            ]  # fmt: skip
+            left = await conn.fetch("SELECT status FROM notifications ORDER BY id")
+            assert [r["status"] for r in left] == ["delivered", "pending"]
+            pings = await conn.fetch("SELECT monitor_id, received_at FROM pings")
+            assert [(p["monitor_id"], p["received_at"]) for p in pings] == [(m, recent)]
+        finally:
+            await conn.close()
+
+    run(scenario())
+
+
+def test_a_worker_without_periods_deletes_nothing(database_url):
+    async def scenario() -> None:
+        async with worker(database_url) as w:
+            assert await w.retain() is None
+
+    run(scenario())
