@@ -5,22 +5,22 @@ How this works
 ``/api/v1/heartbeats/<token>`` is a success, as always. A suffix makes it a signal:
 ``/start`` (a run began), ``/fail`` (it failed), ``/<0-255>`` (its exit status: 0 is a
 success, anything else a failure), ``/log`` (recorded, changes no state). ``?rid=<uuid>``
-ties a start to its end when runs overlap. ``parse`` reads a target into a ``Signal``;
-the plain, body-less success stays on the native fast path, every other ping comes here
-through the slow path (``protocol.Session``).
-
-A monitor's rows are pruned to the newest ``keep`` once it has had a tenth of that many
-new ones (``History.due``), at most every PRUNE_SECONDS: it may hold a few more than
-``keep`` for a while.
+ties a start to its end when runs overlap. Signals without a body or a query are answered
+by the native fast path (``_fastpath.pyx``), which hands its rows over in
+``CheckIns.took_fast``; the others (a run id, a body) come through h11, ``parse`` reading
+the target into a ``Signal`` and ``CheckIns.answer`` answering it.
 
 A failure goes to the table at once (``DeadlineTable.fail``: the incident opens without
 waiting); a start does when the monitor has a maxRuntimeSec (``DeadlineTable.start``: the
 run must end within it), and a log never. Every signal, and every ping that carried a
-body, becomes a row of the ping history (migration 0018): ``History`` keeps the rows in
-memory and the ingest writes them in batches off the hot path (``write``), then keeps the
-newest ``keep`` per monitor it wrote to. While the database is away the rows wait, at
-most ``MAX_ROWS`` of them and ``MAX_BYTES`` of bodies; past that the oldest are dropped
-and counted, never the ping itself (it was answered and judged already).
+body (every ping, with ``LASTSEEN_PING_HISTORY_PLAIN``), becomes a row of the ping
+history (migration 0018): ``History`` keeps the rows in memory and the ingest writes them
+in batches off the hot path (``write``). A monitor's rows are pruned to the newest
+``keep`` once it has had a tenth of that many new ones (``History.due``, at most every
+PRUNE_SECONDS): it may hold a few more than ``keep`` for a while. While the database is
+away the rows wait, at most ``MAX_ROWS`` of them and ``MAX_BYTES`` of bodies; past that
+the oldest are dropped and counted, never the ping itself (it was answered and judged
+already).
 """
 
 from __future__ import annotations
