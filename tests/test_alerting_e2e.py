@@ -21,21 +21,9 @@ from core.pg import free_port
 from .support.aio import fetch
 from .support.exposure import EXPOSURE
 from .support.receivers import http_receiver, smtp_server, text_of
-from .support.serving import answers, wait_until
+from .support.serving import answers, shards_settled, wait_until
 
 BOT = "123456:" + "C" * 35
-
-
-def _shards_settled(dsn: str) -> bool:
-    """Every shard owned by a live ingest process, their shares even."""
-    owners = fetch(
-        dsn,
-        "SELECT l.owner, count(*) AS n FROM shard_leases l"
-        " JOIN ingest_members m ON m.owner = l.owner AND m.expires_at > now() GROUP BY l.owner",
-    )
-    live = fetch(dsn, "SELECT count(*) AS n FROM ingest_members WHERE expires_at > now()")
-    counts = [r["n"] for r in owners]
-    return sum(counts) == 1024 and len(counts) == live[0]["n"] and max(counts) - min(counts) <= 1
 
 
 def test_a_silent_monitor_alerts_every_channel_and_its_next_ping_recovers_it(
@@ -62,7 +50,7 @@ def test_a_silent_monitor_alerts_every_channel_and_its_next_ping_recovers_it(
             # serve's ingest processes share the shards out just after start; a ping before
             # that settles is judged by its new owner from the takeover (the amnesty), and
             # this test holds the alert to the ping's own deadline, to the millisecond.
-            wait_until(lambda: _shards_settled(database_url), 30)
+            wait_until(lambda: shards_settled(database_url), 30)
             pat = (tmp_path / "owner-token").read_text().strip()
             c = httpx.Client(base_url=api, headers={"authorization": f"Bearer {pat}"}, timeout=30)
             configs = [

@@ -29,7 +29,11 @@ def test_a_failed_run_alerts_at_once_with_its_exit_status_and_output(database_ur
     with (
         http_receiver() as receiver,
         serving(
-            database_url, tmp_path, ingest_procs=2, LASTSEEN_ALLOW_PRIVATE_TARGETS="1"
+            database_url,
+            tmp_path,
+            ingest_procs=2,
+            settled=True,
+            LASTSEEN_ALLOW_PRIVATE_TARGETS="1",
         ) as served,  # fmt: skip
     ):
         c = httpx.Client(
@@ -97,7 +101,11 @@ def test_a_run_past_its_max_runtime_alerts_as_running_too_long(database_url, tmp
     with (
         http_receiver() as receiver,
         serving(
-            database_url, tmp_path, ingest_procs=2, LASTSEEN_ALLOW_PRIVATE_TARGETS="1"
+            database_url,
+            tmp_path,
+            ingest_procs=2,
+            settled=True,
+            LASTSEEN_ALLOW_PRIVATE_TARGETS="1",
         ) as served,  # fmt: skip
     ):
         c = httpx.Client(

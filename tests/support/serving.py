@@ -17,6 +17,7 @@ import httpx
 
 from core.pg import free_port
 
+from .aio import fetch
 from .exposure import EXPOSURE
 
 
@@ -49,6 +50,20 @@ def stop(
         process.wait()
 
 
+def shards_settled(dsn: str) -> bool:
+    """Every shard owned by a live ingest process, their shares even: serve's processes
+    share the shards out just after start, and a ping answered before that is judged by
+    its new owner from the takeover (the amnesty), not from the ping."""
+    owners = fetch(
+        dsn,
+        "SELECT l.owner, count(*) AS n FROM shard_leases l"
+        " JOIN ingest_members m ON m.owner = l.owner AND m.expires_at > now() GROUP BY l.owner",
+    )
+    live = fetch(dsn, "SELECT count(*) AS n FROM ingest_members WHERE expires_at > now()")
+    counts = [r["n"] for r in owners]
+    return sum(counts) == 1024 and len(counts) == live[0]["n"] and max(counts) - min(counts) <= 1
+
+
 @dataclass
 class Served:
     origin: str  # http://127.0.0.1:PORT
@@ -64,8 +79,10 @@ class Served:
 
 @contextmanager
 def serving(
-    dsn: str, data_dir: Path, *, ingest_procs: int | None = None, **env: str
+    dsn: str, data_dir: Path, *, ingest_procs: int | None = None, settled: bool = False, **env: str
 ) -> Iterator[Served]:
+    """`lastseen serve` on `dsn`; `settled`: wait until its ingest processes have shared
+    the shards out (shards_settled) before handing it over."""
     # serve puts its ingest processes' admin listeners on consecutive ports (up to 8).
     ingest, admin, control = free_port(), free_port(ingest_procs or 8), free_port()
     full_env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn,
@@ -82,6 +99,8 @@ def serving(
     try:
         origin = f"http://127.0.0.1:{ingest}"
         wait_until(functools.partial(answers, f"{origin}/api/v1/openapi.json"), 30)
+        if settled:
+            wait_until(functools.partial(shards_settled, dsn), 30)
         token_file = data_dir / "owner-token"  # absent when the database had organisations
         pat = token_file.read_text().strip() if token_file.exists() else ""
         yield Served(origin, pat, data_dir, dsn, f"127.0.0.1:{admin}")
