@@ -81,13 +81,12 @@ cdef class DeadlineTable:
     cdef uint32_t _handoff_cap
 
     cdef int ping_digest(self, const uint8_t* digest, double now) except -1
-    cdef int fail_digest(self, const uint8_t* digest, double now, int status) except -1
-    cdef int64_t id_of_digest(self, const uint8_t* digest)
+    cdef int ping_slot(self, int32_t slot, double now) except -1
+    cdef bint signal_slot(self, int32_t slot, double at, int code) except -1
     cpdef upsert(self, int64_t monitor_id, bytes digest, uint32_t interval, uint32_t grace,
                  uint32_t threshold, bint paused, double now, str state=*, uint32_t misses=*,
                  double last_seen=*, bint incident_open=*, uint32_t recovery=*,
                  uint32_t max_runtime=*, double started=*, object schedule=*)
-    cdef int start_digest(self, const uint8_t* digest, double now) except -1
     cdef int32_t _find_digest(self, const uint8_t* digest)
     cdef int32_t _find_id(self, int64_t monitor_id)
     cdef uint64_t _home(self, int32_t slot, bint by_digest)

@@ -441,19 +441,6 @@ cdef class DeadlineTable:
         up = self._up_deadline(m)
         return up if run == 0.0 or up < run else run
 
-    cdef int start_digest(self, const uint8_t* digest, double now) except -1:
-        """Record a start signal; 1 if the digest belongs to a monitor, else 0."""
-        cdef int32_t slot = self._find_digest(digest)
-        cdef Monitor* m
-        if slot < 0:
-            return 0
-        m = &self._mons[slot]
-        if m.flags & FLAG_FOREIGN:
-            if self._max_runtime(m):  # only a deadline makes a start matter to its owner
-                self._signals.append((m.monitor_id, now, START))
-            return 1
-        return self._start(slot, now)
-
     cdef int _start(self, uint32_t slot, double now) except -1:
         # A run began at `now`: with a max_runtime, it must end by now + max_runtime.
         cdef Monitor* m = &self._mons[slot]
@@ -494,22 +481,20 @@ cdef class DeadlineTable:
     cdef void _emit(self, Monitor* m, str kind, double at, int status=-1):
         self._events.append(Event(m.monitor_id, kind, at, m.last_seen, status))
 
-    cdef int64_t id_of_digest(self, const uint8_t* digest):
-        """The monitor id of a digest, -1 if unknown."""
-        cdef int32_t slot = self._find_digest(digest)
-        return -1 if slot < 0 else self._mons[slot].monitor_id
-
-    cdef int fail_digest(self, const uint8_t* digest, double now, int status) except -1:
-        """Record a failure signal; 1 if the digest belongs to a monitor, else 0."""
-        cdef int32_t slot = self._find_digest(digest)
-        cdef Monitor* m
-        if slot < 0:
-            return 0
-        m = &self._mons[slot]
+    cdef bint signal_slot(self, int32_t slot, double at, int code) except -1:
+        """A failure (`code`: its exit status, -1 for none) or a start (START) at `at` of
+        the monitor in `slot`: applied if this table judges it (True), else queued for
+        its owner (a start only if a max_runtime makes it matter)."""
+        cdef Monitor* m = &self._mons[slot]
         if m.flags & FLAG_FOREIGN:
-            self._signals.append((m.monitor_id, now, status))
-            return 1
-        return self._fail(slot, now, status)
+            if code != START or self._max_runtime(m):
+                self._signals.append((m.monitor_id, at, code))
+            return False
+        if code == START:
+            self._start(slot, at)
+        else:
+            self._fail(slot, at, code)
+        return True
 
     cdef int _fail(self, uint32_t slot, double now, int status) except -1:
         # A failure signal at `now` of a monitor this table judges: down, and its incident
@@ -539,12 +524,14 @@ cdef class DeadlineTable:
     cdef int ping_digest(self, const uint8_t* digest, double now) except -1:
         """Record a ping; 1 if the digest belongs to a monitor, else 0."""
         cdef int32_t slot = self._find_digest(digest)
-        cdef Monitor* m
         if slot < 0:
             return 0
-        m = &self._mons[slot]
-        if m.flags & FLAG_FOREIGN:
-            m.last_seen = now
+        return self.ping_slot(slot, now)
+
+    cdef int ping_slot(self, int32_t slot, double now) except -1:
+        """Record a ping of the monitor in `slot` (a foreign one's goes to its owner)."""
+        if self._mons[slot].flags & FLAG_FOREIGN:
+            self._mons[slot].last_seen = now
             self._queue_handoff(slot)
             return 1
         return self._record(slot, now)
@@ -643,11 +630,11 @@ cdef class DeadlineTable:
 
     def lookup(self, bytes digest not None):
         """The id of the monitor whose token hashes to `digest`, or None."""
-        cdef int64_t monitor_id
+        cdef int32_t slot
         if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
             raise ValueError("a digest is 32 bytes")
-        monitor_id = self.id_of_digest(<const uint8_t*>PyBytes_AS_STRING(digest))
-        return None if monitor_id < 0 else monitor_id
+        slot = self._find_digest(<const uint8_t*>PyBytes_AS_STRING(digest))
+        return None if slot < 0 else self._mons[slot].monitor_id
 
     def fail(self, bytes digest not None, double now, int status=-1):
         """Record a failure signal (``/fail``: `status` -1; an exit status 1-255) for the
@@ -655,43 +642,39 @@ cdef class DeadlineTable:
         if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
             raise ValueError("a digest is 32 bytes")
         _check_status(status)
-        return self.fail_digest(<const uint8_t*>PyBytes_AS_STRING(digest), now, status) == 1
+        return self._signal_digest(digest, now, status)
 
     def failed(self, int64_t monitor_id, double at, int status=-1):
         """A failure signal another process answered at `at`, handed to this owner: as
         seen() for a ping (relayed if foreign here, dropped if unknown: False)."""
-        cdef int32_t slot
         _check_status(status)
-        slot = self._find_id(monitor_id)
-        if slot < 0:
-            return False
-        if self._mons[slot].flags & FLAG_FOREIGN:
-            self._signals.append((monitor_id, at, status))
-            return False
-        self._fail(slot, at, status)
-        return True
+        return self._signal_id(monitor_id, at, status)
 
     def start(self, bytes digest not None, double now):
         """Record a start signal for the monitor whose token hashes to `digest`: with a
         max_runtime, the run must end (a success or a failure) by now + max_runtime.
         Returns True if the digest is known."""
-        if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
-            raise ValueError("a digest is 32 bytes")
-        return self.start_digest(<const uint8_t*>PyBytes_AS_STRING(digest), now) == 1
+        return self._signal_digest(digest, now, START)
 
     def started(self, int64_t monitor_id, double at):
         """A start another process answered at `at`, handed to this owner (as failed())."""
-        cdef int32_t slot = self._find_id(monitor_id)
-        cdef Monitor* m
+        return self._signal_id(monitor_id, at, START)
+
+    def _signal_digest(self, bytes digest not None, double now, int code):
+        # A signal answered here: True if the digest is known.
+        cdef int32_t slot
+        if PyBytes_GET_SIZE(digest) != DIGEST_SIZE:
+            raise ValueError("a digest is 32 bytes")
+        slot = self._find_digest(<const uint8_t*>PyBytes_AS_STRING(digest))
         if slot < 0:
             return False
-        m = &self._mons[slot]
-        if m.flags & FLAG_FOREIGN:
-            if self._max_runtime(m):
-                self._signals.append((monitor_id, at, START))
-            return False
-        self._start(slot, at)
+        self.signal_slot(slot, now, code)
         return True
+
+    def _signal_id(self, int64_t monitor_id, double at, int code):
+        # A signal handed over: True if judged here, False if relayed (or unknown).
+        cdef int32_t slot = self._find_id(monitor_id)
+        return slot >= 0 and self.signal_slot(slot, at, code)
 
     def take_signals(self):
         """The failures and starts of foreign monitors since the last call, in order:

@@ -138,48 +138,44 @@ class DeadlineModel:
         if len(digest) != 32:
             raise ValueError("a digest is 32 bytes")
         _check_status(status)
-        m = self._by_digest.get(digest)
-        if m is None:
-            return False
-        if m.foreign:
-            self._signals.append((m.monitor_id, now, status))
-            return True
-        self._fail(m, now, status)
-        return True
+        return self._signal_digest(digest, now, status)
 
     def failed(self, monitor_id: int, at: float, status: int = -1) -> bool:
         _check_status(status)
-        m = self._by_id.get(monitor_id)
-        if m is None:
-            return False
-        if m.foreign:
-            self._signals.append((monitor_id, at, status))
-            return False
-        self._fail(m, at, status)
-        return True
+        return self._signal_id(monitor_id, at, status)
 
     def start(self, digest: bytes, now: float) -> bool:
+        return self._signal_digest(digest, now, START)
+
+    def started(self, monitor_id: int, at: float) -> bool:
+        return self._signal_id(monitor_id, at, START)
+
+    def _signal_digest(self, digest: bytes, now: float, code: int) -> bool:
+        """A signal answered here: True if the digest is known."""
         if len(digest) != 32:
             raise ValueError("a digest is 32 bytes")
         m = self._by_digest.get(digest)
         if m is None:
             return False
-        if m.foreign:
-            if m.max_runtime:  # only a deadline makes a start matter to its owner
-                self._signals.append((m.monitor_id, now, START))
-            return True
-        self._start(m, now)
+        self._signal(m, now, code)
         return True
 
-    def started(self, monitor_id: int, at: float) -> bool:
+    def _signal_id(self, monitor_id: int, at: float, code: int) -> bool:
+        """A signal handed over: True if judged here, False if relayed (or unknown)."""
         m = self._by_id.get(monitor_id)
-        if m is None:
-            return False
+        return m is not None and self._signal(m, at, code)
+
+    def _signal(self, m: _Monitor, at: float, code: int) -> bool:
+        """A failure (its exit status, -1: none) or a start (START): applied if judged
+        here (True), else queued for the owner (a start only if it has a max_runtime)."""
         if m.foreign:
-            if m.max_runtime:
-                self._signals.append((monitor_id, at, START))
+            if code != START or m.max_runtime:
+                self._signals.append((m.monitor_id, at, code))
             return False
-        self._start(m, at)
+        if code == START:
+            self._start(m, at)
+        else:
+            self._fail(m, at, code)
         return True
 
     def _start(self, m: _Monitor, now: float) -> None:

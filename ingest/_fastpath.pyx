@@ -24,14 +24,18 @@ hand to the ping history. With a query (``?rid=``) or a body they go to h11.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.string cimport memcmp
 
 from core._deadline cimport DeadlineTable
 
+from core._deadline import START as _START_SIGNAL
+
 from blake3 import blake3 as _blake3
 
 from core.tokens import TOKEN_LENGTH
+
+cdef int _START = _START_SIGNAL  # a start signal's code (core/_deadline.pyx)
 
 # parse_head results
 INCOMPLETE = 0
@@ -370,21 +374,20 @@ cdef class FastPath:
         cdef const uint8_t* token = p + h.target_start + _PREFIX_LEN
         cdef bytes digest = _blake3(PyBytes_FromStringAndSize(<const char*>token, _TOKEN_LEN)).digest()
         cdef const uint8_t* d = <const uint8_t*>PyBytes_AS_STRING(digest)
-        cdef int64_t monitor_id = self.table.id_of_digest(d)
-        if monitor_id < 0:
+        cdef int32_t slot = self.table._find_digest(d)  # one lookup for all of it
+        if slot < 0:
             self.pings_unknown += 1
             return 0
-        if kind == K_PLAIN:
-            self.table.ping_digest(d, now)
-            self.pings_ok += 1
-        elif kind == K_SUCCESS:
-            self.table.ping_digest(d, now)
+        if kind == K_PLAIN or kind == K_SUCCESS:
+            self.table.ping_slot(slot, now)
+            if kind == K_PLAIN:
+                self.pings_ok += 1
         elif kind == K_FAIL:
-            self.table.fail_digest(d, now, status)
+            self.table.signal_slot(slot, now, status)
         elif kind == K_START:
-            self.table.start_digest(d, now)
+            self.table.signal_slot(slot, now, _START)
         self.checkins.append((
-            monitor_id, now, _KIND_NAMES[kind], status,
+            self.table._mons[slot].monitor_id, now, _KIND_NAMES[kind], status,
             "POST" if h.method == M_POST else "HEAD",
             PyBytes_FromStringAndSize(<const char*>(p + h.agent_start),
                                       h.agent_end - h.agent_start)

@@ -167,16 +167,17 @@ class History:
         self._rows.append(row)
         self._bytes += len(row.body or b"")
         self.recorded += 1
-        while len(self._rows) > MAX_ROWS or self._bytes > MAX_BYTES:
-            old = self._rows.popleft()
-            self._bytes -= len(old.body or b"")
-            self.dropped += 1
+        self._trim()
 
     def extend(self, rows: list[Row]) -> None:
         """record() for rows without a body (the fast path's), at once."""
         self._rows.extend(rows)
         self.recorded += len(rows)
-        while len(self._rows) > MAX_ROWS:
+        self._trim()
+
+    def _trim(self) -> None:
+        """Past MAX_ROWS or MAX_BYTES, the oldest rows go (counted)."""
+        while len(self._rows) > MAX_ROWS or self._bytes > MAX_BYTES:
             old = self._rows.popleft()
             self._bytes -= len(old.body or b"")
             self.dropped += 1

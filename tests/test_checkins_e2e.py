@@ -10,12 +10,36 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from .support.receivers import http_receiver
-from .support.serving import serving, wait_until
+from .support.receivers import HttpReceiver, http_receiver
+from .support.serving import Served, serving, wait_until
+
+
+@contextmanager
+def _served(
+    dsn: str, tmp_path: Path
+) -> Iterator[tuple[Served, httpx.Client, HttpReceiver, dict[str, Any]]]:
+    """`lastseen serve` with two ingest processes (their shards settled), an owner's
+    client, and a webhook channel to a real receiver."""
+    with (
+        http_receiver() as receiver,
+        serving(
+            dsn, tmp_path, ingest_procs=2, settled=True, LASTSEEN_ALLOW_PRIVATE_TARGETS="1"
+        ) as served,  # fmt: skip
+    ):
+        c = httpx.Client(
+            base_url=served.api, headers={"authorization": f"Bearer {served.pat}"}, timeout=30
+        )
+        channel = c.post("/channels", json={
+            "type": "webhook", "name": "hook", "config": {"url": f"{receiver.url}/hook"},
+        }).json()  # fmt: skip
+        yield served, c, receiver, channel
 
 
 def _run(ping: str, script: str) -> subprocess.CompletedProcess[bytes]:
@@ -26,22 +50,7 @@ def _run(ping: str, script: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def test_a_failed_run_alerts_at_once_with_its_exit_status_and_output(database_url, tmp_path: Path):
-    with (
-        http_receiver() as receiver,
-        serving(
-            database_url,
-            tmp_path,
-            ingest_procs=2,
-            settled=True,
-            LASTSEEN_ALLOW_PRIVATE_TARGETS="1",
-        ) as served,  # fmt: skip
-    ):
-        c = httpx.Client(
-            base_url=served.api, headers={"authorization": f"Bearer {served.pat}"}, timeout=30
-        )
-        channel = c.post("/channels", json={
-            "type": "webhook", "name": "hook", "config": {"url": f"{receiver.url}/hook"},
-        }).json()  # fmt: skip
+    with _served(database_url, tmp_path) as (served, c, receiver, channel):
         monitors = []
         for i in range(9):
             # An hour and three misses: only a failure signal can alert within the test.
@@ -98,22 +107,7 @@ def test_a_failed_run_alerts_at_once_with_its_exit_status_and_output(database_ur
 
 
 def test_a_run_past_its_max_runtime_alerts_as_running_too_long(database_url, tmp_path: Path):
-    with (
-        http_receiver() as receiver,
-        serving(
-            database_url,
-            tmp_path,
-            ingest_procs=2,
-            settled=True,
-            LASTSEEN_ALLOW_PRIVATE_TARGETS="1",
-        ) as served,  # fmt: skip
-    ):
-        c = httpx.Client(
-            base_url=served.api, headers={"authorization": f"Bearer {served.pat}"}, timeout=30
-        )
-        channel = c.post("/channels", json={
-            "type": "webhook", "name": "hook", "config": {"url": f"{receiver.url}/hook"},
-        }).json()  # fmt: skip
+    with _served(database_url, tmp_path) as (served, c, receiver, channel):
         pings = []
         for name in ("hangs", "ends-in-time"):
             monitor = c.post("/monitors", json={

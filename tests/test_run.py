@@ -1,24 +1,24 @@
 """`lastseen run` against a real HTTP server on 127.0.0.1, with real commands.
 
-The server here records what it is sent; the end-to-end test through `lastseen serve`
+The receiver here (tests/support/receivers.py) records what it is sent; the end-to-end test through `lastseen serve`
 (tests/test_checkins_e2e.py) checks what lastseen makes of it.
 """
 
 from __future__ import annotations
 
-import http.server
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from core.pg import free_port
+
+from .support.receivers import HttpReceiver, Received, Reply, http_receiver
 
 TOKEN = "ab" * 32
 LASTSEEN = [sys.executable, "-m", "lastseen"]
@@ -26,46 +26,41 @@ LASTSEEN = [sys.executable, "-m", "lastseen"]
 
 @dataclass
 class Receiver:
-    """Pings received: (path with query, body, user agent); answers `status`."""
+    """The shared HTTP receiver (tests/support/receivers.py) as a ping endpoint: the pings
+    it accepted, as (path with query, body, user agent); answers `status`, after 503 to
+    the first `failures_first`."""
 
-    port: int
-    got: list[tuple[str, bytes, str]] = field(default_factory=list)
+    http: HttpReceiver
     status: int = 204
-    failures_first: int = 0  # answer 503 to this many first
+    failures_first: int = 0
+    refused: int = 0  # the first requests, answered 503
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v1/heartbeats/{TOKEN}"
+        return f"{self.http.url}/api/v1/heartbeats/{TOKEN}"
+
+    @property
+    def port(self) -> int:
+        return int(self.http.url.rsplit(":", 1)[1])
+
+    @property
+    def got(self) -> list[tuple[str, bytes, str]]:
+        return [(r.path, r.body, r.headers.get("user-agent", ""))
+                for r in self.http.on()[self.refused:]]  # fmt: skip
+
+    def answer(self, _request: Received) -> Reply:
+        if self.refused < self.failures_first:
+            self.refused += 1
+            return 503, {}, b""
+        return self.status, {}, b""
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    box = Receiver(port=0)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if box.failures_first > 0:
-                box.failures_first -= 1
-                self.send_response(503)
-            else:
-                box.got.append((self.path, body, self.headers.get("User-Agent", "")))
-                self.send_response(box.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    box.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_receiver() as http:
+        box = Receiver(http)
+        http.rule = box.answer
         yield box
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -55,6 +55,17 @@ SELECT m.*, s.state, s.misses, s.last_seen_at,
 FROM monitors m LEFT JOIN monitor_state s ON s.monitor_id = m.id
 """
 NOT_FOUND = ApiError(404, "not_found", "no such monitor")
+
+
+async def require_monitor(conn: Any, caller: Caller, monitor_id: int) -> None:
+    """404 unless the monitor is the caller's organisation's."""
+    if not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM monitors WHERE id = $1 AND org_id = $2)",
+        monitor_id, caller.org_id,
+    ):  # fmt: skip
+        raise NOT_FOUND
+
+
 RECENT_INCIDENTS = 20
 
 
@@ -301,11 +312,7 @@ async def monitor_events(
     """The monitor's state history as the ingest recorded it, newest first."""
     caller.require("monitors:read")
     async with st.pool.acquire() as conn:
-        if not await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM monitors WHERE id = $1 AND org_id = $2)",
-            monitor_id, caller.org_id,
-        ):  # fmt: skip
-            raise NOT_FOUND
+        await require_monitor(conn, caller, monitor_id)
         rows = await conn.fetch(
             "SELECT kind, occurred_at, exit_status FROM monitor_events WHERE monitor_id = $1"
             " ORDER BY id DESC LIMIT $2",
@@ -340,15 +347,16 @@ async def monitor_uptime(
     async with st.pool.acquire() as conn:
         row = found(
             await conn.fetchrow(
-                "SELECT m.id, m.created_at, coalesce(s.state, 'pending') AS state"
+                "SELECT m.id, m.created_at, coalesce(s.state, 'pending') AS state, now() AS now"
                 " FROM monitors m LEFT JOIN monitor_state s ON s.monitor_id = m.id"
                 " WHERE m.id = $1 AND m.org_id = $2",
                 monitor_id, caller.org_id,
             ),
             NOT_FOUND,
         )  # fmt: skip
-        now = await conn.fetchval("SELECT now()")
-        periods, availability = (await uptime.periods(conn, [row], now, width, count))[row["id"]]
+        periods, availability = (await uptime.periods(conn, [row], row["now"], width, count))[
+            row["id"]
+        ]
     return {
         "period": period,
         "availability": availability,

@@ -16,10 +16,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from ..deps import MAX_ID, CallerDep, Id, StateDep, iso, page
-from ..errors import ApiError
+from .monitors import require_monitor
 
 router = APIRouter()
-NOT_FOUND = ApiError(404, "not_found", "no such monitor")
 
 # The start an end closes: the latest before it with its run id that no end between
 # them closed.
@@ -82,11 +81,7 @@ async def list_pings(
     Needs pings:read (bodies are job output)."""
     caller.require("pings:read")
     async with st.pool.acquire() as conn:
-        if not await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM monitors WHERE id = $1 AND org_id = $2)",
-            monitor_id, caller.org_id,
-        ):  # fmt: skip
-            raise NOT_FOUND
+        await require_monitor(conn, caller, monitor_id)
         rows = await conn.fetch(_PINGS, monitor_id, before, limit + 1)
     rows, next_before = page(rows, limit)
     return {"pings": [ping_json(r) for r in rows], "nextBefore": next_before}
