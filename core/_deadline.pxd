@@ -5,6 +5,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef enum:
     DIGEST_SIZE = 32
+    RING = 4096           # seconds of on-time pings kept (core/_deadline_model.py's RING)
     SHARDS = 1024         # core/shards.py's SHARDS
 
 cdef enum MonitorState:
@@ -12,6 +13,7 @@ cdef enum MonitorState:
     STATE_UP = 1
     STATE_DOWN = 2
     STATE_PAUSED = 3
+    STATE_UNKNOWN = 4     # blind (ingest/sight.py): a miss said nothing about it
 
 cdef enum MonitorFlag:
     FLAG_LIVE = 1
@@ -80,6 +82,10 @@ cdef class DeadlineTable:
     cdef uint32_t _handoff_len
     cdef uint32_t _handoff_cap
 
+    cdef int64_t _heard_at[RING]   # blindness: the second each ring cell counts, and
+    cdef uint32_t _heard_n[RING]   # how many on-time pings had their deadline in it
+    cdef bint _blind               # misses make monitors unknown, with no event
+
     cdef int ping_digest(self, const uint8_t* digest, double now) except -1
     cdef int ping_slot(self, int32_t slot, double now) except -1
     cdef bint signal_slot(self, int32_t slot, double at, int code) except -1
@@ -102,6 +108,8 @@ cdef class DeadlineTable:
     cdef bint _entry_live(self, HeapEntry* entry)
     cdef void _prune_heap(self)
     cdef int _schedule(self, uint32_t slot, double deadline) except -1
+    cdef int _hear(self, Monitor* m, double now) except -1
+    cdef void _unknown(self, uint32_t slot)
     cdef double _up_deadline(self, Monitor* m) except? -1.0
     cdef double _expected_after(self, Monitor* m, double at) except? -1.0
     cdef void _set_schedule(self, Monitor* m, object schedule)

@@ -58,7 +58,7 @@ dirty rows and ``take_events`` the events, in the order they happened.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, floor
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
@@ -77,7 +77,7 @@ EVENT_FAILED = "failed"  # a failure signal (/fail, a non-zero exit status)
 EVENT_TIMED_OUT = "timed_out"  # a run went past maxRuntime: "running too long"
 START = -2  # a hand-off signal's code for a start (else the failure's exit status or -1)
 
-STATE_NAMES = ("pending", "up", "down", "paused")
+STATE_NAMES = ("pending", "up", "down", "paused", "unknown")
 _STATE_CODES = {name: code for code, name in enumerate(STATE_NAMES)}
 
 cdef uint32_t _MIN_INDEX = 64
@@ -150,6 +150,11 @@ cdef class DeadlineTable:
         self._max_runtimes = {}
         self._starts = {}
         self._schedules = {}
+        cdef int i
+        for i in range(RING):
+            self._heard_at[i] = -1
+            self._heard_n[i] = 0
+        self._blind = False
 
     def __dealloc__(self):
         free(self._mons)
@@ -466,6 +471,10 @@ cdef class DeadlineTable:
     cdef int _timeout(self, uint32_t slot, double at) except -1:
         # The open run passed its max_runtime at `at`: down, its incident open at once.
         cdef Monitor* m = &self._mons[slot]
+        if self._blind:  # its end may have gone unheard: unknown, the run forgotten
+            self._set_started(m, 0.0)
+            self._unknown(slot)
+            return 0
         self._emit(m, EVENT_TIMED_OUT, at)
         self._set_started(m, 0.0)
         m.state = STATE_DOWN
@@ -557,6 +566,8 @@ cdef class DeadlineTable:
         # A ping at `now` of a monitor this table judges.
         cdef Monitor* m = &self._mons[slot]
         cdef double due
+        if m.state == STATE_UP:
+            self._hear(m, now)
         m.last_seen = now
         self._mark_dirty(slot, False)
         self._end_run(slot, now)
@@ -566,7 +577,11 @@ cdef class DeadlineTable:
             self._recovered_once(slot, now)
             return 1
         m.flags |= FLAG_CHANGED
-        if m.state == STATE_PENDING:
+        if m.state == STATE_UNKNOWN:  # heard again after blindness: nothing to tell
+            m.state = STATE_UP
+            if m.flags & FLAG_INCIDENT:
+                self._recovered_once(slot, now)
+        elif m.state == STATE_PENDING:
             m.state = STATE_UP
             self._emit(m, EVENT_UP, now)
         else:  # STATE_DOWN
@@ -580,6 +595,29 @@ cdef class DeadlineTable:
         if m.deadline == 0.0 or due < m.deadline:  # earlier only for a handed-off ping
             self._schedule(slot, due)
         return 1
+
+    cdef int _hear(self, Monitor* m, double now) except -1:
+        # An up monitor's ping at `now`: one on-time ping for the second of the deadline
+        # it moves away (kept only within half the ring of `now`).
+        cdef int64_t second = <int64_t>floor(self._up_deadline(m))
+        cdef int64_t at = <int64_t>floor(now)
+        cdef uint32_t i
+        if second - at >= RING // 2 or at - second >= RING // 2:
+            return 0
+        i = <uint32_t>(second & (RING - 1))
+        if self._heard_at[i] != second:
+            self._heard_at[i] = second
+            self._heard_n[i] = 0
+        self._heard_n[i] += 1
+        return 0
+
+    cdef void _unknown(self, uint32_t slot):
+        cdef Monitor* m = &self._mons[slot]
+        m.state = STATE_UNKNOWN
+        m.misses = 0
+        m.recovering = 0
+        self._schedule(slot, 0.0)
+        self._mark_dirty(slot, True)
 
     cdef int _recovered_once(self, uint32_t slot, double now) except -1:
         # One more ping in a row of an up monitor whose incident is open (flap damping).
@@ -595,6 +633,9 @@ cdef class DeadlineTable:
 
     cdef int _miss(self, uint32_t slot, double at) except -1:
         cdef Monitor* m = &self._mons[slot]
+        if self._blind:  # nobody's pings arrive: its missing says nothing about it
+            self._unknown(slot)
+            return 0
         if m.state == STATE_UP:
             m.state = STATE_DOWN
             m.misses = 1
@@ -874,7 +915,7 @@ cdef class DeadlineTable:
             m.state = STATE_PENDING if m.last_seen == 0.0 else STATE_UP
             if m.state == STATE_UP:
                 self._schedule(slot, self._up_deadline(m))
-        elif code == STATE_UP:
+        elif code == STATE_UP or code == STATE_UNKNOWN:  # unknown: blind when persisted
             m.state = STATE_UP
             self._schedule(slot, self._up_deadline(m))
             if incident_open and m.recovery > 1:
@@ -1070,6 +1111,82 @@ cdef class DeadlineTable:
                 if due > m.deadline:
                     self._schedule(slot, due)
             n += 1
+        return n
+
+    def heard(self, double until, int window):
+        """The on-time pings whose deadline was in the `window` seconds up to `until`
+        (whole seconds: those after floor(until) - window, up to floor(until))."""
+        cdef int64_t end = <int64_t>floor(until)
+        cdef int64_t second
+        cdef uint64_t total = 0
+        cdef uint32_t i
+        if window < 1 or window > RING // 2:
+            raise ValueError(f"a window is 1 to {RING // 2} seconds")
+        for second in range(end - window + 1, end + 1):
+            i = <uint32_t>(second & (RING - 1))
+            if self._heard_at[i] == second:
+                total += self._heard_n[i]
+        return total
+
+    def blind(self, down, opened):
+        """Blind from now on: a miss makes a monitor unknown, with no event. The misses
+        just before it were blindness too: the `down` monitors (their events are
+        dropped) become unknown, and the incidents of `opened` were never opened (they
+        are unknown too if down). Returns how many became unknown."""
+        cdef int32_t slot
+        cdef Monitor* m
+        cdef uint32_t n = 0
+        self._blind = True
+        opened = list(opened)
+        for monitor_id in opened:
+            slot = self._find_id(monitor_id)
+            if slot < 0:
+                continue
+            m = &self._mons[slot]
+            if not (m.flags & FLAG_FOREIGN) and (m.flags & FLAG_INCIDENT):
+                m.flags &= ~FLAG_INCIDENT
+                m.recovering = 0
+                self._mark_dirty(slot, True)
+        for monitor_id in [*down, *opened]:
+            slot = self._find_id(monitor_id)
+            if slot < 0:
+                continue
+            m = &self._mons[slot]
+            if not (m.flags & FLAG_FOREIGN) and m.state == STATE_DOWN:
+                self._unknown(slot)
+                n += 1
+        return n
+
+    def sighted(self, double at):
+        """Pings arrive again since `at`: unknown monitors are up (pending if never
+        pinged), and every judged monitor is judged afresh from `at` (amnesty). Returns
+        how many were unknown."""
+        cdef uint32_t slot, n = 0
+        cdef Monitor* m
+        self._blind = False
+        for slot in range(self._mons_len):
+            m = &self._mons[slot]
+            if not (m.flags & FLAG_LIVE) or (m.flags & FLAG_FOREIGN):
+                continue
+            if m.state == STATE_UNKNOWN:
+                m.state = STATE_UP if m.last_seen != 0.0 else STATE_PENDING
+                if m.floor < at:
+                    m.floor = at
+                self._schedule(slot, self._next_due(m))
+                self._mark_dirty(slot, True)
+                n += 1
+        self.amnesty(at)
+        return n
+
+    def is_blind(self):
+        return bool(self._blind)
+
+    def unknown_count(self):
+        cdef uint32_t slot, n = 0
+        for slot in range(self._mons_len):
+            if ((self._mons[slot].flags & FLAG_LIVE) and not (self._mons[slot].flags & FLAG_FOREIGN)
+                    and self._mons[slot].state == STATE_UNKNOWN):
+                n += 1
         return n
 
     def begin_sync(self):

@@ -26,7 +26,8 @@ EVENT_FAILED = "failed"
 EVENT_TIMED_OUT = "timed_out"  # a run went past maxRuntime: "running too long"
 START = -2  # a hand-off signal's code for a start (else the failure's exit status or -1)
 
-STATE_NAMES = ("pending", "up", "down", "paused")
+STATE_NAMES = ("pending", "up", "down", "paused", "unknown")
+RING = 4096  # seconds of on-time pings kept, by the deadline each one moved (heard())
 _MAX_MISSES = 65535
 _MAX_RECOVERY = 255
 
@@ -102,6 +103,12 @@ class DeadlineModel:
         # Signals of foreign monitors for their owners: (id, time, code), code the
         # failure's exit status (-1: none) or START.
         self._signals: list[tuple[int, float, int]] = []
+        # Blindness (ingest/sight.py): on-time pings by the second of the deadline each
+        # moved away (a ring: the second it holds, its count), and whether misses now make
+        # monitors unknown instead of down.
+        self._heard_at = [-1] * RING
+        self._heard_n = [0] * RING
+        self._blind = False
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -230,10 +237,16 @@ class DeadlineModel:
             self._handoffs.append(m.monitor_id)
 
     def _record(self, m: _Monitor, now: float) -> None:
+        if m.state == "up":
+            self._hear(m, now)
         m.last_seen = now
-        self._mark_dirty(m, changed=m.state in ("pending", "down"))
+        self._mark_dirty(m, changed=m.state in ("pending", "down", "unknown"))
         self._end_run(m, now)
-        if m.state == "pending":
+        if m.state == "unknown":  # heard again after blindness: up, and nothing to tell
+            m.state = "up"
+            if m.incident_open:
+                self._recovered_once(m, now)
+        elif m.state == "pending":
             m.state = "up"
             self._emit(m, EVENT_UP, now)
         elif m.state == "down":
@@ -246,6 +259,78 @@ class DeadlineModel:
                 self._recovered_once(m, now)
         elif m.state == "up" and m.incident_open:
             self._recovered_once(m, now)
+
+    def _hear(self, m: _Monitor, now: float) -> None:
+        """An up monitor's ping at `now`: one on-time ping for the second of the deadline
+        it moved away (kept only within half the ring of `now`)."""
+        second = math.floor(m.expected_after(max(m.last_seen, m.floor)) + m.grace)
+        if abs(second - math.floor(now)) >= RING // 2:
+            return
+        i = second % RING
+        if self._heard_at[i] != second:
+            self._heard_at[i] = second
+            self._heard_n[i] = 0
+        self._heard_n[i] += 1
+
+    def heard(self, until: float, window: int) -> int:
+        """The on-time pings whose deadline was in the `window` seconds up to `until`
+        (whole seconds: those after floor(until) - window, up to floor(until))."""
+        if not 1 <= window <= RING // 2:
+            raise ValueError(f"a window is 1 to {RING // 2} seconds")
+        end = math.floor(until)
+        return sum(
+            self._heard_n[s % RING]
+            for s in range(end - window + 1, end + 1)
+            if self._heard_at[s % RING] == s
+        )
+
+    def blind(self, down: Iterable[int], opened: Iterable[int]) -> int:
+        """Blind from now on: a miss makes a monitor unknown, with no event. The misses
+        just before it were blindness too: the `down` monitors (their events are
+        dropped) become unknown, and the incidents of `opened` were never opened (they
+        are unknown too if down). Returns how many became unknown."""
+        self._blind = True
+        opened = list(opened)
+        for monitor_id in opened:
+            m = self._by_id.get(monitor_id)
+            if m is not None and not m.foreign and m.incident_open:
+                m.incident_open = False
+                m.recovering = 0
+                self._mark_dirty(m)
+        n = 0
+        for monitor_id in [*down, *opened]:
+            m = self._by_id.get(monitor_id)
+            if m is not None and not m.foreign and m.state == "down":
+                self._unknown(m)
+                n += 1
+        return n
+
+    def sighted(self, at: float) -> int:
+        """Pings arrive again since `at`: unknown monitors are up (pending if never
+        pinged), and every judged monitor is judged afresh from `at` (amnesty). Returns
+        how many were unknown."""
+        self._blind = False
+        n = 0
+        for m in self._by_id.values():
+            if not m.foreign and m.state == "unknown":
+                m.state = "up" if m.last_seen else "pending"
+                self._mark_dirty(m)
+                n += 1
+        self.amnesty(at)
+        return n
+
+    def is_blind(self) -> bool:
+        return self._blind
+
+    def unknown_count(self) -> int:
+        return sum(1 for m in self._by_id.values() if not m.foreign and m.state == "unknown")
+
+    def _unknown(self, m: _Monitor) -> None:
+        m.state = "unknown"
+        m.misses = 0
+        m.next_miss = None
+        m.recovering = 0
+        self._mark_dirty(m)
 
     def _recovered_once(self, m: _Monitor, now: float) -> None:
         """One more ping in a row of an up monitor whose incident is open: resolved at
@@ -410,7 +495,7 @@ class DeadlineModel:
             m.state = "paused"
         elif state in ("paused", "pending") or m.last_seen == 0.0:
             m.state = "pending" if m.last_seen == 0.0 else "up"
-        elif state == "up":
+        elif state in ("up", "unknown"):  # unknown: blind when it was persisted
             m.state = "up"
             # Recovering (flap damping): the pings in a row start again from here.
             m.incident_open = incident_open and m.recovery > 1
@@ -550,7 +635,12 @@ class DeadlineModel:
         return removed
 
     def _timeout(self, m: _Monitor, at: float) -> None:
-        """The open run passed its max_runtime at `at`: down, its incident open at once."""
+        """The open run passed its max_runtime at `at`: down, its incident open at once
+        (blind: its end may have gone unheard; unknown, the run forgotten)."""
+        if self._blind:
+            m.started = 0.0
+            self._unknown(m)
+            return
         self._emit(m, EVENT_TIMED_OUT, at)
         m.started = 0.0
         m.state = "down"
@@ -562,6 +652,9 @@ class DeadlineModel:
         self._mark_dirty(m)
 
     def _miss(self, m: _Monitor, at: float) -> None:
+        if self._blind:  # nobody's pings arrive: its missing says nothing about it
+            self._unknown(m)
+            return
         if m.state == "up":
             m.state = "down"
             m.misses = 1

@@ -26,7 +26,7 @@ IDS = st.integers(min_value=1, max_value=6)
 INTERVALS = st.sampled_from([30, 60, 300])
 GRACES = st.sampled_from([0, 5, 60])
 THRESHOLDS = st.integers(min_value=1, max_value=4)
-STATES = st.sampled_from(["pending", "up", "down", "paused"])
+STATES = st.sampled_from(["pending", "up", "down", "paused", "unknown"])
 # Exit statuses of failure signals: -1 is a plain /fail; 256 and -2 are refused.
 STATUSES = st.sampled_from([-1, 1, 3, 255, 256, -2])
 MAX_RUNTIMES = st.sampled_from([0, 0, 20, 90])
@@ -361,10 +361,33 @@ class TableMatchesModel(RuleBasedStateMachine):
             if heard[monitor_id] > self._persisted(monitor_id)[2]:
                 self.both("seen", monitor_id, heard[monitor_id])
 
-    def _expected(self, monitor_id: int, interval: int) -> float:
-        """The first run expected after now: by its schedule, or an interval from now."""
+    @rule(down=st.lists(IDS, max_size=4), opened=st.lists(IDS, max_size=4))
+    def blind(self, down, opened):
+        """The ingest went blind (ingest/sight.py): the last misses of `down` were
+        blindness (they become unknown), and so were the incidents `opened` opened."""
+        self.both("blind", down, opened)
+
+    @rule(ago=st.floats(0, 60, allow_nan=False))
+    def sighted(self, ago):
+        """Pings came back `ago` seconds ago: nothing judged goes down before that
+        time + its interval + grace."""
+        at = self.now - ago
+        self.both("sighted", at)
+        for monitor_id, (_d, interval, grace, _t, _p) in self.config.items():
+            if not self.model.get(monitor_id)["foreign"]:
+                bound = self._expected(monitor_id, interval, at) + grace
+                self.amnesty[monitor_id] = max(self.amnesty.get(monitor_id, -1.0), bound)
+
+    @rule(back=st.floats(0, 200, allow_nan=False), window=st.sampled_from([0, 1, 10, 60, 2049]))
+    def heard(self, back, window):
+        self.both("heard", self.now - back, window)
+
+    def _expected(self, monitor_id: int, interval: int, after: float | None = None) -> float:
+        """The first run expected after `after` (now): by its schedule, or an interval
+        from it."""
+        after = self.now if after is None else after
         sched = self.schedule.get(monitor_id)
-        return sched.next_after(self.now) if sched is not None else self.now + interval
+        return sched.next_after(after) if sched is not None else after + interval
 
     def _load_persisted(self, monitor_id: int) -> None:
         """Load a monitor as a new owner does: what is persisted, now as its floor."""
@@ -383,8 +406,12 @@ class TableMatchesModel(RuleBasedStateMachine):
         assert sorted(self.table.ids()) == sorted(self.model.ids())
         for monitor_id in self.model.ids():
             assert self.table.get(monitor_id) == self.model.get(monitor_id)
+        assert self.table.is_blind() == self.model.is_blind()
+        assert self.table.unknown_count() == self.model.unknown_count()
         events = self.model.take_events()
         assert _by_monitor(self.table.take_events()) == _by_monitor(events)
+        if self.model.is_blind():  # blind: nothing is judged down, only failures open
+            assert not {e[1] for e in events} & {"down", "timed_out"}, events
         failed_at: dict[int, float] = {}
         timed_out_at: dict[int, float] = {}
         for monitor_id, kind, at, last_seen, status in events:
@@ -413,7 +440,7 @@ class TableMatchesModel(RuleBasedStateMachine):
         for monitor_id in self.model.ids():
             row = self.table.get(monitor_id)
             if row["incident_open"] and not row["foreign"]:  # a foreign one: as persisted
-                if row["state"] == "up":  # recovering: flap damping holds it open
+                if row["state"] in ("up", "unknown"):  # recovering (flap damping)
                     assert 0 <= row["recovering"] < row["recovery"]
                     continue
                 assert row["state"] == "down"

@@ -302,3 +302,84 @@ def test_an_open_run_survives_a_restart_and_gets_the_amnesty(table):
     table.upsert(1, A, 3600, 60, 1, False, T0 + 50, "up", 0, T0, False, 1, 30, T0 + 10)
     assert table.get(1)["started"] == T0 + 10
     assert table.get(1)["deadline"] == T0 + 50 + 30
+
+
+# -- blindness (ingest/sight.py decides; the table keeps its rules)
+
+
+def test_an_on_time_ping_is_heard_at_the_deadline_it_moved(table):
+    table.upsert(1, A, 30, 5, 1, False, T0)
+    table.ping(A, T0)  # pending -> up: no deadline moved, nothing heard
+    assert table.heard(T0 + 1000, 1000) == 0
+    table.ping(A, T0 + 29)  # its deadline was T0 + 35
+    assert table.heard(T0 + 35, 1) == 1
+    assert table.heard(T0 + 34.9, 10) == 0
+    assert table.heard(T0 + 44, 10) == 1 and table.heard(T0 + 45, 10) == 0
+    with pytest.raises(ValueError, match="a window is 1 to 2048 seconds"):
+        table.heard(T0, 0)
+
+
+def test_blind_a_miss_makes_a_monitor_unknown_and_its_ping_makes_it_up_silently(table):
+    table.upsert(1, A, 30, 0, 1, False, T0)
+    table.ping(A, T0)
+    table.take_events()
+    table.blind([], [])
+    assert table.is_blind()
+    table.pop_due(T0 + 30)
+    assert table.get(1)["state"] == "unknown" and table.get(1)["deadline"] in (None, 0.0)
+    assert table.unknown_count() == 1
+    assert kinds(table) == []
+    table.ping(A, T0 + 100)
+    assert table.get(1)["state"] == "up" and kinds(table) == []
+    assert table.take_dirty().states == ["up"]
+
+
+def test_a_failure_while_blind_still_opens_its_incident(table):
+    table.upsert(1, A, 30, 0, 1, False, T0)
+    table.ping(A, T0)
+    table.take_events()
+    table.blind([], [])
+    assert table.fail(A, T0 + 5, 3)
+    assert kinds(table) == ["failed", "incident_opened"]
+
+
+def test_the_misses_before_blindness_was_seen_are_undone(table):
+    table.upsert(1, A, 30, 0, 1, False, T0)
+    table.upsert(2, B, 30, 0, 2, False, T0)
+    table.ping(A, T0)
+    table.ping(B, T0)
+    table.pop_due(T0 + 30)
+    assert kinds(table) == ["up", "up", "down", "incident_opened", "down"]
+    assert table.blind([2], [1]) == 2  # 1's incident, and both misses, were blindness
+    assert [table.get(i)["state"] for i in (1, 2)] == ["unknown", "unknown"]
+    assert not table.get(1)["incident_open"]
+    table.pop_due(T0 + 1000)
+    assert kinds(table) == []
+
+
+def test_sight_judges_everyone_afresh_from_when_pings_came_back(table):
+    table.upsert(1, A, 30, 5, 1, False, T0)
+    table.upsert(2, B, 30, 5, 1, False, T0)
+    table.ping(A, T0)
+    table.ping(B, T0)
+    table.take_events()
+    table.blind([], [])
+    table.pop_due(T0 + 100)  # both unknown
+    table.ping(A, T0 + 120)  # 1 is back: up, silently
+    assert table.sighted(T0 + 118) == 1  # 2 was still unknown
+    assert not table.is_blind() and table.unknown_count() == 0
+    assert table.get(2)["state"] == "up"
+    table.pop_due(T0 + 118 + 35 - 0.001)
+    assert kinds(table) == []
+    table.pop_due(T0 + 118 + 35)  # 2 really died: down at sight + interval + grace
+    assert table.take_events() == [
+        (2, "down", T0 + 153, T0, -1),
+        (2, "incident_opened", T0 + 153, T0, -1),
+    ]
+    assert table.get(1)["state"] == "up"  # due at its ping + 35
+
+
+def test_a_persisted_unknown_monitor_loads_as_up_with_the_amnesty(table):
+    table.upsert(1, A, 30, 5, 1, False, T0, "unknown", 0, T0 - 500)
+    assert table.get(1)["state"] == "up"
+    assert table.get(1)["deadline"] == T0 + 35
