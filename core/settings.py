@@ -83,6 +83,20 @@ def seconds(env: Mapping[str, str], name: str, default: float, *, off: bool = Fa
     return number
 
 
+def fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    """A share: more than 0, at most 1."""
+    value = _text(env, name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number <= 1:
+        raise SettingsError(f"{name} must be a share above 0 and at most 1, not {value!r}")
+    return number
+
+
 def flag(env: Mapping[str, str], name: str) -> bool:
     value = (env.get(name) or "").strip().lower()
     if value in TRUE:
@@ -120,6 +134,13 @@ class Settings:
     # Plain success pings in the history too: a row per heartbeat (off: the seen log's
     # diet; on: every ping recorded, as healthchecks does, at its cost in WAL).
     ping_history_plain: bool = False  # LASTSEEN_PING_HISTORY_PLAIN
+    # Blindness (ingest/sight.py): misses are held this many seconds to tell "the fleet
+    # stopped" from "we stopped hearing it" (0: off, alerts at the deadline, to the
+    # second); blind when at least min_late monitors are late at once and they are at
+    # least `ratio` of those late plus the pings on time for the same seconds.
+    blind_window: int = 10  # LASTSEEN_BLIND_WINDOW_SECONDS
+    blind_ratio: float = 0.8  # LASTSEEN_BLIND_RATIO
+    blind_min_late: int = 50  # LASTSEEN_BLIND_MIN_LATE
     # Connection limits of the ingest's listener (only those set; the rest its defaults).
     limits: Mapping[str, float] = field(default_factory=dict)
     # The control process.
@@ -210,6 +231,9 @@ class Settings:
             db_timeout=seconds(env, "LASTSEEN_DB_TIMEOUT_SECONDS", 5.0),
             ping_history=whole(env, "LASTSEEN_PING_HISTORY", 100),
             ping_history_plain=flag(env, "LASTSEEN_PING_HISTORY_PLAIN"),
+            blind_window=_window(env),
+            blind_ratio=fraction(env, "LASTSEEN_BLIND_RATIO", 0.8),
+            blind_min_late=whole(env, "LASTSEEN_BLIND_MIN_LATE", 50),
             limits=limits,
             auth_failures_per_hour=whole(env, "LASTSEEN_AUTH_FAILURES_PER_HOUR", 20),
             subscribe_per_ip_per_hour=whole(env, "LASTSEEN_SUBSCRIBE_PER_IP_PER_HOUR", 10),
@@ -227,6 +251,14 @@ class Settings:
             retain_notifications_days=whole(env, "LASTSEEN_RETAIN_NOTIFICATIONS_DAYS", 30),
             retain_pings_days=whole(env, "LASTSEEN_RETAIN_PINGS_DAYS", 90),
         )
+
+
+def _window(env: Mapping[str, str]) -> int:
+    name = "LASTSEEN_BLIND_WINDOW_SECONDS"
+    window = whole(env, name, 10, minimum=0)
+    if window > 600:
+        raise SettingsError(f"{name} must be 0 (off) to 600 seconds, not {window}")
+    return window
 
 
 # The ingest listener's limits (ingest.protocol.Limits field -> variable).

@@ -21,7 +21,9 @@ from core.schedules import schedule as _schedule
 
 cdef bytes _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 cdef int _FIELDS = 15
-STATES = {b"pending": "pending", b"up": "up", b"down": "down", b"paused": "paused"}
+STATES = {
+    b"pending": "pending", b"up": "up", b"down": "down", b"paused": "paused", b"unknown": "unknown"
+}
 
 
 cdef inline uint32_t _u32(const uint8_t* p) nogil:

@@ -11,6 +11,7 @@ from core.proxies import TrustedProxies
 from core.settings import Settings, SettingsError
 
 from .protocol import SECONDS, Limits
+from .sight import SightConfig
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class IngestConfig:
     # Check-ins kept per monitor in the ping history (ingest/checkins.py).
     ping_history: int = 100
     ping_history_plain: bool = False  # plain success pings in it too
+    # Blindness (ingest/sight.py): how misses are held, and when it is declared.
+    sight: SightConfig = field(default_factory=SightConfig)
     # The control process, for everything that is not a heartbeat (None: 404 instead).
     upstream: tuple[str, int] | None = None
     # LASTSEEN_TRUSTED_PROXIES: whose X-Forwarded-* to believe, who may hold many connections.
@@ -58,6 +61,9 @@ class IngestConfig:
             "db_timeout": settings.db_timeout,
             "ping_history": settings.ping_history,
             "ping_history_plain": settings.ping_history_plain,
+            "sight": SightConfig(
+                settings.blind_window, settings.blind_ratio, settings.blind_min_late
+            ),
             "limits": replace(Limits(), **limits),
             "upstream": settings.control_upstream,
             "trusted_proxies": settings.trusted_proxies,

@@ -66,6 +66,7 @@ from .metrics import FLUSH_BUCKETS, LAG_BUCKETS, Histogram, Metric, render, samp
 from .protocol import ResponseCache
 from .scheduler import Deadlines
 from .seen import SeenWriter
+from .sight import Sight
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class Ingest:
         self.feed: ChangeFeed | None = None
         self.listener: Listener | None = None
         self.pending_events: list[Event] = []
+        self.sight = Sight(config.sight)  # blindness: misses held, then written or undone
         self.detection_lag = Histogram(LAG_BUCKETS)
         self.flush_duration = Histogram(FLUSH_BUCKETS)
         self.flush_rows = 0
@@ -181,10 +183,34 @@ class Ingest:
     # -- deadlines and flushing
 
     def _on_events(self, events: list[Event], now: float) -> None:
-        for e in events:
+        """A scheduler round's events: admitted (misses held while blindness could be
+        declared), blindness judged, what is past the window released to the flush."""
+        sight, table = self.sight, self.table
+        released = sight.admit(events, table)
+        blind = sight.blind
+        sight.judge(table, now)
+        released += sight.release(now)
+        for e in released:
             if e.kind == "down" or e.kind == "incident_opened":
                 self.detection_lag.observe(max(0.0, now - e.at))
-        self.pending_events.extend(events)
+        self.pending_events.extend(released)
+        if sight.blind != blind:
+            self._log_sight(now)
+
+    def _log_sight(self, now: float) -> None:
+        period = self.sight.reports[-1]
+        if self.sight.blind:
+            log.warning(
+                "blind: %d monitors late at once and %d pings on time for the same %d s;"
+                " their misses make them unknown, no incident opens, until pings come back",
+                period.late, period.heard, self.config.sight.window,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "pings are back (since %.1f s ago): %d monitors were unknown at most; every"
+                " monitor is judged afresh from then",
+                now - (period.back_at or now), period.unknown_peak,
+            )  # fmt: skip
 
     async def flush_once(self, *, all_seen: bool = False) -> bool:
         """Write what changed since the last flush, fenced by this process's leases;
@@ -201,10 +227,20 @@ class Ingest:
             return False
 
     async def _flush_held(self, all_seen: bool) -> bool:
-        self.pending_events.extend(self.table.take_events())
+        sight, table = self.sight, self.table
+        self.pending_events.extend(sight.admit(table.take_events(), table))
+        if all_seen:  # shards given back, a stop: what was held was no blindness
+            self.pending_events.extend(sight.release(math.inf))
         held = self.leases.held if self.leases is not None else None
-        table = self.table
-        rows, events = self.table.take_dirty(), self.pending_events
+        rows, events = table.take_dirty(), self.pending_events
+        if sight.held_count():
+            # A monitor whose miss is held keeps its row back too: written with its
+            # events, or never (blindness undid it). A crash meanwhile loses nothing that
+            # a restart does not judge again.
+            waiting = [m for m in rows.seen_ids + rows.ids if sight.holds(m)]
+            if waiting:
+                rows, _ = rows.only(lambda m: not sight.holds(m))
+                table.mark_dirty(waiting)
         touched: list[int] = []
         seen_row: store.SeenRow | None = None
         seen_taken: dict[int, float] = {}
@@ -271,6 +307,8 @@ class Ingest:
                 why(exc), len(dirty.all_ids), len(self.pending_events),
             )  # fmt: skip
             return False
+        if sight.reports:
+            await self._write_sight()
         self.flush_duration.observe(time.perf_counter() - started)
         self.flush_rows += written
         self.flush_events += flushed
@@ -281,6 +319,23 @@ class Ingest:
             if any(seen_row.fulls) and self.last_flush >= self._next_seen_prune:
                 await self._prune_seen()
         return True
+
+    async def _write_sight(self) -> None:
+        """Record blind periods begun or ended (best effort: kept for the next flush)."""
+        assert self._flush_conn is not None
+        owner = self.leases.owner if self.leases is not None else "ingest"
+        reports = self.sight.reports
+        writing = list(reports)
+        try:
+            with trio.CancelScope(shield=True):
+                await self.db.call(
+                    store.write_blind_periods, self._flush_conn, owner, writing,
+                    self.db.timeout,
+                )  # fmt: skip
+        except DB_ERRORS as exc:
+            log.warning("recording a blind period failed (%s); tried again later", why(exc))
+            return
+        del reports[: len(writing)]
 
     async def _prune_seen(self) -> None:
         """Delete the seen log's rows that later full sections cover (best effort: the
@@ -407,8 +462,9 @@ class Ingest:
         table = self.table
         rows, left_out = table.take_dirty().only(lambda m: table.shard(m) not in shards)
         table.mark_dirty(rows.seen_ids + rows.ids)
-        events = self.pending_events + table.take_events()
+        events = self.pending_events + self.sight.admit(table.take_events(), table)
         self.pending_events = [e for e in events if table.shard(e[0]) not in shards]
+        self.sight.drop(lambda m: table.shard(m) in shards)
         self.fenced_rows += left_out + len(events) - len(self.pending_events)
 
     def _receive_handoff(self, body: bytes) -> bool:
@@ -798,6 +854,21 @@ SIMPLE_METRICS = (
          "authentication.", _outbox("refused")),
     Spec("handoff_send_failures_total", "counter", "Failed hand-off sends (kept, retried).",
          _outbox("send_failures")),
+    Spec("blind", "gauge", "1 while this process is blind: pings stopped for (nearly) all "
+         "at once; misses make monitors unknown, no incident opens.",
+         lambda i: int(i.sight.blind)),
+    Spec("blind_periods_total", "counter", "Times this process went blind.",
+         lambda i: i.sight.periods),
+    Spec("unknown_monitors", "gauge", "Monitors unknown (missed while blind).",
+         lambda i: i.table.unknown_count() if i.sight.blind else 0),
+    Spec("misses_held", "gauge", "Events held for the blindness window (misses, and "
+         "what follows them per monitor).", lambda i: i.sight.held_count()),
+    Spec("misses_undone_total", "counter", "Missed-deadline events dropped as blindness.",
+         lambda i: i.sight.dropped),
+    Spec("sight_late", "gauge", "Monitors late in the last blindness window (last round).",
+         lambda i: i.sight.last_late),
+    Spec("sight_heard", "gauge", "On-time pings for the same window's deadlines.",
+         lambda i: i.sight.last_heard),
 )  # fmt: skip
 
 

@@ -284,3 +284,35 @@ async def flush(
             rows += record["rows"]
             events += record["events"]
     return rows, events
+
+
+_BLIND_BEGUN = """
+INSERT INTO blind_periods (owner, since, detected_at, late, heard, unknown_peak, back_at,
+                           ended_at)
+VALUES ($1, to_timestamp($2), to_timestamp($3), $4, $5, $6, to_timestamp($7),
+        to_timestamp($8))
+RETURNING id
+"""
+_BLIND_ENDED = """
+UPDATE blind_periods SET unknown_peak = $2, back_at = to_timestamp($3),
+       ended_at = to_timestamp($4)
+WHERE id = $1
+"""
+
+
+async def write_blind_periods(
+    conn: asyncpg.Connection, owner: str, periods: list[Any], statement_seconds: float
+) -> None:
+    """Record blind periods (``ingest.sight.Period``, begun or ended): a new one gets its
+    row (and ``row_id``), a known one its end."""
+    for p in periods:
+        if p.row_id is None:
+            p.row_id = await conn.fetchval(
+                _BLIND_BEGUN, owner, p.since, p.detected_at, p.late, p.heard, p.unknown_peak,
+                p.back_at, p.ended_at, timeout=statement_seconds,
+            )  # fmt: skip
+        else:
+            await conn.execute(
+                _BLIND_ENDED, p.row_id, p.unknown_peak, p.back_at, p.ended_at,
+                timeout=statement_seconds,
+            )  # fmt: skip
