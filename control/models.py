@@ -165,11 +165,14 @@ class ChannelCreate(Body):
     type: ChannelType
     name: str = Field(min_length=1, max_length=200)
     config: dict[str, Any]
+    # Also told of lastseen's own trouble (blindness: ingest/sight.py), besides owners.
+    system_alerts: StrictBool = False
 
 
 class ChannelUpdate(Body):
     name: Annotated[str, Field(min_length=1, max_length=200)] | NotNull = None
     config: dict[str, Any] | NotNull = None
+    system_alerts: StrictBool | NotNull = None
 
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"

@@ -11,7 +11,8 @@ statement: no long lock, no long transaction):
   those still queued are never deleted;
 - check-ins (the ping history) older than ``LASTSEEN_RETAIN_PINGS_DAYS`` (90, besides
   the newest-per-monitor cap the ingest keeps), and those of monitors deleted lately
-  (rows that raced their monitor's deletion: migration 0018).
+  (rows that raced their monitor's deletion: migration 0018);
+- blind periods (``ingest/sight.py``) that ended and were told, after the events' period.
 
 Kept: incidents (small, and what availability is computed from) and the audit log,
 which is append-only by design (migration 0002): keeping it is a security property, and
@@ -45,6 +46,11 @@ _PINGS = """
 DELETE FROM pings WHERE id IN (
     SELECT id FROM pings WHERE received_at < $1 ORDER BY id LIMIT $2)
 """
+# Blind periods (ingest/sight.py) told of their end, as old as the events.
+_BLIND = """
+DELETE FROM blind_periods WHERE id IN (
+    SELECT id FROM blind_periods WHERE end_notified AND ended_at < $1 ORDER BY id LIMIT $2)
+"""
 # monitor_deletions holds a day of deletions (the ingest's change feed prunes it).
 _ORPHAN_PINGS = """
 DELETE FROM pings WHERE id IN (
@@ -68,6 +74,7 @@ async def prune(pool: Any, periods: Periods, now: datetime) -> dict[str, int]:
         ("events", _EVENTS, now - periods.events),
         ("notifications", _NOTIFICATIONS, now - periods.notifications),
         ("pings", _PINGS, now - periods.pings),
+        ("blind periods", _BLIND, now - periods.events),
         ("orphan pings", _ORPHAN_PINGS, now),
     ]
     deleted: dict[str, int] = {}

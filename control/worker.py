@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import signal
@@ -47,7 +48,7 @@ import asyncpg
 from core.dbrole import create_app_pool
 from core.problems import DATABASE_ERRORS
 from notifier import channels
-from notifier.base import Notice, Settings, Transport, TransportError
+from notifier.base import Blindness, Notice, Settings, Transport, TransportError
 
 from . import retention
 from .crypto import EnvelopeError, Keyring
@@ -133,6 +134,30 @@ JOIN subscribers s ON s.page_id = sp.id AND s.confirmed_at IS NOT NULL
 WHERE spm.monitor_id = $2 AND $3::text IN ('alert', 'recovery')
 ON CONFLICT (incident_id, channel_ref, kind) WHERE incident_id IS NOT NULL DO NOTHING
 """
+# lastseen's own trouble (ingest/sight.py): a blind period of the cluster is told once,
+# when its first row appears, and once more when the last of its rows has ended, to the
+# owners of every organisation that has monitors and to every channel marked for system
+# alerts. A period whose ingest process died open is ended when its membership expires.
+_BLIND_ORPHANS = """
+UPDATE blind_periods b SET ended_at = now()
+WHERE b.ended_at IS NULL AND NOT EXISTS (
+    SELECT 1 FROM ingest_members m WHERE m.owner = b.owner AND m.expires_at > now())
+"""
+_ENQUEUE_SYSTEM = """
+INSERT INTO notifications (org_id, monitor_id, incident_id, channel_id, channel_type, address,
+                           channel_ref, kind, next_attempt_at, created_at, blind_id)
+SELECT u.org_id, NULL::bigint, NULL::bigint, NULL::bigint, 'email', u.email,
+       'email:' || u.email, $2::text,
+       $3::timestamptz, $3::timestamptz, $1::bigint
+FROM users u
+WHERE u.role = 'owner' AND EXISTS (SELECT 1 FROM monitors m WHERE m.org_id = u.org_id)
+UNION ALL
+SELECT c.org_id, NULL, NULL, c.id, c.type, NULL, 'channel:' || c.id, $2::text,
+       $3::timestamptz, $3::timestamptz, $1::bigint
+FROM channels c
+WHERE c.system_alerts
+ON CONFLICT (blind_id, channel_ref, kind) WHERE blind_id IS NOT NULL DO NOTHING
+"""
 _RECEIVER = "coalesce(c.receiver, n.channel_type)"
 _CANDIDATES = f"""
 SELECT n.id, n.channel_ref, n.channel_type, {_RECEIVER} AS receiver
@@ -176,7 +201,9 @@ RETURNING n.id, n.org_id, n.monitor_id, n.incident_id, n.channel_id, n.channel_t
           (SELECT i.expected_at FROM incidents i WHERE i.id = n.incident_id) AS expected_at,
           (SELECT i.resolved_by FROM incidents i WHERE i.id = n.incident_id) AS resolved_by,
           (SELECT i.cause FROM incidents i WHERE i.id = n.incident_id) AS cause,
-          (SELECT i.exit_status FROM incidents i WHERE i.id = n.incident_id) AS exit_status
+          (SELECT i.exit_status FROM incidents i WHERE i.id = n.incident_id) AS exit_status,
+          n.blind_id,
+          (SELECT to_jsonb(b) FROM blind_periods b WHERE b.id = n.blind_id) AS blindness
 """
 _PACE = """
 INSERT INTO delivery_pacing (channel_ref, next_at)
@@ -247,9 +274,39 @@ class Worker:
                     [e["id"] for e in events],
                     now,
                 )
+            queued += await self._blindness(conn, now)
         if queued:
             self._wake.set()
         return len(events)
+
+    async def _blindness(self, conn: asyncpg.Connection, now: datetime) -> int:
+        """Tell the cluster's blind periods: once when one begins (the first row of an
+        episode: rows not yet told of their end), once when every row has ended."""
+        await conn.execute(_BLIND_ORPHANS)
+        rows = await conn.fetch(
+            "SELECT id, ended_at, notified FROM blind_periods WHERE NOT end_notified ORDER BY id"
+        )
+        if not rows:
+            return 0
+        queued = 0
+        told = [r["id"] for r in rows if r["notified"]]
+        fresh = [r["id"] for r in rows if not r["notified"]]
+        if fresh:
+            if not told:
+                done = await conn.execute(_ENQUEUE_SYSTEM, fresh[0], "blind", now)
+                queued += int(done.split()[-1])
+                told = fresh[:1]
+            await conn.execute(
+                "UPDATE blind_periods SET notified = true WHERE id = ANY($1::bigint[])", fresh
+            )
+        if all(r["ended_at"] is not None for r in rows):
+            done = await conn.execute(_ENQUEUE_SYSTEM, told[0], "sighted", now)
+            queued += int(done.split()[-1])
+            await conn.execute(
+                "UPDATE blind_periods SET end_notified = true WHERE id = ANY($1::bigint[])",
+                [r["id"] for r in rows],
+            )
+        return queued
 
     # -- the outbox ------------------------------------------------------------------
 
@@ -304,8 +361,9 @@ class Worker:
         """One attempt at a claimed notification, and its outcome recorded."""
         notice = Notice(
             kind=row["kind"],
-            monitor_id=row["monitor_id"],
-            monitor_name=row["monitor_name"] or f"monitor {row['monitor_id']}",
+            monitor_id=row["monitor_id"] or 0,  # 0: a system notice (blindness)
+            monitor_name=row["monitor_name"]
+            or ("" if row["blind_id"] is not None else f"monitor {row['monitor_id']}"),
             incident_id=row["incident_id"],
             opened_at=row["opened_at"],
             resolved_at=row["resolved_at"],
@@ -316,6 +374,7 @@ class Worker:
             cause=row["cause"] or "missed",
             exit_status=row["exit_status"],
             idempotency_key=str(row["idempotency_key"]),
+            blindness=_blindness(row["blindness"]),
         )
         if row["subscriber_id"] is not None:
             error = await subscriber_attempt(self.transport, self.keyring, row, notice)
@@ -485,6 +544,24 @@ class Worker:
             return conn
         except DB_ERRORS:
             return None  # polling still runs; try again next round
+
+
+def _blindness(value: str | Mapping[str, Any] | None) -> Blindness | None:
+    """A blind period's row (JSON) as a system notice tells it; None for the others."""
+    if value is None:
+        return None
+    row = json.loads(value) if isinstance(value, str) else value
+
+    def at(name: str) -> datetime | None:
+        text = row.get(name)
+        return datetime.fromisoformat(text) if text else None
+
+    since, detected = at("since"), at("detected_at")
+    assert since is not None and detected is not None
+    return Blindness(
+        since=since, detected_at=detected, late=row["late"], heard=row["heard"],
+        back_at=at("back_at") or at("ended_at"), unknown=row["unknown_peak"],
+    )  # fmt: skip
 
 
 async def main(

@@ -29,7 +29,21 @@ EVENTS = {
     "closed": "incident.resolved",  # resolvedBy "pause": closed, not recovered
     "test": "test",
     "confirm": "subscription.confirm",
+    "blind": "system.blind",  # lastseen's own trouble: no monitor, no incident
+    "sighted": "system.sighted",
 }
+
+
+@dataclass(frozen=True)
+class Blindness:
+    """A blind period of the cluster (ingest/sight.py), as a system notice tells it."""
+
+    since: datetime  # the first miss it undid
+    detected_at: datetime
+    late: int  # monitors late at once in the window that decided it
+    heard: int  # pings on time for the same seconds
+    back_at: datetime | None = None  # pings came back: everyone judged afresh from here
+    unknown: int = 0  # monitors unknown at most
 
 
 class TransportError(Exception):
@@ -66,6 +80,7 @@ class Notice:
     resolved_by: str | None = None
     cause: str = "missed"
     exit_status: int | None = None
+    blindness: Blindness | None = None  # kinds blind and sighted
 
     @property
     def event(self) -> str:
@@ -83,6 +98,10 @@ class Notice:
     def title_for(self, escape: Callable[[str], str]) -> str:
         """The title with the monitor's name passed through `escape`: a name is the
         user's text, and must never become markup, a link or a mention in a channel."""
+        if self.kind == "blind":
+            return "lastseen CANNOT SEE PINGS"
+        if self.kind == "sighted":
+            return "lastseen SEES PINGS AGAIN"
         verb = {"alert": "DOWN", "recovery": "RECOVERED", "closed": "PAUSED"}.get(
             self.kind, "Test alert"
         )
@@ -91,6 +110,8 @@ class Notice:
         return f"{verb}: {escape(self.monitor_name)}"
 
     def text_for(self, escape: Callable[[str], str]) -> str:
+        if self.blindness is not None:
+            return self._system_text(self.blindness)
         name = escape(self.monitor_name)
         late = _when(self.expected_at or self.opened_at)
         failed = self.cause == "failed"
@@ -133,8 +154,43 @@ class Notice:
             )
         return f"Test alert for heartbeat monitor “{name}”: this channel works."
 
+    def _system_text(self, b: Blindness) -> str:
+        if self.kind == "blind":
+            return (
+                f"Pings stopped reaching lastseen for nearly every monitor at once, since "
+                f"{_when(b.since)}: {b.late} monitors were late together and {b.heard} "
+                "pings arrived on time for the same seconds. Their state is unknown, and no "
+                "incident opens for a missed ping until pings arrive again. Check what is "
+                "in front of lastseen (load balancer, proxy, DNS, the network). Failures "
+                "that jobs report still alert."
+            )
+        back = b.back_at or self.sent_at
+        return (
+            f"Pings reach lastseen again since {_when(back)} (blind since {_when(b.since)}, "
+            f"{duration((back - b.since).total_seconds())}). At most {b.unknown} monitors "
+            f"were unknown; every monitor is judged afresh from {_when(back)}: one that "
+            "does not ping within its period and grace from then alerts."
+        )
+
     def as_json(self) -> dict[str, Any]:
         """The webhook payload, and what the other channels' text is made from."""
+        if self.blindness is not None:
+            b = self.blindness
+            return {
+                "event": self.event,
+                "monitor": None,
+                "incident": None,
+                "blindness": {
+                    "since": iso(b.since),
+                    "detectedAt": iso(b.detected_at),
+                    "backAt": iso(b.back_at),
+                    "lateMonitors": b.late,
+                    "pingsOnTime": b.heard,
+                    "unknownMonitors": b.unknown,
+                },
+                "text": self.text,
+                "sentAt": iso(self.sent_at),
+            }
         incident = None
         if self.incident_id is not None:
             incident = {

@@ -17,7 +17,10 @@ TYPE = "discord"
 SECRET_FIELDS = ("url",)
 SPACING_SECONDS = 1.0  # 5 requests per 5 s per webhook
 
-COLOURS = {"alert": 0xD93025, "recovery": 0x188038, "closed": 0x5F6368, "test": 0x5F6368}
+COLOURS = {
+    "alert": 0xD93025, "recovery": 0x188038, "closed": 0x5F6368, "test": 0x5F6368,
+    "blind": 0xF29900, "sighted": 0x188038,
+}  # fmt: skip
 
 
 validate = schema.url_only

@@ -27,7 +27,9 @@ def escape(text: str) -> str:
 
 
 def payload(notice: Notice) -> dict[str, Any]:
-    colour = {"alert": "Attention", "recovery": "Good"}.get(notice.kind, "Default")
+    colour = {"alert": "Attention", "recovery": "Good", "blind": "Warning", "sighted": "Good"}.get(
+        notice.kind, "Default"
+    )
     card = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",

@@ -49,6 +49,7 @@ def channel_json(row: Any, public: dict[str, Any], secret: dict[str, Any]) -> di
         "type": row["type"],
         "name": row["name"],
         "config": channels.view(row["type"], public, secret),
+        "systemAlerts": row["system_alerts"],
         "createdAt": iso(row["created_at"]),
         "updatedAt": iso(row["updated_at"]),
     }
@@ -105,10 +106,10 @@ async def create_channel(
         channel_id = await conn.fetchval("SELECT nextval('channels_id_seq')")
         envelope = seal_secret(st.keyring, secret, caller.org_id, channel_id) if secret else None
         row = await conn.fetchrow(
-            "INSERT INTO channels (id, org_id, type, name, config, secret_envelope, receiver)"
-            " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7) RETURNING *",
+            "INSERT INTO channels (id, org_id, type, name, config, secret_envelope, receiver,"
+            " system_alerts) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8) RETURNING *",
             channel_id, caller.org_id, body.type, body.name, json.dumps(public), envelope,
-            channels.receiver(body.type, public, secret),
+            channels.receiver(body.type, public, secret), body.system_alerts,
         )  # fmt: skip
         await audit(conn, caller, request, "CREATE_CHANNEL", "channel", channel_id)
     shown = channel_json(row, public, secret)
@@ -171,15 +172,17 @@ async def update_channel(
     patch_fields(body)
     row, public, secret = await _fetch(st, caller, channel_id)
     name = body.name if body.name is not None else row["name"]
+    system = body.system_alerts if body.system_alerts is not None else row["system_alerts"]
     if body.config is not None:
         public, secret = _validate(row["type"], {**public, **secret, **body.config})
     async with st.pool.acquire() as conn, conn.transaction():
         envelope = seal_secret(st.keyring, secret, caller.org_id, channel_id) if secret else None
         row = await conn.fetchrow(
             "UPDATE channels SET name = $3, config = $4::jsonb, secret_envelope = $5,"
-            " receiver = $6, updated_at = now() WHERE id = $1 AND org_id = $2 RETURNING *",
+            " receiver = $6, system_alerts = $7, updated_at = now()"
+            " WHERE id = $1 AND org_id = $2 RETURNING *",
             channel_id, caller.org_id, name, json.dumps(public), envelope,
-            channels.receiver(row["type"], public, secret),
+            channels.receiver(row["type"], public, secret), system,
         )  # fmt: skip
         if row is None:
             raise NOT_FOUND

@@ -36,7 +36,11 @@ DAYS = 90
 RESOLVED_DAYS = 30
 NOT_FOUND = ApiError(404, "not_found", "no such status page")
 SLUG_SHAPE = re.compile(SLUG)
-STATES = {"up": "Operational", "down": "Down", "pending": "No data yet", "paused": "Paused"}
+STATES = {
+    "up": "Operational", "down": "Down", "pending": "No data yet", "paused": "Paused",
+    # Missed while lastseen could not see pings (ingest/sight.py): neither green nor red.
+    "unknown": "Unknown",
+}  # fmt: skip
 # Subscribe form: per client address, and per email address, in an hour.
 
 
@@ -114,7 +118,8 @@ async def page_data(conn: Any, slug: str, now: datetime) -> dict[str, Any]:
                 for i in mine if i["resolved_at"] is not None
             ],
         })  # fmt: skip
-    overall = "down" if any(m["state"] == "down" for m in shown) else "up"
+    states = {m["state"] for m in shown}
+    overall = "down" if "down" in states else "unknown" if "unknown" in states else "up"
     return {
         "slug": page["slug"], "title": page["title"], "overall": overall,
         "generatedAt": iso(now), "monitors": shown,

@@ -63,17 +63,29 @@ def test_what_is_past_its_period_goes_and_what_is_needed_stays(database_url, mon
                 gone_monitor, recent,
             )  # fmt: skip
 
+            # Blind periods: an old one told of its end goes; one not yet told, or
+            # recent, stays.
+            for ended, told in [(old, True), (old, False), (recent, True)]:
+                await conn.execute(
+                    "INSERT INTO blind_periods (owner, since, detected_at, late, heard,"
+                    " ended_at, notified, end_notified) VALUES ('x', $1, $1, 60, 0, $1, true,"
+                    " $2)",
+                    ended, told,
+                )  # fmt: skip
+
             clock = FakeClock()
             async with worker(database_url, clock) as w:
                 w.retain_for = Periods()
                 assert await w.retain() == {
-                    "events": 3, "notifications": 3, "pings": 2, "orphan pings": 1,
+                    "events": 3, "notifications": 3, "pings": 2, "blind periods": 1,
+                    "orphan pings": 1,
                 }  # fmt: skip
                 clock.advance(60)
                 assert await w.retain() is None  # an hour between runs
                 clock.advance(3600)
                 assert await w.retain() == {
-                    "events": 0, "notifications": 0, "pings": 0, "orphan pings": 0,
+                    "events": 0, "notifications": 0, "pings": 0, "blind periods": 0,
+                    "orphan pings": 0,
                 }  # fmt: skip
 
             events = await conn.fetch("SELECT kind, occurred_at FROM monitor_events")
@@ -82,6 +94,10 @@ def test_what_is_past_its_period_goes_and_what_is_needed_stays(database_url, mon
             ]  # fmt: skip
             left = await conn.fetch("SELECT status FROM notifications ORDER BY id")
             assert [r["status"] for r in left] == ["delivered", "pending"]
+            blind = await conn.fetch("SELECT ended_at, end_notified FROM blind_periods")
+            assert sorted((b["ended_at"], b["end_notified"]) for b in blind) == [
+                (old, False), (recent, True),
+            ]  # fmt: skip
             pings = await conn.fetch("SELECT monitor_id, received_at FROM pings")
             assert [(p["monitor_id"], p["received_at"]) for p in pings] == [(m, recent)]
         finally:

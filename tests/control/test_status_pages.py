@@ -272,3 +272,27 @@ def test_availability_counts_from_the_first_ping_and_a_waiting_monitor_has_no_da
     assert abs(shown["fresh"]["availability"] - 0.80) < 0.01
     assert shown["waiting"]["availability"] is None
     assert all(day["share"] is None for day in shown["waiting"]["days"])
+
+
+def test_monitors_missed_while_lastseen_was_blind_show_unknown_not_green_nor_red(control, owner):
+    """The ingest writes 'unknown' for a monitor missed while it could not see pings
+    (ingest/sight.py): the page says so, and so does the API."""
+    seen = monitor(control, owner, "seen")
+    unseen = monitor(control, owner, "unseen")
+    control.sql("UPDATE monitor_state SET state = 'up' WHERE monitor_id = $1", seen["id"])
+    control.sql("UPDATE monitor_state SET state = 'unknown' WHERE monitor_id = $1", unseen["id"])
+    with control.client(owner) as c:
+        assert c.post("/status-pages", json={
+            "slug": "blind", "title": "Blind", "monitorIds": [seen["id"], unseen["id"]],
+        }).status_code == 201  # fmt: skip
+        shown = body(c.get(f"/monitors/{unseen['id']}"))
+        assert shown["state"] == "unknown" and shown["nextExpectedAt"] is None
+    with public(control) as p:
+        data = p.get("/status/blind.json").json()
+        page = p.get("/status/blind").text
+    assert data["overall"] == "unknown"
+    assert [(m["state"], m["stateLabel"]) for m in data["monitors"]] == [
+        ("up", "Operational"), ("unknown", "Unknown"),
+    ]  # fmt: skip
+    assert 'class="overall overall-unknown"' in page
+    assert "cannot see these systems" in page and 'class="state state-unknown"' in page
