@@ -40,7 +40,14 @@ State rules (times are the server's receive times, in seconds):
   paused); the run must end (a success or a failure at or after its start) by
   max(start, floor) + max_runtime, else ``timed_out`` then ``incident_opened`` (the
   monitor down, misses >= 1). Only an up or pending monitor with no incident open has a
-  run deadline; without a max_runtime a start changes nothing.
+  run deadline; without a max_runtime a start changes nothing;
+- blindness (``ingest/sight.py`` decides it): while ``blind``, a miss (or a run past its
+  max_runtime) makes the monitor ``unknown``, with no event and no deadline; ``blind``
+  also turns the monitors whose last misses were blindness from down to unknown and
+  forgets the incidents those misses opened; an unknown monitor's ping makes it up with
+  no event (an incident still open goes on recovering); ``sighted(E)`` makes the unknown
+  ones up (pending if never pinged) and gives every judged monitor the floor E. Every
+  ping of an up monitor is counted (``heard``) at the second of the deadline it moved.
 
 Ownership (several processes, issue 11): monitors fall into SHARDS shards by digest
 (``core/shards.py``), and a table judges only the shards it owns (all of them unless told

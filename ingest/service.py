@@ -143,6 +143,7 @@ class Ingest:
                 conn = await db.connect("lastseen-ingest-load")
                 assert self.leases is not None
                 key = await db.call(store.cluster_key, conn, db.timeout)
+                await db.call(store.end_blind_periods, conn, self.leases.owner, db.timeout)
                 # The shards to judge first, so that the load judges only those.
                 await self._step_leases(conn, initial=True)
                 total = await db.call(store.count, conn, db.timeout)

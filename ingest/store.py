@@ -300,6 +300,15 @@ WHERE id = $1
 """
 
 
+async def end_blind_periods(conn: asyncpg.Connection, owner: str, statement_seconds: float) -> None:
+    """At start: a blind period this owner left open (it was stopped or killed while
+    blind, and comes back under the same name) is over; this process judges afresh."""
+    await conn.execute(
+        "UPDATE blind_periods SET ended_at = now() WHERE owner = $1 AND ended_at IS NULL",
+        owner, timeout=statement_seconds,
+    )  # fmt: skip
+
+
 async def write_blind_periods(
     conn: asyncpg.Connection, owner: str, periods: list[Any], statement_seconds: float
 ) -> None:

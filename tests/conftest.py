@@ -104,6 +104,16 @@ def pytest_configure(config: pytest.Config) -> None:
     exposure.install()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`slow` tests (minutes of real time) run with LASTSEEN_SLOW=1 only (make test-faults)."""
+    if os.environ.get("LASTSEEN_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="long-running: LASTSEEN_SLOW=1 (make test-faults)")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     exposure.rebind()  # test modules imported `from x import f` before the wrappers existed
 
