@@ -21,6 +21,10 @@ _LOCK_KEY = 0x6C617374  # "last"
 _NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 
+class NewerDatabase(RuntimeError):
+    """The database was migrated by a newer lastseen: this one must not touch it."""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -51,7 +55,16 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-    for migration in migrations():
+    known = migrations()
+    newest = max(m.version for m in known)
+    found = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+    if found is not None and found > newest:
+        raise NewerDatabase(
+            f"the database is at schema version {found}, newer than this lastseen's "
+            f"({newest}): run the lastseen that migrated it (or a newer one), or restore a "
+            "backup made before the upgrade (README, Upgrading)"
+        )
+    for migration in known:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
             done = await conn.fetchval(

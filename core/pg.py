@@ -313,6 +313,14 @@ class EmbeddedPostgres:
             capture_output=True, text=True, timeout=30, env=env,
         )  # fmt: skip
 
+    def psql_command(self, port: int, extra: list[str]) -> tuple[list[str], dict[str, str]]:
+        """psql as the superuser on this cluster running at `port` (`lastseen psql`): the
+        command, and its environment (the password in it)."""
+        env = {**os.environ, "PGPASSWORD": self._password(SUPERUSER_SECRET)}
+        command = [str(find_bin_dir() / "psql"), "-h", "127.0.0.1", "-p", str(port),
+                   "-U", DB_USER, "-d", DB_NAME, *extra]  # fmt: skip
+        return command, env
+
     def service_dsn(self) -> str:
         """The processes' login (no superuser; sessions run as lastseen_app), created or
         given its password now; call after the migrations (they create lastseen_app)."""

@@ -1,4 +1,5 @@
-"""The `lastseen` command: serve, ingest, control, worker, bootstrap, org, keys, migrate."""
+"""The `lastseen` command: serve, ingest, control, worker, bootstrap, org, keys, migrate,
+psql, backup, restore, run."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import asyncio
 import importlib.metadata
 import logging
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,11 +17,12 @@ from typing import Any
 import asyncpg
 
 from core.logs import configure as configure_logging
-from core.migrate import migrate_database
+from core.migrate import NewerDatabase, migrate_database
 from core.pg import EmbeddedPostgresError, database, service_database
 from core.settings import Settings, SettingsError, parse_address
 
 from . import run
+from .backup import BackupError
 
 log = logging.getLogger("lastseen")
 
@@ -35,6 +39,64 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(f"{name.ljust(width)}  {shown}")
     given = sorted(k for k in os.environ if k.startswith("LASTSEEN_"))
     print(f"\nset in the environment: {', '.join(given) if given else 'none'}")
+    return 0
+
+
+def cmd_psql(args: argparse.Namespace) -> int:
+    """psql on LASTSEEN_DATABASE_URL, or on the embedded cluster running in the data
+    directory (its port changes on every start); the password goes in psql's
+    environment, never on its command line."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    from core.pg import EmbeddedPostgres, find_bin_dir
+
+    extra = [a for a in args.psql_args if a != "--"]
+    url = args.settings.database_url
+    env = dict(os.environ)
+    if url:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            env["PGPASSWORD"] = unquote(parts.password)
+            host = parts.netloc.rsplit("@", 1)[1]
+            url = urlunsplit(parts._replace(netloc=f"{parts.username}@{host}"))
+        psql = shutil.which("psql") or str(find_bin_dir() / "psql")
+        return subprocess.call([psql, url, *extra], env=env)
+    pg = EmbeddedPostgres(_data_dir(args))
+    port = pg.running_port()
+    if port is None:
+        print(
+            f"lastseen: no embedded PostgreSQL is running in {pg.pgdata}: start `lastseen "
+            "serve` (or `make run`) first, or set LASTSEEN_DATABASE_URL",
+            file=sys.stderr,
+        )
+        return 2
+    command, env = pg.psql_command(port, extra)
+    return subprocess.call(command, env=env)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from control.crypto import load_keyring
+
+    from .backup import backup
+
+    data_dir = _data_dir(args)
+    keyring = _existing_keyring(load_keyring, args.settings.keyring, data_dir)
+    manifest = backup(
+        Path(args.file), data_dir, args.settings.database_url, keyring.to_json(), _version()
+    )
+    print(f"backed up schema {manifest['schema']} and the keyring (sealed) to {args.file}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from .backup import restore
+
+    data_dir = _data_dir(args)
+    manifest = restore(Path(args.file), data_dir, args.settings.database_url, args.settings.keyring)
+    print(
+        f"restored the backup of {manifest['created']} (schema {manifest['schema']}); the "
+        f"keyring is in {data_dir / 'keyring.json'} unless LASTSEEN_KEYRING holds it"
+    )
     return 0
 
 
@@ -220,6 +282,7 @@ examples:
   lastseen bootstrap --org acme --email ops@acme.test --role owner
   LASTSEEN_PING_URL=http://127.0.0.1:8080/api/v1/heartbeats/<token> \\
       lastseen run -- backup.sh             a job, its start, exit status and output
+  lastseen psql -c 'TABLE blind_periods'    a query on the (embedded) database
 
 Every process reads the LASTSEEN_* variables of the README's configuration table (the
 database, listeners, limits, mail); a bad value stops it with one line naming the variable.
@@ -265,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         description="One ingest process; every one on the same LASTSEEN_DATABASE_URL joins "
         "the cluster (docs/scaling.md). Reads LASTSEEN_DATABASE_URL, LASTSEEN_*_LISTEN, the "
         "LASTSEEN_MAX_* limits, LASTSEEN_FLUSH_INTERVAL_SECONDS, LASTSEEN_SEEN_SECONDS, "
-        "LASTSEEN_LEASE_SECONDS, LASTSEEN_DB_TIMEOUT_SECONDS, LASTSEEN_TRUSTED_PROXIES.",
+        "LASTSEEN_LEASE_SECONDS, LASTSEEN_DB_TIMEOUT_SECONDS, LASTSEEN_TRUSTED_PROXIES, "
+        "LASTSEEN_BLIND_*.",
     )  # fmt: skip
     p.add_argument("--data-dir", help=_DATA_DIR)
     p.add_argument("--listen", help="HOST:PORT (LASTSEEN_INGEST_LISTEN), default 127.0.0.1:8080")
@@ -325,6 +389,35 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     p.set_defaults(func=cmd_config)
 
+    p = sub.add_parser(
+        "psql", help="psql on the database (the embedded one, wherever its port is)",
+        description="psql on LASTSEEN_DATABASE_URL, or as the superuser of the embedded "
+        "PostgreSQL that `lastseen serve` runs in --data-dir; arguments after it go to "
+        "psql. Example: lastseen psql -c 'SELECT * FROM blind_periods'",
+    )  # fmt: skip
+    p.add_argument("--data-dir", help=_DATA_DIR)
+    p.set_defaults(func=cmd_psql, psql_args=[])
+
+    p = sub.add_parser(
+        "backup", help="the database and its keyring (sealed with a passphrase) in one file",
+        description="pg_dump of LASTSEEN_DATABASE_URL or of the embedded database, and the "
+        "keyring sealed under LASTSEEN_BACKUP_PASSPHRASE (asked for on a terminal; refused "
+        "without one), in one tar file (lastseen/backup.py).",
+    )  # fmt: skip
+    p.add_argument("file")
+    p.add_argument("--data-dir", help=_DATA_DIR)
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser(
+        "restore", help="a backup into an empty database, its keyring into the data directory",
+        description="Restores a `lastseen backup` file into an empty database (a new data "
+        "directory, or a new database on LASTSEEN_DATABASE_URL) and its keyring into "
+        "<data-dir>/keyring.json, never over a different one.",
+    )  # fmt: skip
+    p.add_argument("file")
+    p.add_argument("--data-dir", help=_DATA_DIR)
+    p.set_defaults(func=cmd_restore)
+
     p = sub.add_parser("migrate", help="apply database migrations")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_migrate)
@@ -335,7 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     run.add_arguments(p)
 
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "psql":
+        args.psql_args = rest  # psql's own options, as given
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "run":
         # Before the settings: nothing of lastseen's own configuration may keep the
         # wrapped command from running.
@@ -348,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level or args.settings.log_level)
     try:
         return int(args.func(args))
-    except (EmbeddedPostgresError, SettingsError) as exc:
+    except (EmbeddedPostgresError, SettingsError, NewerDatabase, BackupError) as exc:
         print(f"lastseen: {exc}", file=sys.stderr)  # a fault that will not fix itself
         return 2
     except KeyboardInterrupt:

@@ -94,3 +94,40 @@ def test_control_and_worker_refuse_to_make_a_new_keyring(database_url, tmp_path)
         assert line.startswith(f"lastseen: no keyring at {tmp_path.resolve()}/keyring.json")
         assert "LASTSEEN_KEYRING" in line
         assert not (tmp_path / "keyring.json").exists()
+
+
+def test_psql_reaches_the_database_and_the_embedded_one_wherever_its_port_is(
+    database_url, tmp_path
+):
+    """`lastseen psql` for the runbook's queries: on LASTSEEN_DATABASE_URL (its password
+    in the environment of psql, not on its command line), or on the embedded cluster of
+    --data-dir, whose port changes on every start; a clear line when that is not running."""
+    from core.pg import EmbeddedPostgres
+
+    def psql(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lastseen", "psql", *args], env={**os.environ, **env},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    done = psql(
+        {"LASTSEEN_DATABASE_URL": database_url},
+        "-tAc",
+        "SELECT count(*) > 18 FROM schema_migrations",
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "t"), done.stderr
+
+    env = {"LASTSEEN_DATABASE_URL": ""}
+    done = psql(env, "--data-dir", str(tmp_path), "-tAc", "SELECT 1")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"lastseen: no embedded PostgreSQL is running in {tmp_path.resolve()}/pg: start"
+        " `lastseen serve` (or `make run`) first, or set LASTSEEN_DATABASE_URL"
+    )
+    pg = EmbeddedPostgres(tmp_path, durable=False)
+    pg.start()
+    try:
+        done = psql(env, "--data-dir", str(tmp_path), "-tAc", "SELECT current_database()")
+        assert (done.returncode, done.stdout.strip()) == (0, "lastseen"), done.stderr
+    finally:
+        pg.stop()

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from core.dbrole import APP_ROLE, create_app_pool
-from core.migrate import migrate, migrations
+from core.migrate import NewerDatabase, migrate, migrations
 
 from .support.aio import run
 from .support.dbhelp import execute, fetch, with_conn
@@ -50,3 +50,35 @@ def test_the_application_role_may_append_to_the_audit_log_and_nothing_more(datab
             await pool.close()
 
     assert run(go()) == ["A"]
+
+
+def test_a_database_newer_than_the_code_is_refused_in_one_line(database_url):
+    """An older lastseen started on a database a newer one migrated (a rollback without
+    the backup): it must not run against a schema it does not know."""
+    import os
+    import subprocess
+    import sys
+
+    run(_newer(database_url))
+    done = subprocess.run(
+        [sys.executable, "-m", "lastseen", "migrate"],
+        env={**os.environ, "LASTSEEN_DATABASE_URL": database_url},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    newest = max(m.version for m in migrations())
+    assert done.stderr.strip() == (
+        f"lastseen: the database is at schema version 9999, newer than this lastseen's "
+        f"({newest}): run the lastseen that migrated it (or a newer one), or restore a backup"
+        " made before the upgrade (README, Upgrading)"
+    )
+
+
+async def _newer(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (9999, 'x.sql')")
+        with pytest.raises(NewerDatabase):
+            await migrate(conn)
+    finally:
+        await conn.close()
