@@ -14,6 +14,8 @@ import pytest
 
 from core.settings import Settings
 
+from .core.test_settings import _Recording
+
 UNITS = Path(__file__).resolve().parents[1] / "deploy" / "systemd"
 
 
@@ -36,14 +38,8 @@ def test_the_units_verify_cleanly(tmp_path: Path):
 
 
 def test_the_example_environment_sets_only_what_lastseen_reads():
-    asked: set[str] = set()
-
-    class Recording(dict[str, str]):
-        def get(self, key, default=None):  # type: ignore[no-untyped-def, override]
-            asked.add(key)
-            return super().get(key, default)
-
-    Settings.from_env(Recording())
+    env = _Recording()
+    Settings.from_env(env)
     text = (UNITS / "lastseen.env.example").read_text()
     given = set(re.findall(r"^(LASTSEEN_[A-Z_]+)=", text, re.MULTILINE))
-    assert given and given <= asked, given - asked
+    assert given and given <= env.asked, given - env.asked
