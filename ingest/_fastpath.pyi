@@ -12,6 +12,7 @@ CLOSE: Final[int]
 PING_PREFIX: Final[bytes]
 TOKEN_LENGTH: Final[int]
 
+def target_kind(target: bytes) -> tuple[str | None, int]: ...
 def parse_head(
     data: bytes, max_head: int = 8192
 ) -> tuple[int, int, bytes | None, bytes | None, bool]: ...

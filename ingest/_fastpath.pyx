@@ -337,6 +337,21 @@ cdef int _target_kind(const uint8_t* t, Py_ssize_t n, int* status) nogil:
     return K_SUCCESS if value == 0 else K_FAIL
 
 
+def target_kind(bytes target not None):
+    """How the native path reads a request target: (kind, exit status) for a ping it
+    answers itself, (None, -1) for one it leaves to h11. For the differential test that
+    holds it to ``ingest.checkins.parse``, the reading of the other path."""
+    cdef int status = -1
+    cdef int kind
+    if not target.startswith(PING_PREFIX):
+        return None, -1
+    kind = _target_kind(<const uint8_t*>PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target),
+                        &status)
+    if kind == K_OTHER:
+        return None, -1
+    return _KIND_NAMES[kind], status
+
+
 cdef class FastPath:
     """Answers pings from a buffer. Response bytes are set by the caller (see responses.py)."""
 

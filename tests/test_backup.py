@@ -54,7 +54,12 @@ def _serve(data: Path) -> Iterator[str]:
         yield origin
     finally:
         stop(process, signal.SIGINT, within=60)
-        EXPOSURE.text("lastseen serve output", "process outputs", log_path.read_text())
+        # The first run prints its owner's PAT, as it should: to that terminal only.
+        token = data / "owner-token"
+        pat = token.read_text().strip() if token.exists() else ""
+        EXPOSURE.text(
+            "lastseen serve output", "process outputs", log_path.read_text(), allowed=(pat,)
+        )
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
