@@ -24,22 +24,26 @@ from notifier.base import Transport
 from . import errors
 from .api import audit, channels, incidents, me, monitors, pings, status_pages
 from .auth import Limiter
-from .crypto import Keyring
+from .crypto import Keyring, LiveKeyring, live_keyring
 from .delivery import channel_settings
 from .deps import SUBSCRIBE_PER_EMAIL_PER_HOUR, TEST_ALERTS_PER_MINUTE, State
 from .web import dashboard, status
 
 
-def create_app(dsn: str, keyring: Keyring, settings: Settings | None = None) -> FastAPI:
-    """The control process's app; `settings` default to the environment's."""
+def create_app(
+    dsn: str, keyring: Keyring | LiveKeyring, settings: Settings | None = None
+) -> FastAPI:
+    """The control process's app; `settings` default to the environment's; `keyring`
+    reloads from its file as it changes if it is a LiveKeyring."""
     config = settings or Settings.from_env()
+    keys = live_keyring(keyring)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_app_pool(dsn, min_size=1, max_size=10, command_timeout=10)
         transport = Transport(channel_settings(config))
         app.state.lastseen = State(
-            pool, keyring, config, transport,
+            pool, keys, config, transport,
             limiter=Limiter(config.auth_failures_per_hour),
             test_alerts=Limiter(TEST_ALERTS_PER_MINUTE, 60.0),
             subscribers_by_address=Limiter(config.subscribe_per_ip_per_hour),

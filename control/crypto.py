@@ -29,10 +29,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -40,8 +42,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+log = logging.getLogger(__name__)
+
 VERSION = 2
 KEY_BYTES = 32
+RELOAD_CHECK_SECONDS = 5.0  # how often a running process looks whether its keyring changed
 NONCE_BYTES = 12
 DEFAULT_KID = "default"
 
@@ -74,6 +79,9 @@ class Keyring:
     current: str
     keys: Mapping[str, bytes]
     pat_key: bytes
+    # Where a running process gets its keyring anew (LiveKeyring): an envelope under a key
+    # id this one lacks (rotated meanwhile) is opened with what that returns.
+    refresh: Callable[[], Keyring] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.current not in self.keys:
@@ -148,6 +156,69 @@ def load_keyring(keyring_json: str | None, data_dir: Path, *, create: bool = Tru
     return Keyring.from_json(path.read_text())
 
 
+class LiveKeyring:
+    """A running process's keyring, as its file says now: read again when the file
+    changed (looked at no more often than every RELOAD_CHECK_SECONDS), on ``reload()``
+    (SIGHUP), and at once when an envelope names a key id it lacks. So `lastseen keys
+    rotate` and `keys retire` take effect without a restart. From LASTSEEN_KEYRING (no
+    file) it never changes. A file that cannot be read or parsed keeps the keyring the
+    process has, and says so in the log."""
+
+    def __init__(
+        self, keyring: Keyring, path: Path | None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.path = path
+        self._clock = clock
+        self._keyring = replace(keyring, refresh=self._now)
+        self._stamp = self._stat()
+        self._next_check = clock() + RELOAD_CHECK_SECONDS
+        self.reloads = 0
+
+    def get(self) -> Keyring:
+        """The keyring to use now."""
+        if self.path is not None and self._clock() >= self._next_check:
+            self._next_check = self._clock() + RELOAD_CHECK_SECONDS
+            if self._stat() != self._stamp:
+                self.reload()
+        return self._keyring
+
+    def reload(self) -> bool:
+        """Read the file again (SIGHUP, or it changed); True if the keyring changed."""
+        if self.path is None:
+            return False
+        stamp = self._stat()
+        try:
+            keyring = Keyring.from_json(self.path.read_text())
+        except (OSError, KeyringError) as exc:
+            log.warning("keyring %s not reloaded (%s): keeping the one in use", self.path, exc)
+            return False
+        self._stamp = stamp
+        if keyring == self._keyring:
+            return False
+        self._keyring = replace(keyring, refresh=self._now)
+        self.reloads += 1
+        log.info("keyring reloaded: current key %r, keys %s", keyring.current, sorted(keyring.keys))
+        return True
+
+    def _now(self) -> Keyring:
+        """An envelope named a key id we lack: look at the file now, not in 5 s."""
+        self.reload()
+        return self._keyring
+
+    def _stat(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+
+def live_keyring(keyring: Keyring | LiveKeyring, path: Path | None = None) -> LiveKeyring:
+    return keyring if isinstance(keyring, LiveKeyring) else LiveKeyring(keyring, path)
+
+
 def write_keyring(path: Path, keyring: Keyring) -> None:
     """Write atomically with mode 0600 (never briefly readable by others)."""
     tmp = path.with_suffix(".tmp")
@@ -199,6 +270,8 @@ def open_envelope(
 ) -> bytes:
     kid, nonce, ciphertext = _parse(envelope)
     key = keyring.keys.get(kid)
+    if key is None and keyring.refresh is not None:
+        key = keyring.refresh().keys.get(kid)  # `lastseen keys rotate` ran meanwhile
     if key is None:
         raise EnvelopeError("envelope sealed with an unknown key id")
     try:

@@ -22,20 +22,24 @@ from notifier.base import iso as iso
 
 from . import errors
 from .auth import Caller, Limiter, authenticate
-from .crypto import Keyring
+from .crypto import Keyring, LiveKeyring
 from .models import MAX_ID as MAX_ID
 
 
 @dataclass
 class State:
     pool: asyncpg.Pool
-    keyring: Keyring
+    keys: LiveKeyring  # the keyring, as its file says now (`keys rotate` needs no restart)
     settings: Settings
     transport: Transport  # test alerts go out from the control process
     limiter: Limiter  # failed authentications
     test_alerts: Limiter  # per monitor and per organisation
     subscribers_by_address: Limiter  # status-page subscriptions per client address
     subscribers_by_email: Limiter  # and per address subscribed
+
+    @property
+    def keyring(self) -> Keyring:
+        return self.keys.get()
 
 
 TEST_ALERTS_PER_MINUTE = 5  # per monitor; an organisation gets ten times that

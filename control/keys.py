@@ -74,3 +74,33 @@ async def rewrap(conn: asyncpg.Connection, keyring: Keyring, *, limit: int | Non
                     )
                     done += changed == "UPDATE 1"
     return done
+
+
+async def retire(conn: asyncpg.Connection, path: Path, keyring: Keyring, kid: str) -> Keyring:
+    """Remove `kid` from the keyring file, once nothing sealed under it remains; returns
+    the keyring written. Refused (KeyringError, saying why) for the current key, an
+    unknown one, or one still in use."""
+    if kid not in keyring.keys:
+        raise KeyringError(
+            f"no key {kid!r} in the keyring (keys: {', '.join(sorted(keyring.keys))})"
+        )
+    if kid == keyring.current:
+        raise KeyringError(
+            f"{kid!r} is the current key: `lastseen keys rotate` first (a new current key, "
+            "every envelope re-wrapped), then retire it"
+        )
+    for table, column, _purpose in ENVELOPES:
+        n = await conn.fetchval(
+            f"SELECT count(*) FROM {table} WHERE {column} IS NOT NULL"
+            f" AND {column}::jsonb ->> 'kid' = $1",
+            kid,
+        )
+        if n:
+            raise KeyringError(
+                f"{n} envelope(s) in {table} are still sealed under {kid!r}: run `lastseen keys "
+                "rotate` (it re-wraps them), then retire it"
+            )
+    kept = {k: v for k, v in keyring.keys.items() if k != kid}
+    retired = Keyring(keyring.current, kept, keyring.pat_key)
+    write_keyring(path, retired)
+    return retired

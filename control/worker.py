@@ -51,7 +51,7 @@ from notifier import channels
 from notifier.base import Blindness, Notice, Settings, Transport, TransportError
 
 from . import retention
-from .crypto import EnvelopeError, Keyring
+from .crypto import EnvelopeError, Keyring, LiveKeyring, live_keyring
 from .delivery import Target, attempt, open_secret, subscriber_attempt
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class Worker:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        keyring: Keyring,
+        keyring: Keyring | LiveKeyring,
         transport: Transport,
         *,
         clock: Clock = utcnow,
@@ -230,7 +230,7 @@ class Worker:
         self.pool = pool
         self.retain_for = retain_for  # None: it deletes nothing (control/retention.py)
         self._retained_at: datetime | None = None
-        self.keyring = keyring
+        self.keys = live_keyring(keyring)  # `keys rotate` needs no restart
         self.transport = transport
         self.clock = clock
         self.rng = rng or random.Random()
@@ -240,6 +240,10 @@ class Worker:
         self._per_receiver: Counter[str] = Counter()  # deliveries in flight per receiver
         self._receiver_of: dict[int, str] = {}  # notification id -> its receiver
         self._expired_at: datetime | None = None
+
+    @property
+    def keyring(self) -> Keyring:
+        return self.keys.get()
 
     # -- events -> incidents ---------------------------------------------------------
 
@@ -565,21 +569,26 @@ def _blindness(value: str | Mapping[str, Any] | None) -> Blindness | None:
 
 
 async def main(
-    dsn: str, keyring: Keyring, settings: Settings, periods: retention.Periods | None = None
+    dsn: str,
+    keyring: Keyring | LiveKeyring,
+    settings: Settings,
+    periods: retention.Periods | None = None,
 ) -> None:
-    """`lastseen worker`: run until SIGTERM or SIGINT; `periods`: what it deletes when
-    (control/retention.py; None: the defaults)."""
+    """`lastseen worker`: run until SIGTERM or SIGINT (SIGHUP: read the keyring again);
+    `periods`: what it deletes when (control/retention.py; None: the defaults)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    keys = live_keyring(keyring)
+    loop.add_signal_handler(signal.SIGHUP, keys.reload)
     # Connections opened up front: a worker that had to connect while recording its first
     # outcomes left each 2xx unrecorded for longer, and a crash in that window means the
     # notification goes out again (docs/reliability.md, scenario 8).
     pool = await create_app_pool(dsn, min_size=8, max_size=8, command_timeout=10)
     try:
         async with Transport(settings) as transport:
-            worker = Worker(pool, keyring, transport, retain_for=periods or retention.Periods())
+            worker = Worker(pool, keys, transport, retain_for=periods or retention.Periods())
             await worker.run(stop, dsn)
     finally:
         await pool.close()

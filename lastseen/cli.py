@@ -9,6 +9,7 @@ import importlib.metadata
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -134,13 +135,14 @@ def cmd_control(args: argparse.Namespace) -> int:
     import uvicorn
 
     from control.app import create_app
-    from control.crypto import load_keyring
     from ingest.config import raise_fd_limit
 
     settings: Settings = args.settings
     host, port = parse_address(args.listen, "--listen") if args.listen else settings.control_listen
     data_dir = _data_dir(args)
-    keyring = _existing_keyring(load_keyring, args.settings.keyring, data_dir)
+    keyring = _live_keyring(settings, data_dir)
+    # SIGHUP: read the keyring again (uvicorn leaves the signal to us).
+    signal.signal(signal.SIGHUP, lambda *_: keyring.reload())
     with service_database(data_dir, args.settings.database_url, migrate_database) as dsn:
         # Behind the ingest: trust its X-Forwarded-* (the client's address, for the failure
         # limit and the audit log; the public host, for heartbeat URLs), and any other
@@ -155,6 +157,15 @@ def cmd_control(args: argparse.Namespace) -> int:
             timeout_keep_alive=5,
         )  # fmt: skip
     return 0
+
+
+def _live_keyring(settings: Settings, data_dir: Path) -> Any:
+    """The keyring of a long-running process: read again as its file changes (`keys
+    rotate`/`retire` need no restart) and on SIGHUP; from LASTSEEN_KEYRING, fixed."""
+    from control.crypto import LiveKeyring, load_keyring
+
+    keyring = _existing_keyring(load_keyring, settings.keyring, data_dir)
+    return LiveKeyring(keyring, None if settings.keyring else data_dir / "keyring.json")
 
 
 def _existing_keyring(load: Any, keyring_json: str | None, data_dir: Path) -> Any:
@@ -172,14 +183,13 @@ def _existing_keyring(load: Any, keyring_json: str | None, data_dir: Path) -> An
 def cmd_worker(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from control.crypto import load_keyring
     from control.delivery import channel_settings
     from control.retention import Periods
     from control.worker import main as worker_main
 
     settings: Settings = args.settings
     data_dir = _data_dir(args)
-    keyring = _existing_keyring(load_keyring, settings.keyring, data_dir)
+    keyring = _live_keyring(settings, data_dir)
     periods = Periods(
         events=timedelta(days=settings.retain_events_days),
         notifications=timedelta(days=settings.retain_notifications_days),
@@ -255,6 +265,37 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         migrate_database(dsn)
         count = asyncio.run(go(dsn))
     print(f"current key {keyring.current!r}; re-wrapped {count} envelope(s)")
+    return 0
+
+
+def cmd_keys_retire(args: argparse.Namespace) -> int:
+    from control.crypto import KeyringError, load_keyring
+    from control.keys import retire
+
+    data_dir = _data_dir(args)
+    if args.settings.keyring:
+        raise SettingsError(
+            "the keyring comes from LASTSEEN_KEYRING: remove the key there, once `lastseen "
+            "keys retire` has said nothing uses it (run it with the keyring in a file)"
+        )
+    keyring = _existing_keyring(load_keyring, None, data_dir)
+
+    async def go(dsn: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await retire(conn, data_dir / "keyring.json", keyring, args.kid)
+        finally:
+            await conn.close()
+
+    with database(data_dir, args.settings.database_url) as dsn:
+        try:
+            asyncio.run(go(dsn))
+        except KeyringError as exc:
+            raise SettingsError(str(exc)) from None
+    print(
+        f"retired key {args.kid!r}; running processes drop it within "
+        "5 s (dashboard sessions sealed under it end: sign in again)"
+    )
     return 0
 
 
@@ -381,6 +422,15 @@ def main(argv: list[str] | None = None) -> int:
     p = keys.add_parser("rotate", help="add a key, make it current, re-wrap every envelope")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_keys_rotate)
+    p = keys.add_parser(
+        "retire", help="remove a key from the keyring once no envelope uses it",
+        description="Refused for the current key, and while any heartbeat token or channel "
+        "secret is still sealed under it (run `lastseen keys rotate` first, which re-wraps "
+        "them). Running processes drop the key within 5 s, no restart.",
+    )  # fmt: skip
+    p.add_argument("kid")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_keys_retire)
 
     p = sub.add_parser(
         "config", help="print the configuration in effect, secrets masked",

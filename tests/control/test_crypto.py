@@ -102,3 +102,44 @@ def test_the_environment_keyring_wins_and_may_be_a_bare_map():
     assert len(keyring.pat_key) == 32
     with pytest.raises(KeyringError, match="malformed"):
         Keyring.from_json('{"a": "not base64!"}')
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_running_process_sees_a_rotated_keyring_without_a_restart(tmp_path):
+    """LiveKeyring: the file is looked at every 5 s (its change picked up), at once when
+    an envelope names a key it lacks, and on reload() (SIGHUP); a broken file keeps the
+    keyring in use."""
+    from control.crypto import LiveKeyring, write_keyring
+
+    path = tmp_path / "keyring.json"
+    first = Keyring.generate()
+    write_keyring(path, first)
+    clock = _Clock()
+    live = LiveKeyring(load_keyring(None, tmp_path), path, clock)
+    rotated = first.with_new_key("k2")
+    write_keyring(path, rotated)  # `lastseen keys rotate`, in another process
+    assert live.get().current == "default"  # not looked at yet
+    # An envelope under the new key opens at once: the unknown key id makes it look.
+    under_k2 = seal(rotated, TOKEN, purpose="p", org_id=1, object_id=1)
+    assert open_envelope(live.get(), under_k2, purpose="p", org_id=1, object_id=1) == TOKEN
+    assert live.get().current == "k2" and live.reloads == 1
+    # A change is seen within the check interval, with no envelope to prompt it.
+    write_keyring(path, rotated.with_new_key("k3"))
+    clock.now += 4.9
+    assert live.get().current == "k2"
+    clock.now += 0.2
+    assert live.get().current == "k3" and live.reloads == 2
+    # SIGHUP: at once. A broken file keeps what works.
+    path.write_text("{not json")
+    assert not live.reload() and live.get().current == "k3"
+    # From LASTSEEN_KEYRING (no file): fixed, and an unknown key id stays unknown.
+    fixed = LiveKeyring(first, None)
+    with pytest.raises(EnvelopeError, match="unknown key id"):
+        open_envelope(fixed.get(), under_k2, purpose="p", org_id=1, object_id=1)
