@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 SOURCES := pyproject.toml setup.py $(wildcard core/*.pyx core/*.pxd ingest/*.pyx ingest/*.pxd)
 
 .PHONY: run test test-faults lint typecheck pytest bench bench-smoke install clean screenshots \
-	system-deps
+	system-deps test-pythons
 
 # The editable install's build says "Editable installation... be careful with folders
 # named like the package": it is this repository, on purpose; the note is not shown.
@@ -70,6 +70,10 @@ test: system-deps lint typecheck bench-smoke pytest
 test-faults: system-deps $(STAMP) $(SNIPPETS_STAMP)
 	LASTSEEN_SLOW=1 $(BIN)/python -m pytest -q -s -m "faults or security"
 
+# The same on other interpreters (PYTHONS="python3.12 python3.13", each its own venv).
+test-pythons:
+	@.ci/pythons
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
@@ -81,4 +85,4 @@ screenshots: $(STAMP)
 	LASTSEEN_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/pages -k "status_page or dashboard"
 
 clean:
-	rm -rf build $(VENV) core/*.c core/*.so ingest/*.c ingest/*.so
+	rm -rf build $(VENV) .venv-* core/*.c core/*.so ingest/*.c ingest/*.so
