@@ -14,9 +14,12 @@ statement: no long lock, no long transaction):
   (rows that raced their monitor's deletion: migration 0018);
 - blind periods (``ingest/sight.py``) that ended and were told, after the events' period.
 
-Kept: incidents (small, and what availability is computed from) and the audit log,
-which is append-only by design (migration 0002): keeping it is a security property, and
-removing old entries would need a path around that, on purpose not built.
+- audit log entries older than ``LASTSEEN_RETAIN_AUDIT_DAYS`` (400: the year that audits
+  such as SOC 2 and ISO 27001 ask for, and a month for the audit itself), through
+  ``prune_audit_log()`` (migration 0020): the log stays append-only for everyone, and no
+  entry younger than 365 days can be deleted by anyone, this path included.
+
+Kept: incidents (small, and what availability is computed from).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ _BLIND = """
 DELETE FROM blind_periods WHERE id IN (
     SELECT id FROM blind_periods WHERE end_notified AND ended_at < $1 ORDER BY id LIMIT $2)
 """
+# The only way an audit entry goes (migration 0020): old ones, in a batch, returns how many.
+_AUDIT = "SELECT prune_audit_log($1, $2)"
 # monitor_deletions holds a day of deletions (the ingest's change feed prunes it).
 _ORPHAN_PINGS = """
 DELETE FROM pings WHERE id IN (
@@ -66,6 +71,7 @@ class Periods:
     events: timedelta = timedelta(days=90)
     notifications: timedelta = timedelta(days=30)
     pings: timedelta = timedelta(days=90)
+    audit: timedelta = timedelta(days=400)  # never under 365 (the database refuses)
 
 
 async def prune(pool: Any, periods: Periods, now: datetime) -> dict[str, int]:
@@ -76,13 +82,17 @@ async def prune(pool: Any, periods: Periods, now: datetime) -> dict[str, int]:
         ("pings", _PINGS, now - periods.pings),
         ("blind periods", _BLIND, now - periods.events),
         ("orphan pings", _ORPHAN_PINGS, now),
+        ("audit entries", _AUDIT, now - periods.audit),
     ]
     deleted: dict[str, int] = {}
     for kind, statement, cutoff in work:
         total = 0
         while True:
-            done: str = await pool.execute(statement, cutoff, BATCH)
-            n = int(done.split()[-1])
+            if statement is _AUDIT:
+                n = int(await pool.fetchval(statement, cutoff, BATCH))
+            else:
+                done: str = await pool.execute(statement, cutoff, BATCH)
+                n = int(done.split()[-1])
             total += n
             if n < BATCH:
                 break

@@ -159,6 +159,7 @@ class Settings:
     retain_events_days: int = 90  # LASTSEEN_RETAIN_EVENTS_DAYS
     retain_notifications_days: int = 30  # LASTSEEN_RETAIN_NOTIFICATIONS_DAYS
     retain_pings_days: int = 90  # LASTSEEN_RETAIN_PINGS_DAYS
+    retain_audit_days: int = 400  # LASTSEEN_RETAIN_AUDIT_DAYS (at least 365)
 
     def effective(self) -> list[tuple[str, str]]:
         """Every setting and its value as this process uses it, secrets masked (the
@@ -250,6 +251,7 @@ class Settings:
             retain_events_days=whole(env, "LASTSEEN_RETAIN_EVENTS_DAYS", 90),
             retain_notifications_days=whole(env, "LASTSEEN_RETAIN_NOTIFICATIONS_DAYS", 30),
             retain_pings_days=whole(env, "LASTSEEN_RETAIN_PINGS_DAYS", 90),
+            retain_audit_days=whole(env, "LASTSEEN_RETAIN_AUDIT_DAYS", 400, minimum=365),
         )
 
 

@@ -194,6 +194,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         events=timedelta(days=settings.retain_events_days),
         notifications=timedelta(days=settings.retain_notifications_days),
         pings=timedelta(days=settings.retain_pings_days),
+        audit=timedelta(days=settings.retain_audit_days),
     )
     with service_database(data_dir, settings.database_url, migrate_database) as dsn:
         asyncio.run(worker_main(dsn, keyring, channel_settings(settings), periods))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import asyncpg
+import pytest
 
 from control import retention
 from control.retention import Periods
@@ -73,19 +74,27 @@ def test_what_is_past_its_period_goes_and_what_is_needed_stays(database_url, mon
                     ended, told,
                 )  # fmt: skip
 
+            # Audit entries: the worker asks for those past 400 days (the database
+            # would refuse anything younger than 365 by its own clock, later than T0).
+            for days in (500, 401, 399, 10):
+                await conn.execute(
+                    "INSERT INTO audit_log (org_id, action, created_at) VALUES ($1, $2, $3)",
+                    org_id, f"A{days}", T0 - timedelta(days=days),
+                )  # fmt: skip
+
             clock = FakeClock()
             async with worker(database_url, clock) as w:
                 w.retain_for = Periods()
                 assert await w.retain() == {
                     "events": 3, "notifications": 3, "pings": 2, "blind periods": 1,
-                    "orphan pings": 1,
+                    "orphan pings": 1, "audit entries": 2,
                 }  # fmt: skip
                 clock.advance(60)
                 assert await w.retain() is None  # an hour between runs
                 clock.advance(3600)
                 assert await w.retain() == {
                     "events": 0, "notifications": 0, "pings": 0, "blind periods": 0,
-                    "orphan pings": 0,
+                    "orphan pings": 0, "audit entries": 0,
                 }  # fmt: skip
 
             events = await conn.fetch("SELECT kind, occurred_at FROM monitor_events")
@@ -94,6 +103,8 @@ def test_what_is_past_its_period_goes_and_what_is_needed_stays(database_url, mon
             ]  # fmt: skip
             left = await conn.fetch("SELECT status FROM notifications ORDER BY id")
             assert [r["status"] for r in left] == ["delivered", "pending"]
+            audit = await conn.fetch("SELECT action FROM audit_log ORDER BY id")
+            assert [a["action"] for a in audit] == ["A399", "A10"]
             blind = await conn.fetch("SELECT ended_at, end_notified FROM blind_periods")
             assert sorted((b["ended_at"], b["end_notified"]) for b in blind) == [
                 (old, False), (recent, True),
@@ -110,5 +121,39 @@ def test_a_worker_without_periods_deletes_nothing(database_url):
     async def scenario() -> None:
         async with worker(database_url) as w:
             assert await w.retain() is None
+
+    run(scenario())
+
+
+def test_nobody_deletes_an_audit_entry_younger_than_a_year(database_url):
+    """The one path that deletes audit entries refuses a cutoff under 365 days, and a
+    direct DELETE stays refused even of old entries, even for a superuser."""
+
+    async def scenario() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            org_id = await org(conn)
+            await conn.execute(
+                "INSERT INTO audit_log (org_id, action, created_at) VALUES"
+                " ($1, 'young', now() - interval '364 days'),"
+                " ($1, 'old', now() - interval '800 days')",
+                org_id,
+            )  # fmt: skip
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="at least 365 days"):
+                await conn.fetchval("SELECT prune_audit_log(now(), 100)")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await conn.execute("DELETE FROM audit_log WHERE action = 'old'")
+            # The flag alone lets nothing younger than a year go.
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('lastseen.audit_prune', 'on', true)")
+                with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                    await conn.execute("DELETE FROM audit_log WHERE action = 'young'")
+            assert await conn.fetchval(
+                "SELECT prune_audit_log(now() - interval '365 days', 100)"
+            ) == 1  # fmt: skip
+            rows = await conn.fetch("SELECT action FROM audit_log")
+            assert [r["action"] for r in rows] == ["young"]
+        finally:
+            await conn.close()
 
     run(scenario())
