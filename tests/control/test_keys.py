@@ -158,6 +158,7 @@ def test_rotate_and_retire_take_effect_in_a_running_control_process(database_url
         done = cli("keys", "retire", new)
         assert done.returncode == 2 and "is the current key" in done.stderr
         assert c.get(f"/monitors/{a}/secrets").json()["heartbeatToken"] == token_a
+
         def reloads() -> int:
             return (tmp_path / "control.log").read_bytes().count(b"keyring reloaded")
 
