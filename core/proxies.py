@@ -40,6 +40,12 @@ class TrustedProxies:
         self.networks = tuple(networks)
         self._cache: dict[str, bool] = {}
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrustedProxies) and self.networks == other.networks
+
+    def __hash__(self) -> int:
+        return hash(self.networks)
+
     @classmethod
     def parse(cls, text: str) -> TrustedProxies:
         networks: list[Network] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings, SettingsError
+from core.settings import EVERY, READ_BY, Settings, SettingsError
 
 
 def test_the_defaults_and_a_few_variables():
@@ -117,3 +117,62 @@ def test_lastseen_config_prints_what_is_in_effect_with_secrets_masked():
     assert re.search(r"^smtp_url\s+\(set, not shown\)$", out, re.MULTILINE)
     for secret in ("hunter2", "topsecret", "keyring-material"):
         assert secret not in out + done.stderr
+
+
+# A valid value other than the default, for each variable.
+SAMPLES = {
+    "LASTSEEN_DATABASE_URL": "postgresql://u@db.internal/x", "LASTSEEN_DATA_DIR": "/srv/x",
+    "LASTSEEN_LOG_LEVEL": "DEBUG", "LASTSEEN_KEYRING": '{"a": "' + "A" * 43 + '"}',
+    "LASTSEEN_INGEST_LISTEN": "127.0.0.1:1", "LASTSEEN_ADMIN_LISTEN": "127.0.0.1:2",
+    "LASTSEEN_CONTROL_LISTEN": "127.0.0.1:3", "LASTSEEN_CONTROL_UPSTREAM": "127.0.0.1:4",
+    "LASTSEEN_PUBLIC_URL": "https://x.example", "LASTSEEN_TRUSTED_PROXIES": "10.0.0.0/8",
+    "LASTSEEN_FLUSH_INTERVAL_SECONDS": "2", "LASTSEEN_POLL_INTERVAL_SECONDS": "7",
+    "LASTSEEN_LEASE_SECONDS": "9", "LASTSEEN_SEEN_SECONDS": "3", "LASTSEEN_DB_TIMEOUT_SECONDS": "4",
+    "LASTSEEN_PING_HISTORY": "7", "LASTSEEN_PING_HISTORY_PLAIN": "1",
+    "LASTSEEN_BLIND_WINDOW_SECONDS": "20", "LASTSEEN_BLIND_RATIO": "0.9",
+    "LASTSEEN_BLIND_MIN_LATE": "70", "LASTSEEN_MAX_CONNECTIONS": "77",
+    "LASTSEEN_MAX_CONNECTIONS_PER_ADDRESS": "7", "LASTSEEN_MAX_REQUESTS_PER_CONNECTION": "7",
+    "LASTSEEN_MAX_HEAD_BYTES": "4096", "LASTSEEN_MAX_BODY_BYTES": "70",
+    "LASTSEEN_HEAD_TIMEOUT_SECONDS": "3", "LASTSEEN_BODY_TIMEOUT_SECONDS": "3",
+    "LASTSEEN_KEEPALIVE_TIMEOUT_SECONDS": "3", "LASTSEEN_AUTH_FAILURES_PER_HOUR": "3",
+    "LASTSEEN_SUBSCRIBE_PER_IP_PER_HOUR": "3", "LASTSEEN_MAX_MONITORS_PER_ORG": "3",
+    "LASTSEEN_MAX_CHANNELS_PER_ORG": "3", "LASTSEEN_MAX_STATUS_PAGES_PER_ORG": "3",
+    "LASTSEEN_MAX_TOKENS_PER_USER": "3", "LASTSEEN_SMTP_URL": "smtp://m.example:25",
+    "LASTSEEN_SMTP_FROM": "x@example.com", "LASTSEEN_TELEGRAM_API": "https://t.example",
+    "LASTSEEN_ALLOW_PRIVATE_TARGETS": "1", "LASTSEEN_RETAIN_EVENTS_DAYS": "3",
+    "LASTSEEN_RETAIN_NOTIFICATIONS_DAYS": "3", "LASTSEEN_RETAIN_PINGS_DAYS": "3",
+    "LASTSEEN_RETAIN_AUDIT_DAYS": "500",
+}  # fmt: skip
+# Read by the command line around the processes' configuration, not inside it.
+AROUND = {"LASTSEEN_DATA_DIR", "LASTSEEN_LOG_LEVEL", "LASTSEEN_KEYRING"}
+
+
+def test_the_readme_says_which_process_reads_each_variable_and_it_is_so():
+    """The README's "read by" column is READ_BY; and what the ingest's configuration and
+    the channels' settings (the control process's test alerts, the worker) are made of
+    is what READ_BY says: each variable changed alone changes exactly those."""
+    from control.delivery import channel_settings
+    from ingest.config import IngestConfig
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    column = dict(re.findall(r"^\| `(LASTSEEN_[A-Z_]+)` \| [^|]* \| ([^|]*) \|", readme, re.M))
+    assert {k: v.strip() for k, v in column.items()} == READ_BY
+    env = _Recording()
+    Settings.from_env(env)
+    assert (
+        set(READ_BY)
+        == set(SAMPLES)
+        == {n for n in env.asked if n.startswith("LASTSEEN_")} - {"LASTSEEN_LISTEN"}
+    )
+
+    base = {"LASTSEEN_DATABASE_URL": "postgresql://u@db.internal/base"}
+    ingest = IngestConfig.from_env(base)
+    channels = channel_settings(Settings.from_env(base))
+    for name, value in SAMPLES.items():
+        changed = Settings.from_env({**base, name: value})
+        readers = READ_BY[name]
+        if name not in AROUND:
+            in_ingest = IngestConfig.from_settings(changed) != ingest
+            assert in_ingest == (readers == EVERY or "ingest" in readers), name
+            in_channels = channel_settings(changed) != channels
+            assert in_channels == ("control" in readers and "worker" in readers), name
