@@ -721,7 +721,12 @@ class Ingest:
                 list(self.flush_duration.lines(p + "flush_duration_seconds")),
             ),
             (
-                Metric(p + "detection_lag_seconds", "histogram", "From a deadline to its event."),
+                Metric(
+                    p + "detection_lag_seconds",
+                    "histogram",
+                    "From a deadline to its event going to the database (the blindness window "
+                    "included when misses are held).",
+                ),
                 list(self.detection_lag.lines(p + "detection_lag_seconds")),
             ),
         ]
