@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 SOURCES := pyproject.toml setup.py $(wildcard core/*.pyx core/*.pxd ingest/*.pyx ingest/*.pxd)
 
 .PHONY: run test test-faults lint typecheck pytest bench bench-smoke install clean screenshots \
-	system-deps test-pythons
+	system-deps test-pythons checks
 
 # The editable install's build says "Editable installation... be careful with folders
 # named like the package": it is this repository, on purpose; the note is not shown.
@@ -62,7 +62,13 @@ pytest: $(STAMP) $(SNIPPETS_STAMP)
 system-deps:
 	@.ci/system-deps
 
-test: system-deps lint typecheck bench-smoke pytest
+# Lint and types (one core) beside the benchmarks' smoke run (mostly starting and
+# waiting for processes), then the suite on both cores.
+test: system-deps $(STAMP) $(SNIPPETS_STAMP)
+	@$(MAKE) --no-print-directory --output-sync=target -j2 checks bench-smoke
+	@$(MAKE) --no-print-directory pytest
+
+checks: lint typecheck
 
 # The fault and security suite at full length (60 s outages, 100,000 monitors, 1,000,000
 # fuzzed requests, 200 worker kills, 500 schemathesis examples per route);

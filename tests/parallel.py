@@ -30,6 +30,7 @@ REAL_TIME = [
     "tests/control/test_worker_kills.py",
     "tests/test_pingable.py",
     "tests/test_serve_database.py",
+    "tests/test_backup.py",
 ]
 
 

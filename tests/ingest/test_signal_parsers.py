@@ -31,7 +31,7 @@ QUERIES = st.one_of(
 WELL_FORMED = re.compile(rb"[0-9a-f]{64}(/(start|fail|log|0|[1-9][0-9]{0,2}))?")
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(token=TOKENS, suffix=st.one_of(st.none(), SUFFIXES), query=QUERIES)
 @example(token="a" * 64, suffix="255", query=None)
 @example(token="a" * 64, suffix="256", query=None)
