@@ -71,10 +71,11 @@ test: system-deps $(STAMP) $(SNIPPETS_STAMP)
 checks: lint typecheck
 
 # The fault and security suite at full length (60 s outages, 100,000 monitors, 1,000,000
-# fuzzed requests, 200 worker kills, 500 schemathesis examples per route);
-# `make test` runs the same tests in their short versions.
+# fuzzed requests, 200 worker kills, 500 schemathesis examples per route), and the slow
+# tests (blindness end to end in real time, the packages built); `make test` runs the
+# fault and security tests in their short versions.
 test-faults: system-deps $(STAMP) $(SNIPPETS_STAMP)
-	LASTSEEN_SLOW=1 $(BIN)/python -m pytest -q -s -m "faults or security"
+	LASTSEEN_SLOW=1 $(BIN)/python -m pytest -q -s -m "faults or security or slow"
 
 # The same on other interpreters (PYTHONS="python3.12 python3.13", each its own venv).
 test-pythons:
