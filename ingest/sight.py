@@ -167,11 +167,12 @@ class Sight:
         if len(late) < config.min_late or len(late) < config.ratio * (len(late) + heard):
             return
         # Blind: every held miss was blindness. A monitor that also reported a failure
-        # keeps its state (the failure explains it); its misses are dropped all the same.
+        # keeps its state and its incident (the failure explains them, and its events go
+        # out); its misses are dropped all the same.
         failed = {h.event.monitor_id for h in self._line if h.event.kind == "failed"}
         missed = [h.event for h in self._line if h.miss]
         down = {e.monitor_id for e in missed} - failed
-        opened = {e.monitor_id for e in missed if e.kind == "incident_opened"}
+        opened = {e.monitor_id for e in missed if e.kind == "incident_opened"} - failed
         table.blind(sorted(down), sorted(opened))
         self._line = deque(h for h in self._line if not h.miss)
         self._held = Counter(h.event.monitor_id for h in self._line)

@@ -145,3 +145,21 @@ def test_everything_held_goes_out_at_a_graceful_stop():
     fleet.run(fleet.now + 40, range(1, fleet.n))  # one dies; its miss is held
     assert fleet.opened() == {} and fleet.sight.holds(0)
     assert [e.kind for e in fleet.sight.release(math.inf)] == ["down", "incident_opened"]
+
+
+def test_a_monitor_that_missed_then_failed_in_the_window_keeps_its_failures_incident():
+    """Missed (held), pinged, then failed, all in the window that then turns out blind:
+    the miss is dropped, the failure's incident stays open in the table as in the
+    events (it was heard)."""
+    fleet = Fleet(200)
+    fleet.run(T0 + 30, range(fleet.n))
+    fleet.run(T0 + 60, range(1, fleet.n))  # 0's last ping: T0 + 30, its deadline T0 + 65
+    fleet.run(T0 + 66)  # and nobody's pings arrive from T0 + 60
+    assert fleet.sight.holds(0) and not fleet.sight.blind
+    fleet.table.ping(fleet.digests[0], fleet.now)
+    fleet.table.fail(fleet.digests[0], fleet.now + 0.5, 2)
+    fleet.run(fleet.now + 10)
+    assert fleet.sight.blind
+    kinds = [e.kind for e in fleet.written if e.monitor_id == 0]
+    assert "down" not in kinds and kinds[-2:] == ["failed", "incident_opened"], kinds
+    assert fleet.table.get(0)["state"] == "down" and fleet.table.get(0)["incident_open"]
