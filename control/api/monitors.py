@@ -83,16 +83,37 @@ def _last_seen(row: Any, seen: dict[int, float]) -> datetime | None:
     return at
 
 
+MISSES_COUNTED = 1_000  # scheduled runs counted one by one; beyond, by their average gap
+
+
 def _misses(row: Any) -> int:
     """Missed deadlines so far. The ingest stops counting once the incident opens (it
     has nothing more to decide), so a down monitor's count goes on here: one at the
-    deadline first missed, one more each interval since."""
+    deadline first missed, one more each interval since (for a schedule: each scheduled
+    run since whose deadline, run + grace, has passed, as the ingest counts them)."""
     stored: int = row["misses"] or 0
     since = row["down_since"]
     if row["state"] != "down" or since is None:
         return stored
     elapsed = (row["read_at"] - since).total_seconds()
-    return max(stored, 1 + int(elapsed // row["interval_sec"]))
+    if row["schedule"] is None:
+        return max(stored, 1 + int(elapsed // row["interval_sec"]))
+    return max(stored, 1 + _runs_missed(row, since.timestamp(), row["read_at"].timestamp()))
+
+
+def _runs_missed(row: Any, first: float, now: float) -> int:
+    """Scheduled runs after the one first missed (its deadline `first`) whose deadline
+    has passed by `now`."""
+    grace = row["grace_sec"]
+    runs = schedule(row["schedule"], row["tz"])
+    at, n = first - grace, 0
+    while n < MISSES_COUNTED:
+        at = runs.next_after(at)
+        if at + grace > now:
+            return n
+        n += 1
+    gap = (at - (first - grace)) / n  # the average over the runs counted
+    return n + int((now - grace - at) // gap)
 
 
 def monitor_json(row: Any, seen: dict[int, float]) -> dict[str, Any]:

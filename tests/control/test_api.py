@@ -641,3 +641,27 @@ def test_a_monitors_timeline_is_its_share_of_each_period_in_an_incident(control,
         assert quarter["period"] == "day" and len(quarter["periods"]) == 90
         assert sum(p["downSeconds"] for p in quarter["periods"]) == 1800
         assert c.get(f"/monitors/{m['id']}/uptime", params={"period": "week"}).status_code == 422
+
+
+def test_a_scheduled_monitor_counts_its_missed_runs_not_its_shortest_gap():
+    """09:00 and 17:00 daily: down since Monday 09:00, read on Tuesday at 10:00, it has
+    missed Monday 09:00, 17:00 and Tuesday 09:00 (3), not 1 + 25 h // 8 h (4); a
+    minutely job down for 2,000 minutes has missed 2,001 (beyond 1,000 runs counted one
+    by one, by their average gap)."""
+    from datetime import UTC, datetime, timedelta
+
+    from control.api.monitors import _misses
+
+    monday = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    row = {
+        "state": "down", "misses": 1, "down_since": monday, "schedule": "0 9,17 * * *",
+        "tz": "UTC", "grace_sec": 0, "interval_sec": 8 * 3600,
+        "read_at": monday + timedelta(hours=25),
+    }  # fmt: skip
+    assert _misses(row) == 3
+    late = {**row, "grace_sec": 3600, "down_since": monday + timedelta(hours=1)}  # 10:00
+    assert _misses({**late, "read_at": monday + timedelta(hours=25) - timedelta(seconds=1)}) == 2
+    assert _misses({**late, "read_at": monday + timedelta(hours=25)}) == 3  # Tuesday's too
+    minutely = {**row, "schedule": "* * * * *", "interval_sec": 60,
+                "read_at": monday + timedelta(minutes=2000)}  # fmt: skip
+    assert _misses(minutely) == 2001
