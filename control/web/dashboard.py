@@ -324,8 +324,10 @@ def _timing(interval: str, schedule: str, tz: str, max_runtime: str) -> dict[str
     timing: dict[str, Any] = {"maxRuntimeSec": _int(max_runtime) if max_runtime.strip() else None}
     if schedule.strip():
         timing.update(schedule=schedule.strip(), tz=tz.strip() or "UTC")
-    else:
-        timing["intervalSec"] = _int(interval)
+    elif (period := _int(interval)) in INTERVALS or not isinstance(period, int):
+        timing["intervalSec"] = period
+    else:  # a period beyond the list (a daily job), as the monitor has it: kept
+        timing["periodSec"] = period
     return timing
 
 

@@ -393,6 +393,25 @@ def test_fuzzed_dashboard_forms_never_answer_5xx(
     assert "Sign out" in client.get("/dashboard").text  # still signed in
 
 
+def test_a_period_outside_the_list_survives_the_settings_form(control, owner, dashboard):
+    """A daily monitor (periodSec 86400, not one of the interval list's): its settings
+    form offers its own period, selected, and saving the form keeps it. The select had
+    no such option, so a save set the period to the list's first, 30 s."""
+    client, csrf = dashboard
+    with control.client(owner) as c:
+        made = body(c.post("/monitors", json={"name": "daily", "url": "u", "periodSec": 86400}))
+    page = client.get(f"/dashboard/monitors/{made['id']}").text
+    assert '<option value="86400" selected>1 d</option>' in page
+    done = client.post(f"/dashboard/monitors/{made['id']}/edit", data={
+        "csrf": csrf, "name": "daily job", "intervalSec": "86400", "heartbeatGraceSec": "60",
+        "alertThreshold": "1",
+    })  # fmt: skip
+    assert done.status_code < 400, done.text
+    with control.client(owner) as c:
+        shown = body(c.get(f"/monitors/{made['id']}"))
+    assert (shown["name"], shown["periodSec"]) == ("daily job", 86400)
+
+
 def test_nothing_above_logged_a_traceback(control):
     # Runs last in the module: every request above is in this output.
     output = control.output()
