@@ -17,8 +17,11 @@ What cannot be sent yet (owner unknown or unreachable) is kept and retried, the 
 ping per monitor, for ``STALE_SECONDS``; older ones are dropped and counted: by then the
 shard has a new owner, whose takeover amnesty starts later than those pings. An owner
 that receives a hand-off for a monitor it no longer owns relays it (``seen`` queues it
-again), so a hand-off sent on a stale map still arrives. A replayed body changes
-nothing: a ping no later than the last one known is ignored.
+again), so a hand-off sent on a stale map still arrives. One that names a monitor the
+owner has not loaded yet (just created: the change feed brings it a moment later than
+the answering process got it) waits for it, up to ``STALE_SECONDS``: a failure of a job
+created a second ago still opens its incident. A replayed body changes nothing: a ping
+no later than the last one known is ignored.
 """
 
 from __future__ import annotations
@@ -158,6 +161,11 @@ class Outbox:
         self.waiting = Batch()
         self.counts = Counts()
         self._peers: dict[str, _Peer] = {}
+        # Hand-offs of monitors this process has not loaded yet (the change feed brings a
+        # new one a moment later than the process that answered its first pings got it):
+        # (time, id, code or None for a ping), applied once it is, dropped after
+        # STALE_SECONDS. A failure signal of a monitor just created must not be lost.
+        self.early: list[tuple[float, int, int | None]] = []
 
     def idle(self) -> bool:
         """Nothing waiting, nothing being sent (what can go is given to its peer now)."""
@@ -202,19 +210,39 @@ class Outbox:
         signals.sort(key=lambda signal: signal[0])
         for at, monitor_id, code in signals:
             # Another host's clock may run ahead: never record a ping in our future.
-            at = min(at, now)
-            ok = table.seen(monitor_id, at) if code is None else _apply(table, monitor_id, at, code)
-            if ok:
-                self.counts.received += 1
-            else:
-                self.counts.relayed += 1
+            self._record(table, min(at, now), monitor_id, code)
         return True
+
+    def _record(self, table: DeadlineTable, at: float, monitor_id: int, code: int | None) -> None:
+        if table.shard(monitor_id) is None:  # not loaded here yet: kept for a moment
+            self.early.append((at, monitor_id, code))
+            return
+        ok = table.seen(monitor_id, at) if code is None else _apply(table, monitor_id, at, code)
+        if ok:
+            self.counts.received += 1
+        else:
+            self.counts.relayed += 1
+
+    def retry_early(self) -> None:
+        """Apply the hand-offs of monitors loaded since they came; drop the stale."""
+        if not self.early:
+            return
+        table, stale = self._table(), self._clock.now() - STALE_SECONDS
+        early, self.early = self.early, []
+        for at, monitor_id, code in early:
+            if table.shard(monitor_id) is not None:
+                self._record(table, at, monitor_id, code)
+            elif at < stale:
+                self.counts.dropped += 1  # deleted meanwhile, or never ours to know
+            else:
+                self.early.append((at, monitor_id, code))
 
     async def run(self) -> None:
         """Send what is waiting every INTERVAL, until cancelled."""
         async with trio.open_nursery() as nursery:
             while True:
                 await trio.sleep(INTERVAL)
+                self.retry_early()
                 self._collect()
                 for owner, batch in self._route().items():
                     peer = self._peers.get(owner)

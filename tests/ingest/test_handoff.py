@@ -168,3 +168,28 @@ def test_a_handed_off_start_sets_the_run_deadline_of_a_monitor_with_a_max_runtim
     # Without a max_runtime, a start is nobody's business: nothing goes over.
     other.upsert(7, d, 3600, 0, 1, False, 100.0)
     assert other.start(d, 160.0) and other.take_signals() == ([], [], [], [])
+
+
+def test_a_hand_off_of_a_monitor_not_loaded_yet_waits_for_it():
+    """The answering process knew a new monitor before its owner did (the change feed
+    reaches processes a moment apart): its failure was dropped as "relayed", and the
+    incident never opened. It now waits until the monitor is loaded, up to
+    STALE_SECONDS; then it is dropped and counted."""
+    table = DeadlineTable()
+    clock = _FixedClock(200.0)
+    outbox = Outbox("127.0.0.1:1", KEY, lambda: table, clock)
+    shard = shard_of(digest("ab" * 32))
+    assert outbox.receive(encode(KEY, [7], [195.0], [Signal(shard, 7, 196.0, 2)]))
+    assert outbox.receive(encode(KEY, [], [], [Signal(shard, 8, 197.0, 1)]))  # never comes
+    assert table.take_events() == [] and outbox.counts.relayed == 0
+    outbox.retry_early()
+    assert len(outbox.early) == 3  # nothing loaded yet
+    table.upsert(7, digest("ab" * 32), 60, 0, 1, False, 100.0)  # the change feed
+    outbox.retry_early()
+    assert [(e.kind, e.at, e.status) for e in table.take_events()] == [
+        ("up", 195.0, -1), ("failed", 196.0, 2), ("incident_opened", 196.0, -1),
+    ]  # fmt: skip
+    assert outbox.counts.received == 2 and len(outbox.early) == 1
+    clock._now = 197.0 + 30.5
+    outbox.retry_early()
+    assert outbox.early == [] and outbox.counts.dropped == 1
