@@ -286,12 +286,15 @@ class Worker:
     async def _blindness(self, conn: asyncpg.Connection, now: datetime) -> int:
         """Tell the cluster's blind periods: once when one begins (the first row of an
         episode: rows not yet told of their end), once when every row has ended."""
-        await conn.execute(_BLIND_ORPHANS)
-        rows = await conn.fetch(
+        unsent = (
             "SELECT id, ended_at, notified FROM blind_periods WHERE NOT end_notified ORDER BY id"
         )
+        rows = await conn.fetch(unsent)  # none, nearly always: one cheap read a round
         if not rows:
             return 0
+        still_open = any(r["ended_at"] is None for r in rows)
+        if still_open and await conn.execute(_BLIND_ORPHANS) != "UPDATE 0":
+            rows = await conn.fetch(unsent)  # a dead process's period ended meanwhile
         queued = 0
         told = [r["id"] for r in rows if r["notified"]]
         fresh = [r["id"] for r in rows if not r["notified"]]

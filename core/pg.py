@@ -34,7 +34,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,34 @@ def find_bin_dir() -> Path:
         "macOS), or PostgreSQL itself (apt-get install postgresql), or set "
         "LASTSEEN_DATABASE_URL to a server you run"
     )
+
+
+def client_tool(name: str) -> str:
+    """A PostgreSQL client (psql, pg_dump, pg_restore): the embedded installation's, else
+    the machine's; EmbeddedPostgresError if neither has it."""
+    try:
+        candidate = find_bin_dir() / name
+        if candidate.exists():
+            return str(candidate)
+    except EmbeddedPostgresError:
+        pass
+    found = shutil.which(name)
+    if found is None:
+        raise EmbeddedPostgresError(f"{name} not found: install PostgreSQL's client tools")
+    return found
+
+
+def password_in_env(dsn: str) -> tuple[str, dict[str, str]]:
+    """`dsn` without its password, and this process's environment with it as PGPASSWORD:
+    for a client run as a subprocess, the password off its command line (and so off the
+    process list)."""
+    env = dict(os.environ)
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn, env
+    env["PGPASSWORD"] = unquote(parts.password)
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}")), env
 
 
 def _ephemeral_floor() -> int:
@@ -324,7 +352,7 @@ class EmbeddedPostgres:
         """psql as the superuser on this cluster running at `port` (`lastseen psql`): the
         command, and its environment (the password in it)."""
         env = {**os.environ, "PGPASSWORD": self._password(SUPERUSER_SECRET)}
-        command = [str(find_bin_dir() / "psql"), "-h", "127.0.0.1", "-p", str(port),
+        command = [client_tool("psql"), "-h", "127.0.0.1", "-p", str(port),
                    "-U", DB_USER, "-d", DB_NAME, *extra]  # fmt: skip
         return command, env
 

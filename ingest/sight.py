@@ -22,7 +22,7 @@ Deciding needs the seconds after a deadline, so the misses of the last ``window`
 seconds are *held*: their events (and their monitors' rows) wait in a line, in order per
 monitor, and go to the database once older than the window. If blindness is declared,
 the held misses are dropped instead, and their monitors become unknown. Nothing is held
-while the table judges fewer than ``min_late`` monitors (blindness could never be
+while the table has fewer than ``min_late`` monitors loaded (blindness could never be
 declared): small installations alert as before, to the second. A failure signal is
 never held for itself (a job that said it failed was heard).
 

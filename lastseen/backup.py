@@ -27,21 +27,19 @@ import getpass
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from core.migrate import migrations
-from core.pg import EmbeddedPostgresError, database, find_bin_dir
+from core.pg import client_tool, database, password_in_env
 
 FORMAT = 1
 SCRYPT = {"n": 2**15, "r": 8, "p": 1}
@@ -98,29 +96,6 @@ def open_keyring(how: dict[str, object], sealed: bytes, secret: str) -> str:
     return plain.decode()
 
 
-def _tool(name: str) -> str:
-    """pg_dump / pg_restore: the embedded PostgreSQL's (16), else the system's."""
-    try:
-        return str(find_bin_dir() / name)
-    except EmbeddedPostgresError:
-        found = shutil.which(name)
-        if found is None:
-            raise BackupError(f"{name} not found: install PostgreSQL's client tools") from None
-        return found
-
-
-def _conninfo(dsn: str) -> tuple[str, dict[str, str]]:
-    """The DSN without its password, and an environment that carries it (off the process
-    list)."""
-    env = dict(os.environ)
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn, env
-    env["PGPASSWORD"] = unquote(parts.password)
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}")), env
-
-
 def _run(command: list[str], env: dict[str, str], what: str) -> None:
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
@@ -138,9 +113,10 @@ def backup(
     with tempfile.TemporaryDirectory(prefix="lastseen-backup-") as tmp:
         dump = Path(tmp) / "database.dump"
         with database(data_dir, database_url) as dsn:
-            conninfo, env = _conninfo(dsn)
-            _run([_tool("pg_dump"), "--format=custom", f"--file={dump}", f"--dbname={conninfo}"],
-                 env, "pg_dump")  # fmt: skip
+            conninfo, env = password_in_env(dsn)
+            dump_command = [client_tool("pg_dump"), "--format=custom", f"--file={dump}",
+                            f"--dbname={conninfo}"]  # fmt: skip
+            _run(dump_command, env, "pg_dump")
         manifest = {
             "format": FORMAT,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -194,11 +170,12 @@ def restore(
         dump.write_bytes(_member(tar, "database.dump"))
         data_dir.mkdir(parents=True, exist_ok=True)
         with database(data_dir, database_url) as dsn:
-            conninfo, env = _conninfo(dsn)
+            conninfo, env = password_in_env(dsn)
             _psql(conninfo, env, _EMPTY_CHECK, "checking the database is empty")
             _psql(conninfo, env, _ROLE, "creating the application role")
-            _run([_tool("pg_restore"), "--exit-on-error", "--no-owner", f"--dbname={conninfo}",
-                  str(dump)], env, "pg_restore")  # fmt: skip
+            restore_command = [client_tool("pg_restore"), "--exit-on-error", "--no-owner",
+                               f"--dbname={conninfo}", str(dump)]  # fmt: skip
+            _run(restore_command, env, "pg_restore")
         if not path.exists() and not keyring_json:
             from control.crypto import Keyring, write_keyring
 
@@ -251,7 +228,7 @@ END $$;
 
 
 def _psql(conninfo: str, env: dict[str, str], sql: str, what: str) -> None:
-    command = [_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", f"--dbname={conninfo}",
+    command = [client_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", f"--dbname={conninfo}",
                "-c", sql]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:

@@ -8,7 +8,6 @@ import asyncio
 import importlib.metadata
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -47,21 +46,12 @@ def cmd_psql(args: argparse.Namespace) -> int:
     """psql on LASTSEEN_DATABASE_URL, or on the embedded cluster running in the data
     directory (its port changes on every start); the password goes in psql's
     environment, never on its command line."""
-    from urllib.parse import unquote, urlsplit, urlunsplit
-
-    from core.pg import EmbeddedPostgres, find_bin_dir
+    from core.pg import EmbeddedPostgres, client_tool, password_in_env
 
     extra = [a for a in args.psql_args if a != "--"]
-    url = args.settings.database_url
-    env = dict(os.environ)
-    if url:
-        parts = urlsplit(url)
-        if parts.password is not None:
-            env["PGPASSWORD"] = unquote(parts.password)
-            host = parts.netloc.rsplit("@", 1)[1]
-            url = urlunsplit(parts._replace(netloc=f"{parts.username}@{host}"))
-        psql = shutil.which("psql") or str(find_bin_dir() / "psql")
-        return subprocess.call([psql, url, *extra], env=env)
+    if args.settings.database_url:
+        url, env = password_in_env(args.settings.database_url)
+        return subprocess.call([client_tool("psql"), url, *extra], env=env)
     pg = EmbeddedPostgres(_data_dir(args))
     port = pg.running_port()
     if port is None:
