@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -145,8 +146,9 @@ def serve(
             + ". Ctrl-C stops it.",
             flush=True,
         )
+        wake = _Wakeup()  # here: nothing after it sets a wakeup fd of its own (asyncio)
         while True:
-            time.sleep(0.2)
+            wake.wait(0.2)
             if stopping:
                 break
             if keeper is not None:
@@ -240,6 +242,24 @@ def _first_run(dsn: str, keyring: Keyring, data_dir: Path) -> str | None:
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
+
+
+class _Wakeup:
+    """Sleeps until a signal arrives (a child exiting: SIGCHLD; Ctrl-C) or the time is up:
+    a dead ingest is started again the moment it dies, not at the next poll (its
+    monitors are answered by its siblings meanwhile, but judged by nobody)."""
+
+    def __init__(self) -> None:
+        self._read, write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(write, False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # a handler: a wakeup
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+
+    def wait(self, timeout: float) -> None:
+        select.select([self._read], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._read, 512)
 
 
 def _keep_alive(child: Child, env: dict[str, str]) -> None:
