@@ -40,7 +40,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await create_app_pool(dsn, min_size=1, max_size=10, command_timeout=10)
+        pool = await create_app_pool(
+            dsn, min_size=1, max_size=10, command_timeout=config.db_timeout
+        )
         transport = Transport(channel_settings(config))
         app.state.lastseen = State(
             pool, keys, config, transport,

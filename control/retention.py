@@ -74,6 +74,10 @@ class Periods:
     audit: timedelta = timedelta(days=400)  # never under 365 (the database refuses)
 
 
+# What prune deletes, by kind (the keys of its result; the worker's metrics label them).
+KINDS = ("events", "notifications", "pings", "blind periods", "orphan pings", "audit entries")
+
+
 async def prune(pool: Any, periods: Periods, now: datetime) -> dict[str, int]:
     """Delete what is past its period; returns the rows deleted, by kind."""
     work = [

@@ -37,6 +37,7 @@ import json
 import logging
 import random
 import signal
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -47,10 +48,12 @@ import asyncpg
 
 from core.dbrole import create_app_pool
 from core.problems import DATABASE_ERRORS
+from core.prometheus import Metric, render, sample
 from notifier import channels
 from notifier.base import Blindness, Notice, Settings, Transport, TransportError
 
 from . import retention
+from .admin import serve_admin
 from .crypto import EnvelopeError, Keyring, LiveKeyring, live_keyring
 from .delivery import Target, attempt, open_secret, subscriber_attempt
 
@@ -65,6 +68,7 @@ EVENT_BATCH = 1000
 EVENTS_LOCK = 0x6C617375  # one event reader at a time
 PER_RECEIVER = 8  # deliveries in flight to one receiver (a host, or the SMTP server)
 EXPIRE_EVERY = timedelta(minutes=1)
+OUTCOMES = ("delivered", "failed", "expired", "retry")
 
 Clock = Callable[[], datetime]
 # What a lost or unusable database connection raises; the loop retries, the lease returns rows.
@@ -240,6 +244,12 @@ class Worker:
         self._per_receiver: Counter[str] = Counter()  # deliveries in flight per receiver
         self._receiver_of: dict[int, str] = {}  # notification id -> its receiver
         self._expired_at: datetime | None = None
+        # For /metrics (control/admin.py): outcomes of deliveries, and what retention did.
+        self.outcomes: Counter[str] = Counter({o: 0 for o in OUTCOMES})
+        self.retained: Counter[str] = Counter({k: 0 for k in retention.KINDS})
+        self.retention_runs = 0
+        self.retention_last: datetime | None = None  # when the last run ended
+        self.retention_seconds = 0.0  # how long it took
 
     @property
     def keyring(self) -> Keyring:
@@ -416,6 +426,7 @@ class Worker:
     async def record(self, row: Mapping[str, Any], error: TransportError | None) -> None:
         now = self.clock()
         args: list[Any]
+        outcome = "delivered" if error is None else "failed" if error.permanent else "retry"
         if error is None:
             sql = ("UPDATE notifications SET status = 'delivered', delivered_at = $3,"
                    " finished_at = $3, last_error = NULL")  # fmt: skip
@@ -432,6 +443,7 @@ class Worker:
                 sql = ("UPDATE notifications SET status = 'expired', finished_at = $3,"
                        " last_error = $4")  # fmt: skip
                 args = [now, f"gave up after 48 h; last error: {error.message}"]
+                outcome = "expired"
             else:
                 sql = ("UPDATE notifications SET status = 'pending', next_attempt_at = $3,"
                        " last_error = $4")  # fmt: skip
@@ -442,7 +454,9 @@ class Worker:
             if error is not None and error.retry_after is not None:
                 until = now + timedelta(seconds=error.retry_after)
                 await conn.execute(_PACE, [row["channel_ref"]], [until])
-        if done != "UPDATE 1":
+        if done == "UPDATE 1":
+            self.outcomes[outcome] += 1
+        else:
             log.warning(
                 "notification %d: claim lost (lease ran out); outcome not recorded", row["id"]
             )
@@ -464,7 +478,44 @@ class Worker:
         ):
             return None
         self._retained_at = now
-        return await retention.prune(self.pool, self.retain_for, now)
+        started = time.monotonic()
+        deleted = await retention.prune(self.pool, self.retain_for, now)
+        self.retention_seconds = time.monotonic() - started
+        self.retention_runs += 1
+        self.retention_last = self.clock()
+        self.retained.update(deleted)
+        return deleted
+
+    def metrics(self) -> str:
+        """This worker's /metrics, in Prometheus' text format."""
+        last = self.retention_last.timestamp() if self.retention_last else 0
+        return render([
+            (Metric("lastseen_worker_deliveries_total", "counter",
+                    "Delivery attempts recorded, by outcome (retry: another attempt is due)"),
+             [sample("lastseen_worker_deliveries_total", n, outcome=o)
+              for o, n in sorted(self.outcomes.items())]),
+            (Metric("lastseen_worker_deliveries_in_flight", "gauge",
+                    "Deliveries this worker has claimed and not finished"),
+             [sample("lastseen_worker_deliveries_in_flight", len(self._inflight))]),
+            (Metric("lastseen_retention_deleted_total", "counter",
+                    "Rows deleted by retention (LASTSEEN_RETAIN_*), by kind"),
+             [sample("lastseen_retention_deleted_total", n, kind=k.replace(" ", "_"))
+              for k, n in sorted(self.retained.items())]),
+            (Metric("lastseen_retention_runs_total", "counter", "Retention runs (hourly)"),
+             [sample("lastseen_retention_runs_total", self.retention_runs)]),
+            (Metric("lastseen_retention_last_run_timestamp_seconds", "gauge",
+                    "When the last retention run ended (0: none yet)"),
+             [sample("lastseen_retention_last_run_timestamp_seconds", last)]),
+            (Metric("lastseen_retention_last_run_duration_seconds", "gauge",
+                    "How long the last retention run took"),
+             [sample("lastseen_retention_last_run_duration_seconds",
+                     round(self.retention_seconds, 6))]),
+        ])  # fmt: skip
+
+    def health(self) -> dict[str, object]:
+        last = self.retention_last
+        return {"ok": True, "inFlight": len(self._inflight),
+                "retentionLastRun": last.isoformat() if last else None}  # fmt: skip
 
     # -- the long-running loop ---------------------------------------------------------
 
@@ -576,9 +627,13 @@ async def main(
     keyring: Keyring | LiveKeyring,
     settings: Settings,
     periods: retention.Periods | None = None,
+    db_timeout: float = 5.0,
+    admin: tuple[str, int] | None = None,
 ) -> None:
     """`lastseen worker`: run until SIGTERM or SIGINT (SIGHUP: read the keyring again);
-    `periods`: what it deletes when (control/retention.py; None: the defaults)."""
+    `periods`: what it deletes when (control/retention.py; None: the defaults);
+    `db_timeout`: the most a database call may take (LASTSEEN_DB_TIMEOUT_SECONDS);
+    `admin`: where /metrics and /healthz are served (LASTSEEN_WORKER_ADMIN_LISTEN)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -588,10 +643,21 @@ async def main(
     # Connections opened up front: a worker that had to connect while recording its first
     # outcomes left each 2xx unrecorded for longer, and a crash in that window means the
     # notification goes out again (docs/reliability.md, scenario 8).
-    pool = await create_app_pool(dsn, min_size=8, max_size=8, command_timeout=10)
+    pool = await create_app_pool(dsn, min_size=8, max_size=8, command_timeout=db_timeout)
     try:
         async with Transport(settings) as transport:
             worker = Worker(pool, keys, transport, retain_for=periods or retention.Periods())
-            await worker.run(stop, dsn)
+            server = None
+            if admin is not None:
+                try:
+                    server = await serve_admin(*admin, worker.metrics, worker.health)
+                except OSError as exc:  # alerts matter more than their metrics: go on
+                    log.error("no /metrics: cannot listen on %s:%d (%s); set"
+                              " LASTSEEN_WORKER_ADMIN_LISTEN", *admin, exc.strerror)  # fmt: skip
+            try:
+                await worker.run(stop, dsn)
+            finally:
+                if server is not None:
+                    server.close()
     finally:
         await pool.close()

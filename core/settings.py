@@ -209,6 +209,9 @@ class Settings(BaseSettings):
         ("127.0.0.1", 8080), "LASTSEEN_INGEST_LISTEN", "ingest, control, worker", "LASTSEEN_LISTEN"
     )
     admin_listen: Address = _setting(("127.0.0.1", 9108), "LASTSEEN_ADMIN_LISTEN", INGEST)
+    # None: 127.0.0.1:9107 for `lastseen worker`; under `serve`, the port after the
+    # ingest processes' admin ports.
+    worker_admin_listen: Address | None = _setting(None, "LASTSEEN_WORKER_ADMIN_LISTEN", WORKER)
     control_listen: Address = _setting(("127.0.0.1", 8081), "LASTSEEN_CONTROL_LISTEN", CONTROL)
     control_upstream: Address | None = _setting(None, "LASTSEEN_CONTROL_UPSTREAM", INGEST)
     # None: http://<ingest_listen>
@@ -224,7 +227,7 @@ class Settings(BaseSettings):
     seen_interval: Annotated[float, _seconds(off=True)] = _setting(
         10.0, "LASTSEEN_SEEN_SECONDS", INGEST
     )
-    db_timeout: Seconds = _setting(5.0, "LASTSEEN_DB_TIMEOUT_SECONDS", INGEST)
+    db_timeout: Seconds = _setting(5.0, "LASTSEEN_DB_TIMEOUT_SECONDS", "ingest, control, worker")
     # Check-ins (ingest/checkins.py): rows of ping history kept per monitor.
     ping_history: Whole = _setting(100, "LASTSEEN_PING_HISTORY", INGEST)
     # Plain success pings in the history too: a row per heartbeat (off: the seen log's

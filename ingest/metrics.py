@@ -6,70 +6,21 @@ only reads them when /metrics is scraped, so metrics cost nothing per ping.
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import h11
 import trio
+
+from core.prometheus import Histogram, Metric, render, sample
+
+__all__ = ["Histogram", "Metric", "render", "sample", "serve_admin"]
 
 log = logging.getLogger(__name__)
 
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FLUSH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
-
-
-@dataclass
-class Histogram:
-    """A cumulative Prometheus histogram."""
-
-    buckets: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    count: int = 0
-
-    def __post_init__(self) -> None:
-        self.counts = [0] * (len(self.buckets) + 1)
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.count += 1
-
-    def lines(self, name: str) -> Iterable[str]:
-        running = 0
-        for bound, n in zip(self.buckets, self.counts, strict=False):
-            running += n
-            yield f'{name}_bucket{{le="{bound}"}} {running}'
-        yield f'{name}_bucket{{le="+Inf"}} {self.count}'
-        yield f"{name}_sum {self.total}"
-        yield f"{name}_count {self.count}"
-
-
-@dataclass
-class Metric:
-    name: str
-    kind: str  # counter | gauge | histogram
-    help: str
-
-
-def render(samples: Iterable[tuple[Metric, Iterable[str]]]) -> str:
-    """Prometheus text format from (metric, sample lines) pairs."""
-    out: list[str] = []
-    for metric, lines in samples:
-        out.append(f"# HELP {metric.name} {metric.help}")
-        out.append(f"# TYPE {metric.name} {metric.kind}")
-        out.extend(lines)
-    return "\n".join(out) + "\n"
-
-
-def sample(name: str, value: float, **labels: str) -> str:
-    if labels:
-        inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        return f"{name}{{{inner}}} {value}"
-    return f"{name} {value}"
 
 
 Handoff = Callable[[bytes], bool]

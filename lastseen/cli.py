@@ -187,7 +187,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         audit=timedelta(days=settings.retain_audit_days),
     )
     with service_database(data_dir, settings.database_url, migrate_database) as dsn:
-        asyncio.run(worker_main(dsn, keyring, channel_settings(settings), periods))
+        admin = (
+            parse_address(args.admin_listen, "--admin-listen")
+            if args.admin_listen
+            else settings.worker_admin_listen or ("127.0.0.1", 9107)
+        )
+        channels = channel_settings(settings)
+        asyncio.run(worker_main(dsn, keyring, channels, periods, settings.db_timeout, admin))
     return 0
 
 
@@ -388,9 +394,15 @@ def main(argv: list[str] | None = None) -> int:
         "worker", help="the alert worker alone (several may run)",
         description="Events to incidents, and the notification outbox to the channels. "
         "Reads LASTSEEN_DATABASE_URL, LASTSEEN_KEYRING, LASTSEEN_SMTP_*, "
-        "LASTSEEN_ALLOW_PRIVATE_TARGETS, LASTSEEN_TELEGRAM_API.",
+        "LASTSEEN_ALLOW_PRIVATE_TARGETS, LASTSEEN_TELEGRAM_API, LASTSEEN_RETAIN_*, "
+        "LASTSEEN_WORKER_ADMIN_LISTEN.",
     )  # fmt: skip
     p.add_argument("--data-dir", help=_DATA_DIR)
+    p.add_argument(
+        "--admin-listen",
+        help="/metrics and /healthz, HOST:PORT (LASTSEEN_WORKER_ADMIN_LISTEN), "
+        "default 127.0.0.1:9107",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("org", help="organisations")

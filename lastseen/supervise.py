@@ -88,6 +88,12 @@ def serve(
     procs = ingest_procs or default_ingest_procs()
     admin_host, admin_port = parse_address(admin_listen, "--admin-listen")
     admins = [f"{admin_host}:{admin_port + i}" for i in range(procs)]
+    # The worker's /metrics: the next port, unless LASTSEEN_WORKER_ADMIN_LISTEN says.
+    worker_admin = (
+        _text(settings.worker_admin_listen)
+        if settings.worker_admin_listen
+        else f"{admin_host}:{admin_port + procs}"
+    )
     # A port that is taken will not free itself: say so now, in one line, rather than
     # print the banner and restart a process that cannot listen, forever.
     _check_free([
@@ -95,6 +101,8 @@ def serve(
         *((f"an admin listener (--admin-listen, LASTSEEN_ADMIN_LISTEN, + {i})", a)
           for i, a in enumerate(admins)),
         ("the control process (LASTSEEN_CONTROL_LISTEN)", control_listen),
+        ("the worker's admin listener (LASTSEEN_WORKER_ADMIN_LISTEN, or the admin + "
+         f"{procs})", worker_admin),
     ])  # fmt: skip
     keyring = load_keyring(settings.keyring, data_dir)
     embedded = None if settings.database_url else EmbeddedPostgres(data_dir)
@@ -128,7 +136,7 @@ def serve(
         children = [
             *ingests,
             Child("control", [*me, "control", "--listen", control_listen]),
-            Child("worker", [*me, "worker"]),
+            Child("worker", [*me, "worker", "--admin-listen", worker_admin]),
         ]
         for child in children:
             child.start(env)
@@ -142,7 +150,7 @@ def serve(
         print(
             f"lastseen is running at http://{listen}/api/v1 (heartbeats and the API, "
             f"one origin; {procs} ingest process{'es' if procs > 1 else ''}), metrics at "
-            + ", ".join(f"http://{a}/metrics" for a in admins)
+            + ", ".join(f"http://{a}/metrics" for a in [*admins, worker_admin])
             + ". Ctrl-C stops it.",
             flush=True,
         )

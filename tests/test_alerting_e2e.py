@@ -29,7 +29,7 @@ BOT = "123456:" + "C" * 35
 def test_a_silent_monitor_alerts_every_channel_and_its_next_ping_recovers_it(
     database_url, tmp_path: Path
 ):
-    ingest, admin, control = free_port(), free_port(8), free_port()  # admin: one per process
+    ingest, admin, control = free_port(), free_port(9), free_port()  # admin: per process, + worker
     with http_receiver() as receiver, smtp_server() as box:
         env = {
             **os.environ,

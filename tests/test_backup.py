@@ -38,7 +38,7 @@ def _env(**extra: str) -> dict[str, str]:
 @contextmanager
 def _serve(data: Path) -> Iterator[str]:
     """`lastseen serve` on its embedded PostgreSQL in `data`; yields the API's origin."""
-    ingest, admin, control = free_port(), free_port(8), free_port()
+    ingest, admin, control = free_port(), free_port(9), free_port()
     log_path = data.parent / f"serve-{ingest}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

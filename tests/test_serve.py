@@ -13,13 +13,14 @@ from pathlib import Path
 import httpx
 
 from core.pg import free_port
+from lastseen.supervise import default_ingest_procs
 
 from .support.exposure import EXPOSURE
 from .support.serving import answers, wait_until
 
 
 def test_serve_provisions_and_pings_like_the_docs(database_url, tmp_path: Path):
-    ingest, admin, control = free_port(), free_port(8), free_port()  # admin: one per process
+    ingest, admin, control = free_port(), free_port(9), free_port()  # admin: per process, + worker
     env = {**os.environ, "LASTSEEN_DATABASE_URL": database_url,
            "LASTSEEN_CONTROL_LISTEN": f"127.0.0.1:{control}"}  # fmt: skip
     process = subprocess.Popen(
@@ -50,9 +51,15 @@ def test_serve_provisions_and_pings_like_the_docs(database_url, tmp_path: Path):
         assert sec.json()["heartbeatUrl"] == ping_url
         wait_until(lambda: httpx.post(ping_url, timeout=10).status_code == 204, 10)
         assert httpx.head(ping_url).status_code == 204
+        # The worker's /metrics, on the port after the ingest processes' admin ports.
+        procs = default_ingest_procs()
+        worker_metrics = f"http://127.0.0.1:{admin + procs}/metrics"
+        wait_until(lambda: answers(worker_metrics), 10)
+        assert "lastseen_retention_runs_total 1" in httpx.get(worker_metrics).text
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
+    assert worker_metrics in output  # the banner says where
     EXPOSURE.text("lastseen serve output", "process outputs", output, allowed=(pat,))
     assert process.returncode == 0, output
     assert output.rstrip().endswith("lastseen stopped."), output[-500:]
@@ -65,7 +72,7 @@ def test_a_taken_port_stops_serve_at_once_with_one_line_naming_it(database_url, 
     """With 8080 taken, serve printed its banner, then the ingest crash-looped forever with
     a 50-line traceback per attempt. A port that is taken will not free itself: serve now
     checks its ports first and stops with one line that names the address and the knob."""
-    ingest, admin, control = free_port(), free_port(8), free_port()  # admin: one per process
+    ingest, admin, control = free_port(), free_port(9), free_port()  # admin: per process, + worker
     env = {**os.environ, "LASTSEEN_DATABASE_URL": database_url,
            "LASTSEEN_CONTROL_LISTEN": f"127.0.0.1:{control}"}  # fmt: skip
     with socket.create_server(("127.0.0.1", ingest)):  # somebody else's server

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.faults
 
 
 def test_a_killed_embedded_postgres_is_started_again(tmp_path: Path):
-    ingest, admin, control = free_port(), free_port(8), free_port()  # admin: one per process
+    ingest, admin, control = free_port(), free_port(9), free_port()  # admin: per process, + worker
     env = {k: v for k, v in os.environ.items() if k != "LASTSEEN_DATABASE_URL"}
     env["LASTSEEN_CONTROL_LISTEN"] = f"127.0.0.1:{control}"
     log_path = tmp_path / "serve.log"

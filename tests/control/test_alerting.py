@@ -126,16 +126,19 @@ def test_a_receiver_failing_for_ten_minutes_gets_exactly_one_successful_delivery
             await _one_webhook(conn, receiver)
             await _drive(w, conn, clock, until=T0 + timedelta(hours=1))
             (row,) = await notifications(conn)
+            outcomes = dict(w.outcomes)
         await conn.close()
-        return row
+        return row, outcomes
 
     with http_receiver() as receiver:
         receiver.rule = rule
-        row = run(scenario(receiver))
+        row, outcomes = run(scenario(receiver))
         requests = receiver.requests
     assert [code for _, code in answered].count(200) == 1 and answered[-1][1] == 200
     assert {r.headers["idempotency-key"] for r in requests} == {str(row["idempotency_key"])}
     assert (row["status"], row["attempts"]) == ("delivered", len(requests))
+    # The worker's /metrics count each recorded attempt by its outcome.
+    assert outcomes == {"retry": len(requests) - 1, "delivered": 1, "failed": 0, "expired": 0}
     gaps = [(b[0] - a[0]).total_seconds() for a, b in itertools.pairwise(answered)]
     for n, gap in enumerate(gaps, start=1):
         base = min(5 * 2 ** (n - 1), 300)
@@ -186,6 +189,7 @@ def test_a_permanent_error_is_recorded_exactly_and_never_retried(database_url):
             clock.advance(3600)
             await w.run_once()
             (row,) = await notifications(conn)
+            assert w.outcomes["failed"] == 1 and sum(w.outcomes.values()) == 1
         await conn.close()
         return row
 
@@ -206,6 +210,7 @@ def test_it_gives_up_after_48_hours_and_says_so(database_url):
             await _one_webhook(conn, receiver)
             await _drive(w, conn, clock, until=T0 + timedelta(days=3))
             (row,) = await notifications(conn)
+            assert w.outcomes == {"retry": 48, "expired": 1, "delivered": 0, "failed": 0}
         await conn.close()
         return row
 
@@ -289,7 +294,9 @@ def test_a_worker_killed_mid_delivery_loses_nothing(database_url):
         run(setup())
         env = {**os.environ, "LASTSEEN_DATABASE_URL": database_url,
                "LASTSEEN_KEYRING": KEYRING.to_json(), "LASTSEEN_ALLOW_PRIVATE_TARGETS": "1"}  # fmt: skip
-        process = subprocess.Popen([sys.executable, "-m", "lastseen", "worker"], env=env)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lastseen", "worker", "--admin-listen", "127.0.0.1:0"], env=env
+        )
         try:
             receiver.wait_for(1, within=30)
         finally:

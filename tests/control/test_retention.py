@@ -4,12 +4,15 @@ recent rows) stays; the worker runs it once an hour, by its injected clock."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import asyncpg
+import httpx
 import pytest
 
 from control import retention
+from control.admin import serve_admin
 from control.retention import Periods
 
 from ..support.alerthelp import T0, FakeClock, event, monitor, org, run, worker
@@ -89,6 +92,25 @@ def test_what_is_past_its_period_goes_and_what_is_needed_stays(database_url, mon
                     "events": 3, "notifications": 3, "pings": 2, "blind periods": 1,
                     "orphan pings": 1, "audit entries": 2,
                 }  # fmt: skip
+                # What it did is in the worker's /metrics, served by its admin listener.
+                server = await serve_admin("127.0.0.1", 0, w.metrics, w.health)
+                try:
+                    port = server.sockets[0].getsockname()[1]
+                    url = f"http://127.0.0.1:{port}"
+                    got = await asyncio.to_thread(httpx.get, f"{url}/metrics")
+                    health = (await asyncio.to_thread(httpx.get, f"{url}/healthz")).json()
+                    missing = await asyncio.to_thread(httpx.get, f"{url}/nothing")
+                finally:
+                    server.close()
+                assert got.status_code == 200 and missing.status_code == 404
+                for line in ('lastseen_retention_deleted_total{kind="events"} 3',
+                             'lastseen_retention_deleted_total{kind="audit_entries"} 2',
+                             'lastseen_retention_deleted_total{kind="orphan_pings"} 1',
+                             "lastseen_retention_runs_total 1",
+                             f"lastseen_retention_last_run_timestamp_seconds {T0.timestamp()}",
+                             'lastseen_worker_deliveries_total{outcome="delivered"} 0'):  # fmt: skip
+                    assert line in got.text.splitlines(), line
+                assert health["retentionLastRun"] == T0.isoformat()
                 clock.advance(60)
                 assert await w.retain() is None  # an hour between runs
                 clock.advance(3600)

@@ -96,7 +96,7 @@ def test_two_hundred_kills_during_a_storm_lose_no_notification(database_url):
             # The storm goes on: a wave of new incidents, then a worker that dies in it.
             run(open_incidents(database_url, ids[k * wave : (k + 1) * wave]))
             before = len(receiver.requests)
-            process = subprocess.Popen([sys.executable, "-m", "lastseen", "worker"], env=env,
+            process = subprocess.Popen([sys.executable, "-m", "lastseen", "worker", "--admin-listen", "127.0.0.1:0"], env=env,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             deadline = time.monotonic() + 20
             while len(receiver.requests) == before and time.monotonic() < deadline:
@@ -108,7 +108,7 @@ def test_two_hundred_kills_during_a_storm_lose_no_notification(database_url):
             run(query(database_url, "UPDATE notifications SET claimed_until = now()"
                       " WHERE status = 'delivering' RETURNING id"))  # fmt: skip
         # The last worker finishes the storm and is stopped, not killed.
-        process = subprocess.Popen([sys.executable, "-m", "lastseen", "worker"], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "lastseen", "worker", "--admin-listen", "127.0.0.1:0"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         try:
             deadline = time.monotonic() + 120

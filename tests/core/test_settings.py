@@ -158,6 +158,7 @@ SAMPLES = {
     "LASTSEEN_DATABASE_URL": "postgresql://u@db.internal/x", "LASTSEEN_DATA_DIR": "/srv/x",
     "LASTSEEN_LOG_LEVEL": "DEBUG", "LASTSEEN_KEYRING": '{"a": "' + "A" * 43 + '"}',
     "LASTSEEN_INGEST_LISTEN": "127.0.0.1:1", "LASTSEEN_ADMIN_LISTEN": "127.0.0.1:2",
+    "LASTSEEN_WORKER_ADMIN_LISTEN": "127.0.0.1:5",
     "LASTSEEN_CONTROL_LISTEN": "127.0.0.1:3", "LASTSEEN_CONTROL_UPSTREAM": "127.0.0.1:4",
     "LASTSEEN_PUBLIC_URL": "https://x.example", "LASTSEEN_TRUSTED_PROXIES": "10.0.0.0/8",
     "LASTSEEN_FLUSH_INTERVAL_SECONDS": "2", "LASTSEEN_POLL_INTERVAL_SECONDS": "7",
@@ -179,6 +180,9 @@ SAMPLES = {
 }  # fmt: skip
 # Read by the command line around the processes' configuration, not inside it.
 AROUND = {"LASTSEEN_DATA_DIR", "LASTSEEN_LOG_LEVEL", "LASTSEEN_KEYRING"}
+# Read by control and the worker for their database pools, not their channels (held by
+# tests/control/test_db_timeout.py).
+POOLS = {"LASTSEEN_DB_TIMEOUT_SECONDS"}
 
 
 def test_the_readme_says_which_process_reads_each_variable_and_it_is_so():
@@ -203,4 +207,5 @@ def test_the_readme_says_which_process_reads_each_variable_and_it_is_so():
             in_ingest = IngestConfig.from_settings(changed) != ingest
             assert in_ingest == (readers == EVERY or "ingest" in readers), name
             in_channels = channel_settings(changed) != channels
-            assert in_channels == ("control" in readers and "worker" in readers), name
+            channels_read = "control" in readers and "worker" in readers and name not in POOLS
+            assert in_channels == channels_read, name

@@ -84,7 +84,7 @@ def serving(
     """`lastseen serve` on `dsn`; `settled`: wait until its ingest processes have shared
     the shards out (shards_settled) before handing it over."""
     # serve puts its ingest processes' admin listeners on consecutive ports (up to 8).
-    ingest, admin, control = free_port(), free_port(ingest_procs or 8), free_port()
+    ingest, admin, control = free_port(), free_port((ingest_procs or 8) + 1), free_port()
     full_env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn,
                 "LASTSEEN_CONTROL_LISTEN": f"127.0.0.1:{control}", **env}  # fmt: skip
     log_path = data_dir / "serve.log"
