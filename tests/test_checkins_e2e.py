@@ -3,7 +3,8 @@ webhook receiver: a failing run wrapped by `lastseen run` alerts within 2 s carr
 exit status, its output is in the ping history with the run's duration, and the next
 good run recovers it; failure signals answered by either process (the kernel picks one
 per connection) reach the shard's owner and alert; a run that outlives its
-maxRuntimeSec alerts as running too long, and one that ends in time does not."""
+maxRuntimeSec alerts as running too long, and one that ends in time does not; a cron
+job in Europe/Berlin goes late at its scheduled Berlin instant."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -140,3 +143,38 @@ def test_a_run_past_its_max_runtime_alerts_as_running_too_long(database_url, tmp
         # A PATCH to null drops the deadline (and reaches the ingest: its trigger stamps it).
         patched = c.patch(f"/monitors/{pings[0][0]}", json={"maxRuntimeSec": None})
         assert patched.status_code == 200 and patched.json()["maxRuntimeSec"] is None
+
+
+def test_a_cron_job_in_berlin_goes_late_at_its_scheduled_instant(database_url, tmp_path: Path):
+    """A daily schedule in Europe/Berlin whose run is a few seconds away: its alert comes
+    at that Berlin time + grace (read as UTC, the same expression is an hour off)."""
+    berlin = ZoneInfo("Europe/Berlin")
+    with _served(database_url, tmp_path) as (served, c, receiver, channel):
+        now = datetime.now(berlin)
+        run_at = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        if (run_at - now).total_seconds() < 8:  # time to create it and ping it first
+            run_at += timedelta(minutes=1)
+        expression = f"{run_at.minute} {run_at.hour} * * *"  # once a day, Berlin time
+        monitor = c.post("/monitors", json={
+            "name": "berlin-nightly", "url": "internal://berlin-nightly",
+            "schedule": expression, "tz": "Europe/Berlin", "heartbeatGraceSec": 1,
+            "channelIds": [channel["id"]],
+        }).json()  # fmt: skip
+        assert (monitor["schedule"], monitor["tz"]) == (expression, "Europe/Berlin")
+        token = c.get(f"/monitors/{monitor['id']}/secrets").json()["heartbeatToken"]
+        assert httpx.post(f"{served.api}/heartbeats/{token}", timeout=10).status_code == 204
+        late_at = run_at + timedelta(seconds=1)
+
+        def shown() -> dict[str, Any]:
+            got: dict[str, Any] = c.get(f"/monitors/{monitor['id']}").json()
+            return got
+
+        wait_until(lambda: shown()["state"] == "up", 5)  # its first ping flushed
+        assert datetime.fromisoformat(shown()["nextExpectedAt"]) == late_at
+        late_mono = time.monotonic() + (late_at.timestamp() - time.time())
+        (alert,) = receiver.wait_for(1, "/hook", within=90)
+        assert late_at.timestamp() - time.time() < 0  # not before its instant
+        assert 0 <= alert.at - late_mono < 3, alert.at - late_mono  # at it, plus a flush
+        payload = alert.json()
+        assert payload["event"] == "incident.opened"
+        assert payload["monitor"]["id"] == monitor["id"]
