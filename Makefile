@@ -62,11 +62,11 @@ pytest: $(STAMP) $(SNIPPETS_STAMP)
 system-deps:
 	@.ci/system-deps
 
-# Lint and types (one core) beside the benchmarks' smoke run (mostly starting and
-# waiting for processes), then the suite on both cores.
+# The real-time tests and the benchmarks' smoke run (both mostly waiting) from the start;
+# beside them lint and types, then the computing tests (tests/parallel.py).
 test: system-deps $(STAMP) $(SNIPPETS_STAMP)
-	@$(MAKE) --no-print-directory --output-sync=target -j2 checks bench-smoke
-	@$(MAKE) --no-print-directory pytest
+	@$(BIN)/python -m tests.parallel --before "$(MAKE) --no-print-directory checks" \
+		--beside "$(MAKE) --no-print-directory bench-smoke"
 
 checks: lint typecheck
 
