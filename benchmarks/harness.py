@@ -284,15 +284,18 @@ def wrk(
     close: bool,
     pin: list[str],
     suffix: str = "",
+    rate: float | None = None,
 ) -> Load:
     """One bounded wrk run rotating through the tokens (`suffix` after each: a check-in
-    such as "/start"); raises if wrk is missing."""
+    such as "/start"); at most about `rate` requests a second if given (each connection
+    pausing connections / rate between its requests); raises if wrk is missing."""
     if shutil.which("wrk") is None:
         raise FileNotFoundError("wrk is not installed: apt-get install wrk nginx-light")
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         env = {**os.environ, "WRK_TOKENS": str(tokens_file), "WRK_OUT": out.name}
         env["WRK_CLOSE"] = "1" if close else "0"
         env["WRK_SUFFIX"] = suffix
+        env["WRK_DELAY_MS"] = str(round(connections * 1000 / rate)) if rate else "0"
         duration = max(1, round(seconds))
         subprocess.run(
             [*pin, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s",

@@ -1,9 +1,13 @@
 -- wrk script: POST pings rotating through the tokens in $WRK_TOKENS; with WRK_CLOSE=1 each
--- request asks for Connection: close; $WRK_SUFFIX goes after the token (a check-in). Figures go to $WRK_OUT as JSON.
+-- request asks for Connection: close; $WRK_SUFFIX goes after the token (a check-in);
+-- $WRK_DELAY_MS paces each connection. Figures go to $WRK_OUT as JSON.
 local tokens = {}
 local i = 0
 local close = os.getenv("WRK_CLOSE") == "1"
 local suffix = os.getenv("WRK_SUFFIX") or ""  -- a check-in: "/start", "/0"
+-- A paced load: each connection waits this long after an answer (connections x 1000 /
+-- (delay + latency) requests a second); 0: as fast as the server answers.
+local pause = tonumber(os.getenv("WRK_DELAY_MS") or "0")
 
 function init(args)
   for line in io.lines(os.getenv("WRK_TOKENS")) do
@@ -17,6 +21,12 @@ function request()
   local headers = { ["Host"] = "bench" }
   if close then headers["Connection"] = "close" end
   return wrk.format("POST", "/api/v1/heartbeats/" .. tokens[i] .. suffix, headers)
+end
+
+if pause > 0 then  -- only then: wrk sends every request through a timer once delay exists
+  function delay()
+    return pause
+  end
 end
 
 function done(summary, latency, requests)
