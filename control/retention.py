@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 5_000
 EVERY = timedelta(hours=1)
+# A batch's statement may take this long, whatever LASTSEEN_DB_TIMEOUT_SECONDS bounds the
+# worker's other calls to: deleting 5,000 rows of a large table is no alert's path.
+STATEMENT_SECONDS = 60.0
 
 _EVENTS = """
 DELETE FROM monitor_events WHERE id IN (
@@ -93,9 +96,9 @@ async def prune(pool: Any, periods: Periods, now: datetime) -> dict[str, int]:
         total = 0
         while True:
             if statement is _AUDIT:
-                n = int(await pool.fetchval(statement, cutoff, BATCH))
+                n = int(await pool.fetchval(statement, cutoff, BATCH, timeout=STATEMENT_SECONDS))
             else:
-                done: str = await pool.execute(statement, cutoff, BATCH)
+                done: str = await pool.execute(statement, cutoff, BATCH, timeout=STATEMENT_SECONDS)
                 n = int(done.split()[-1])
             total += n
             if n < BATCH:
