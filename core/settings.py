@@ -189,7 +189,7 @@ def _factory(make: Callable[[], Any], name: str, read_by: str) -> Any:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         frozen=True,
-        extra="ignore",
+        extra="forbid",  # a misspelt field is an error, not a default
         case_sensitive=True,
         populate_by_name=True,
         validate_default=False,  # the defaults below are what is allowed, by definition
