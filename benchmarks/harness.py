@@ -206,6 +206,20 @@ def metrics(admin_port: int) -> dict[str, float]:
     return values
 
 
+def cpu_and_switches(pid: int) -> tuple[float, int]:
+    """A process's CPU seconds (user + system) and its involuntary context switches so
+    far, from /proc (0, 0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0, 0
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    switches = next((int(line.split(":")[1]) for line in status.splitlines()
+                     if line.startswith("nonvoluntary_ctxt_switches")), 0)  # fmt: skip
+    return cpu, switches
+
+
 def shards_owned(admin_port: int) -> int:
     """How many shards the ingest with this admin port holds (0 if it does not answer)."""
     try:

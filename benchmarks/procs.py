@@ -18,6 +18,11 @@ each after a warm-up that gives every monitor its first ping:
   wrk takes most of a core, so this says what a second process gains when the load
   generator shares the machine (on a host of its own, a second process has a core).
 
+Each run also says the ingest processes' CPU time per ping (user + system, from /proc)
+and how often the kernel preempted them: two processes on one core spend more CPU on
+each ping than one, besides the hand-offs (two interpreters' working sets in one core's
+caches, refilled at every switch between them; README, Scaling out).
+
 Then the takeover: two processes, `kill -9` of one, seconds until the other owns all
 1,024 shards (the default 8 s lease: its last renewal + 8 s + up to a quarter of it).
 """
@@ -45,6 +50,8 @@ def run(monitors: int, seconds: float, connections: int) -> Result:
     figures: dict[str, Any] = {"monitors": monitors, "seconds": seconds, "connections": connections}
     loads: dict[str, harness.Load] = {}
     handed: dict[str, float] = {}
+    cpu: dict[str, float] = {}  # the ingest processes' CPU seconds during the run
+    switches: dict[str, int] = {}  # and their involuntary context switches
     # name: (each process's pin, wrk's pin, how many processes the load reaches)
     setups: dict[str, tuple[list[list[str]], list[str], int | None]] = {
         "1 process, core 0": ([server_pin], load_pin, None),
@@ -63,26 +70,35 @@ def run(monitors: int, seconds: float, connections: int) -> Result:
                     harness.wrk(port, tokens_file, seconds=min(15, 1 + monitors / 10_000),
                                 connections=connections, close=False, pin=wrk_pin)  # fmt: skip
                     before = _handoffs(servers)
+                    used = [harness.cpu_and_switches(s.process.pid) for s in servers]
                     loads[name] = harness.wrk(
                         port, tokens_file, seconds=seconds, connections=connections,
                         close=False, pin=wrk_pin,
                     )  # fmt: skip
                     handed[name] = _handoffs(servers) - before
+                    after = [harness.cpu_and_switches(s.process.pid) for s in servers]
+                    cpu[name] = sum(a[0] - b[0] for a, b in zip(after, used, strict=True))
+                    switches[name] = sum(a[1] - b[1] for a, b in zip(after, used, strict=True))
             figures["takeover_seconds"] = _takeover(dsn, tokens[-1], workdir / "takeover.log")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     reference = {"core 0": loads["1 process, core 0"], "unpinned": loads["1 process, unpinned"]}
     rows: list[tuple[str, ...]] = [
-        ("ingest", "requests/s", "p50", "p99", "errors", "handed off", "vs 1 process")
-    ]
+        ("ingest", "requests/s", "p50", "p99", "errors", "handed off", "CPU a ping",
+         "preempted/s", "vs 1 process")
+    ]  # fmt: skip
     for name, load in loads.items():
         ref = reference["core 0" if "core 0" in name else "unpinned"]
         ratio = load.requests_per_s / ref.requests_per_s
+        per_ping = cpu[name] / max(1, load.requests) * 1e6
         figures[name] = {**vars(load), "handed_off": handed[name], "ratio": ratio,
-                         "p99_ratio": load.p99_ms / ref.p99_ms if ref.p99_ms else None}  # fmt: skip
+                         "p99_ratio": load.p99_ms / ref.p99_ms if ref.p99_ms else None,
+                         "cpu_us_per_ping": per_ping,
+                         "preempted_per_s": switches[name] / seconds}  # fmt: skip
         share = handed[name] / max(1, load.requests)
         rows.append((name, f"{load.requests_per_s:,.0f}", f"{load.p50_ms:.2f} ms",
                      f"{load.p99_ms:.2f} ms", str(load.errors), f"{share:.0%}",
+                     f"{per_ping:.1f} us", f"{switches[name] / seconds:,.0f}",
                      f"{ratio:.2f}x, p99 {figures[name]['p99_ratio'] or 0:.2f}x"))  # fmt: skip
     tax = figures["2 processes, core 0"]
     figures["hop_tax"] = {"throughput": tax["ratio"], "p99": tax["p99_ratio"]}

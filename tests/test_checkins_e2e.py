@@ -87,7 +87,10 @@ def test_a_failed_run_alerts_at_once_with_its_exit_status_and_output(database_ur
         assert (start["kind"], end["kind"], end["exitStatus"]) == ("start", "fail", 3)
         assert end["body"] == "out\n" and end["runId"] == start["runId"]
         assert end["userAgent"].startswith("lastseen-run/")
-        assert 0.3 <= end["durationSec"] < 10
+        # The run took 0.3 s and more; the ingest measures from the /start it received,
+        # which `lastseen run` sends beside the command (never holding it up): on a busy
+        # machine it arrives a moment after the command began (0.29 s was seen).
+        assert 0.15 <= end["durationSec"] < 10
         incident = c.get("/incidents", params={"monitorId": monitors[0]["id"]}).json()
         assert incident["incidents"][0]["cause"] == "failed"
 
