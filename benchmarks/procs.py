@@ -1,7 +1,7 @@
 """Several ingest processes on one port: what a second process buys, what a hand-off
 costs, and how soon a dead process's shards are owned again.
 
-    python -m benchmarks.procs [--monitors 100000] [--seconds 10] [--out FILE]
+    python -m benchmarks.procs [--monitors 100000] [--seconds 10] [--rounds 1] [--out FILE]
 
 Three runs of the same wrk load (keep-alive, rotating through every monitor's token),
 each after a warm-up that gives every monitor its first ping:
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -41,17 +42,20 @@ from . import harness
 from .report import Result, emit
 
 
-def run(monitors: int, seconds: float, connections: int) -> Result:
+def run(monitors: int, seconds: float, connections: int, rounds: int = 1) -> Result:
+    """`rounds` > 1: the setups in turn, that many times; each figure is the median round
+    (its ratio against the same round's reference) with the range of the ratios, since
+    one run on a shared machine can be a quarter off either way."""
     if skipped := harness.without_wrk("procs", "ingest processes"):
         return skipped
     server_pin, load_pin = harness.cores()
     workdir = Path(tempfile.mkdtemp(prefix="lastseen-procs-"))
     tokens_file = workdir / "tokens.txt"
-    figures: dict[str, Any] = {"monitors": monitors, "seconds": seconds, "connections": connections}
-    loads: dict[str, harness.Load] = {}
-    handed: dict[str, float] = {}
-    cpu: dict[str, float] = {}  # the ingest processes' CPU seconds during the run
-    switches: dict[str, int] = {}  # and their involuntary context switches
+    figures: dict[str, Any] = {"monitors": monitors, "seconds": seconds,
+                               "connections": connections, "rounds": rounds}  # fmt: skip
+    # Per setup, per round: the load, pings handed off, the ingests' CPU seconds and
+    # their involuntary context switches during it.
+    runs: dict[str, list[tuple[harness.Load, float, float, int]]] = {}
     # name: (each process's pin, wrk's pin, how many processes the load reaches)
     setups: dict[str, tuple[list[list[str]], list[str], int | None]] = {
         "1 process, core 0": ([server_pin], load_pin, None),
@@ -63,49 +67,71 @@ def run(monitors: int, seconds: float, connections: int) -> Result:
     try:
         with harness.database() as dsn:
             tokens = harness.seed(dsn, monitors, tokens_file)
-            for name, (pins, wrk_pin, serving) in setups.items():
-                log = workdir / f"{len(loads)}.log"
-                with harness.ingests(dsn, tokens[-1], pins, log=log, serving=serving) as servers:
-                    port = servers[0].port
-                    harness.wrk(port, tokens_file, seconds=min(15, 1 + monitors / 10_000),
-                                connections=connections, close=False, pin=wrk_pin)  # fmt: skip
-                    before = _handoffs(servers)
-                    used = [harness.cpu_and_switches(s.process.pid) for s in servers]
-                    loads[name] = harness.wrk(
-                        port, tokens_file, seconds=seconds, connections=connections,
-                        close=False, pin=wrk_pin,
-                    )  # fmt: skip
-                    handed[name] = _handoffs(servers) - before
-                    after = [harness.cpu_and_switches(s.process.pid) for s in servers]
-                    cpu[name] = sum(a[0] - b[0] for a, b in zip(after, used, strict=True))
-                    switches[name] = sum(a[1] - b[1] for a, b in zip(after, used, strict=True))
+            for _ in range(rounds):
+                for name, (pins, wrk_pin, serving) in setups.items():
+                    log = workdir / f"{name}.log"
+                    ingests = harness.ingests(dsn, tokens[-1], pins, log=log, serving=serving)
+                    with ingests as servers:
+                        one = _measure(
+                            servers, tokens_file, monitors, seconds, connections, wrk_pin
+                        )
+                    runs.setdefault(name, []).append(one)
             figures["takeover_seconds"] = _takeover(dsn, tokens[-1], workdir / "takeover.log")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    reference = {"core 0": loads["1 process, core 0"], "unpinned": loads["1 process, unpinned"]}
     rows: list[tuple[str, ...]] = [
         ("ingest", "requests/s", "p50", "p99", "errors", "handed off", "CPU a ping",
          "preempted/s", "vs 1 process")
     ]  # fmt: skip
-    for name, load in loads.items():
-        ref = reference["core 0" if "core 0" in name else "unpinned"]
-        ratio = load.requests_per_s / ref.requests_per_s
-        per_ping = cpu[name] / max(1, load.requests) * 1e6
-        figures[name] = {**vars(load), "handed_off": handed[name], "ratio": ratio,
-                         "p99_ratio": load.p99_ms / ref.p99_ms if ref.p99_ms else None,
+    for name, measured in runs.items():
+        reference = runs["1 process, core 0" if "core 0" in name else "1 process, unpinned"]
+        ratios = [m[0].requests_per_s / r[0].requests_per_s
+                  for m, r in zip(measured, reference, strict=True)]  # fmt: skip
+        p99_ratios = [m[0].p99_ms / r[0].p99_ms
+                      for m, r in zip(measured, reference, strict=True) if r[0].p99_ms]  # fmt: skip
+        middle = sorted(range(rounds), key=lambda i: ratios[i])[rounds // 2]
+        load, handed, cpu, switches = measured[middle]
+        ratio, p99_ratio = statistics.median(ratios), statistics.median(p99_ratios or [0.0])
+        per_ping = cpu / max(1, load.requests) * 1e6
+        figures[name] = {**vars(load), "handed_off": handed, "ratio": ratio,
+                         "ratios": ratios, "p99_ratio": p99_ratio,
                          "cpu_us_per_ping": per_ping,
-                         "preempted_per_s": switches[name] / seconds}  # fmt: skip
-        share = handed[name] / max(1, load.requests)
+                         "preempted_per_s": switches / seconds}  # fmt: skip
+        spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if rounds > 1 else ""
         rows.append((name, f"{load.requests_per_s:,.0f}", f"{load.p50_ms:.2f} ms",
-                     f"{load.p99_ms:.2f} ms", str(load.errors), f"{share:.0%}",
-                     f"{per_ping:.1f} us", f"{switches[name] / seconds:,.0f}",
-                     f"{ratio:.2f}x, p99 {figures[name]['p99_ratio'] or 0:.2f}x"))  # fmt: skip
+                     f"{load.p99_ms:.2f} ms", str(load.errors),
+                     f"{handed / max(1, load.requests):.0%}", f"{per_ping:.1f} us",
+                     f"{switches / seconds:,.0f}",
+                     f"{ratio:.2f}x{spread}, p99 {p99_ratio:.2f}x"))  # fmt: skip
     tax = figures["2 processes, core 0"]
     figures["hop_tax"] = {"throughput": tax["ratio"], "p99": tax["p99_ratio"]}
     rows.append((f"takeover after kill -9: all shards owned again in "
                  f"{figures['takeover_seconds']:.1f} s (8 s lease)",))  # fmt: skip
-    title = f"ingest processes on one port, {monitors:,} monitors, {seconds:g} s per run"
+    title = (f"ingest processes on one port, {monitors:,} monitors, {seconds:g} s per run"
+             + (f", the median of {rounds} rounds" if rounds > 1 else ""))  # fmt: skip
     return Result("procs", title, rows, figures)
+
+
+def _measure(
+    servers: list[harness.Server],
+    tokens_file: Path,
+    monitors: int,
+    seconds: float,
+    connections: int,
+    wrk_pin: list[str],
+) -> tuple[harness.Load, float, float, int]:
+    port = servers[0].port
+    harness.wrk(port, tokens_file, seconds=min(15, 1 + monitors / 10_000),
+                connections=connections, close=False, pin=wrk_pin)  # fmt: skip
+    before = _handoffs(servers)
+    used = [harness.cpu_and_switches(s.process.pid) for s in servers]
+    load = harness.wrk(port, tokens_file, seconds=seconds, connections=connections,
+                       close=False, pin=wrk_pin)  # fmt: skip
+    handed = _handoffs(servers) - before
+    after = [harness.cpu_and_switches(s.process.pid) for s in servers]
+    cpu = sum(a[0] - b[0] for a, b in zip(after, used, strict=True))
+    switches = sum(a[1] - b[1] for a, b in zip(after, used, strict=True))
+    return load, handed, cpu, switches
 
 
 def _handoffs(servers: list[harness.Server]) -> float:
@@ -134,9 +160,10 @@ def main() -> None:
     parser.add_argument("--monitors", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out")
     args = parser.parse_args()
-    emit([run(args.monitors, args.seconds, args.connections)], args.out)
+    emit([run(args.monitors, args.seconds, args.connections, args.rounds)], args.out)
 
 
 if __name__ == "__main__":

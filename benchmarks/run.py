@@ -35,7 +35,7 @@ def main() -> None:
             startup.run(monitors=1_000_000),
             throughput.run(monitors=100_000, seconds=10, connections=64),
             flood.run(monitors=100_000, seconds=10, connections=64),
-            procs.run(monitors=100_000, seconds=10, connections=64),
+            procs.run(monitors=100_000, seconds=10, connections=64, rounds=3),
             wal.run(monitors=100_000, rounds=2, interval=30.0, seen=10.0),
         ]
     emit(results, args.out)

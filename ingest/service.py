@@ -66,6 +66,7 @@ from .metrics import FLUSH_BUCKETS, LAG_BUCKETS, Histogram, Metric, render, samp
 from .protocol import ResponseCache
 from .scheduler import Deadlines
 from .seen import SeenWriter
+from .seen import build as build_seen_row
 from .sight import Sight
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ log = logging.getLogger(__name__)
 HISTORY_SECONDS = 0.5  # how often check-ins are written to the ping history
 HISTORY_BATCH = 2_000  # rows per statement
 HAND_OVER_SECONDS = 3.0  # at a graceful stop, for relaying what waits to the new owners
+# A seen-log row of more entries than this is made in a thread (ingest/seen.py).
+SEEN_ROW_INLINE = 5_000
 SEEN_PRUNE_SECONDS = 60.0  # the seen log's superseded rows are deleted at most this often
 
 
@@ -248,10 +251,17 @@ class Ingest:
         if self.seen.enabled:
             self.seen.add(rows.seen_ids, rows.seen_last_seen)
             rows = rows._replace(seen_ids=[], seen_last_seen=[])
-            seen_row, seen_taken = self.seen.row(
+            plan = self.seen.plan(
                 table, held if held is not None else range(SHARDS), self.clock.now(),
                 force=all_seen,
             )  # fmt: skip
+            if plan is not None:
+                # A large row is made in a thread: its pass over every entry (a quarter
+                # of a second at 100,000) would hold every ping's answer meanwhile.
+                made = (await trio.to_thread.run_sync(build_seen_row, plan)
+                        if len(plan.ids) > SEEN_ROW_INLINE else build_seen_row(plan))  # fmt: skip
+                seen_row = self.seen.built(plan, made)
+                seen_taken = plan.taken if seen_row is not None else {}
         if held is not None:
             # The shards written (one pass in the table), and only if one is no longer
             # held (rare: rows kept by a failed flush while a shard was lost), a filter.

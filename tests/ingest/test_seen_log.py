@@ -4,12 +4,13 @@ full sections let the superseded rows go; a lost shard's times are never written
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from core import DeadlineTable, seenlog
 from core.shards import SHARDS
 from core.tokens import digest
-from ingest import store
+from ingest import service, store
 from ingest.seen import SeenWriter
 
 from ..support.dbhelp import fetch, last_seen, ping, running, seed, with_conn
@@ -21,7 +22,16 @@ async def _row_versions(dsn: str) -> dict[int, str]:
     return {r[0]: r[1] for r in rows}
 
 
-async def test_pings_of_up_monitors_update_no_row_and_reach_the_seen_log(database_url):
+# A large row is made in a thread (ingest/seen.py, build): both ways write the same.
+BOTH_WAYS = pytest.mark.parametrize("inline", [service.SEEN_ROW_INLINE, 0],
+                                    ids=["on the loop", "in a thread"])  # fmt: skip
+
+
+@BOTH_WAYS
+async def test_pings_of_up_monitors_update_no_row_and_reach_the_seen_log(
+    database_url, monkeypatch, inline
+):
+    monkeypatch.setattr(service, "SEEN_ROW_INLINE", inline)
     monitors = await seed(database_url, 40)
     async with running(database_url, flush_interval=3600, seen_interval=3600) as ingest:
         for m in monitors:
@@ -55,7 +65,9 @@ async def test_pings_of_up_monitors_update_no_row_and_reach_the_seen_log(databas
         assert {r.id: r.last_seen for r in rows} == persisted
 
 
-async def test_full_sections_let_superseded_rows_go(database_url):
+@BOTH_WAYS
+async def test_full_sections_let_superseded_rows_go(database_url, monkeypatch, inline):
+    monkeypatch.setattr(service, "SEEN_ROW_INLINE", inline)
     monitors = await seed(database_url, 30)
     async with running(database_url, flush_interval=3600, seen_interval=0.05) as ingest:
         ingest.seen.full_every = 0.2  # a round of full sections every 4 rows
