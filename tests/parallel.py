@@ -1,19 +1,18 @@
-"""`make test`'s pytest: three sessions at once, so that the tests that mostly wait in real
+"""`make test`'s pytest: two sessions at once, so that the tests that mostly wait in real
 time (a 30 s interval running out, leases expiring, floods timing out, a cron minute
-coming round; two sessions of them) overlap with the ones that mostly compute
-(hypothesis, fuzzing, browsers).
+coming round) overlap with the ones that mostly compute (hypothesis, fuzzing, browsers).
 
     python -m tests.parallel [--before CMD] [--beside CMD] [pytest options]
 
 `--beside CMD` runs from the start beside everything (make test: the benchmarks' smoke
 run, mostly starting processes and waiting); `--before CMD` runs after the real-time
-sessions have started and before the computing one (make test: lint and types, which
-would compete with it for a core). On the 2-core machine the whole of `make test` then
-takes about as long as lint, types and the computing session, not the sum of it all.
+session has started and before the computing one (make test: lint and types, which
+would compete with it for a core). On the 2-core machine the whole of `make test` fits in
+about the real-time session's length instead of the sum of the three phases.
 
-The background commands' and sessions' output is shown after the rest; the exit status
-is the worst of them all. Each session has its own PostgreSQL (or its own template on
-LASTSEEN_DATABASE_URL) and its own secrets check (tests/support/exposure.py).
+Each command's and the real-time session's output is shown after the rest; the exit
+status is the worst of them all. Each session has its own PostgreSQL (or its own
+template on LASTSEEN_DATABASE_URL) and its own secrets check (tests/support/exposure.py).
 """
 
 from __future__ import annotations
@@ -24,36 +23,24 @@ import sys
 import tempfile
 from typing import IO
 
-# Two sessions of them, about four minutes each alone (`pytest --durations=0`, 2026-12-02),
-# beside the computing one; in each, those that wait most and time least come first,
-# while lint, types and the benchmarks' smoke run still take turns on the cores. The
-# schemathesis run (half a minute of one core) rides with the second: the computing
-# session is the longest.
-REAL_TIME_SESSIONS = [
-    [
-        "tests/test_backup.py",
-        "tests/test_pingable.py",
-        "tests/security/test_connection_flood.py",
-        "tests/security/test_idle_flood.py",
-        "tests/security/test_slowloris.py",
-        "tests/security/test_forward_flood.py",
-        "tests/security/test_404_flood.py",
-        "tests/test_kill_ingest.py",
-        "tests/cluster/test_load_balancers.py",
-    ],
-    [
-        "tests/test_checkins_e2e.py",
-        "tests/test_serve_database.py",
-        "tests/test_alerting_e2e.py",
-        "tests/control/test_worker_kills.py",
-        "tests/ingest/test_database_outage.py",
-        "tests/cluster/test_procs.py",
-        "tests/cluster/test_failover.py",
-        "tests/cluster/test_database_down.py",
-        "tests/control/test_schemathesis.py",
-    ],
+# In this order: those that wait most and time least come first, while lint, types and
+# the benchmarks' smoke run still take turns on the cores.
+REAL_TIME = [
+    "tests/test_backup.py",
+    "tests/test_serve_database.py",
+    "tests/test_checkins_e2e.py",
+    "tests/test_alerting_e2e.py",
+    "tests/test_pingable.py",
+    "tests/control/test_worker_kills.py",
+    "tests/ingest/test_database_outage.py",
+    "tests/security/test_connection_flood.py",
+    "tests/security/test_idle_flood.py",
+    "tests/security/test_slowloris.py",
+    "tests/security/test_forward_flood.py",
+    "tests/security/test_404_flood.py",
+    "tests/test_kill_ingest.py",
+    "tests/cluster",
 ]
-REAL_TIME = [path for session in REAL_TIME_SESSIONS for path in session]
 
 
 def _options(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -78,9 +65,8 @@ def main() -> int:
     statuses: list[tuple[str, int]] = []
     try:
         for title, command in [
-            *((f"real-time tests, session {n}", [*pytest, "-q", "-p", "no:cacheprovider",
-                                                 *options, *paths])
-              for n, paths in enumerate(REAL_TIME_SESSIONS, start=1)),
+            ("the real-time tests", [*pytest, "-q", "-p", "no:cacheprovider", *options,
+                                     *REAL_TIME]),
             (" ".join(beside), beside),
         ]:  # fmt: skip
             if command:
