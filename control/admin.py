@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable
 
 import h11
+
+from core.prometheus import Health, admin_get
 
 IDLE_SECONDS = 10.0  # to read the request
 MAX_HEAD = 16384
 
 
 async def serve_admin(
-    host: str, port: int, metrics: Callable[[], str], health: Callable[[], dict[str, object]]
+    host: str, port: int, metrics: Callable[[], str], health: Health
 ) -> asyncio.Server:
     """Starts listening (port 0: any free one, see the server's sockets) and returns."""
 
@@ -27,7 +28,8 @@ async def serve_admin(
                 request = await _read_request(reader, conn)
             if request is None:
                 return
-            status, ctype, payload = _route(request, metrics, health)
+            path = request.target.split(b"?", 1)[0]
+            status, ctype, payload = admin_get(request.method, path, metrics, health)
             headers = [("Content-Type", ctype), ("Content-Length", str(len(payload))),
                        ("Connection", "close")]  # fmt: skip
             data = conn.send(h11.Response(status_code=status, headers=headers)) or b""
@@ -57,16 +59,3 @@ async def _read_request(reader: asyncio.StreamReader, conn: h11.Connection) -> h
             return event
         else:
             return None
-
-
-def _route(
-    request: h11.Request, metrics: Callable[[], str], health: Callable[[], dict[str, object]]
-) -> tuple[int, str, bytes]:
-    if request.method != b"GET":
-        return 405, "text/plain", b"GET only\n"
-    path = request.target.split(b"?", 1)[0]
-    if path == b"/metrics":
-        return 200, "text/plain; version=0.0.4", metrics().encode()
-    if path == b"/healthz":
-        return 200, "application/json", json.dumps(health()).encode()
-    return 404, "text/plain", b"not found\n"

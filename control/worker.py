@@ -512,10 +512,10 @@ class Worker:
                      round(self.retention_seconds, 6))]),
         ])  # fmt: skip
 
-    def health(self) -> dict[str, object]:
+    def health(self) -> tuple[bool, dict[str, object]]:
         last = self.retention_last
-        return {"ok": True, "inFlight": len(self._inflight),
-                "retentionLastRun": last.isoformat() if last else None}  # fmt: skip
+        return True, {"ok": True, "inFlight": len(self._inflight),
+                      "retentionLastRun": last.isoformat() if last else None}  # fmt: skip
 
     # -- the long-running loop ---------------------------------------------------------
 

@@ -4,8 +4,26 @@ ingest's admin listener, the worker's)."""
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+Health = Callable[[], tuple[bool, dict[str, object]]]  # healthy?, and what to say
+
+
+def admin_get(
+    method: bytes, path: bytes, metrics: Callable[[], str], health: Health
+) -> tuple[int, str, bytes]:
+    """An admin listener's answer to GET /metrics or GET /healthz (503 when unhealthy):
+    status, content type, body."""
+    if method != b"GET":
+        return 405, "text/plain", b"GET only\n"
+    if path == b"/metrics":
+        return 200, "text/plain; version=0.0.4", metrics().encode()
+    if path == b"/healthz":
+        ok, detail = health()
+        return (200 if ok else 503), "application/json", json.dumps(detail).encode()
+    return 404, "text/plain", b"not found\n"
 
 
 @dataclass

@@ -17,7 +17,7 @@ on the shell that runs it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,6 +32,7 @@ from pydantic_settings import (
 )
 
 from .proxies import DEFAULT as DEFAULT_PROXIES
+from .proxies import VARIABLE as PROXIES_VARIABLE
 from .proxies import TrustedProxies
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -124,11 +125,10 @@ def _share(value: Any) -> Any:
 def _flag(value: Any) -> Any:
     if not isinstance(value, str):
         return value
-    if value.strip().lower() in TRUE:
-        return True
-    if value.strip().lower() in FALSE:
-        return False
-    raise _Bad(f" must be 1 or 0 (true/false, yes/no), not {value.strip().lower()!r}")
+    said = value.strip().lower()
+    if said in TRUE or said in FALSE:
+        return said in TRUE
+    raise _Bad(f" must be 1 or 0 (true/false, yes/no), not {said!r}")
 
 
 def _level(value: Any) -> Any:
@@ -144,7 +144,7 @@ def _proxies(value: Any) -> Any:
     try:
         return TrustedProxies.parse(value)
     except ValueError as exc:  # it names the variable itself
-        raise _Bad(str(exc).removeprefix("LASTSEEN_TRUSTED_PROXIES")) from None
+        raise _Bad(str(exc).removeprefix(PROXIES_VARIABLE)) from None
 
 
 Whole = Annotated[int, _whole()]
@@ -159,8 +159,9 @@ def _var(name: str, *older: str) -> Any:
     return AliasChoices(name, *older) if older else name
 
 
-# Which process reads each variable (the README's "read by" column, checked by
-# tests/core/test_settings.py: the ingest's and the channels' reads are recorded there).
+# Which process reads each variable (each field's `read_by`: the README's "read by"
+# column, held by tests/core/test_settings.py to what the ingest's configuration and the
+# channels' settings are made of).
 # `serve` reads them all and passes them on to the processes it runs.
 EVERY = "every process"
 INGEST = "ingest"
@@ -174,14 +175,6 @@ def _setting(default: Any, name: str, read_by: str, *older: str, secret: bool = 
         default,
         validation_alias=_var(name, *older),
         repr=not secret,
-        json_schema_extra={"variable": name, "read_by": read_by},
-    )
-
-
-def _factory(make: Callable[[], Any], name: str, read_by: str) -> Any:
-    return Field(
-        default_factory=make,
-        validation_alias=name,
         json_schema_extra={"variable": name, "read_by": read_by},
     )
 
@@ -216,8 +209,9 @@ class Settings(BaseSettings):
     control_upstream: Address | None = _setting(None, "LASTSEEN_CONTROL_UPSTREAM", INGEST)
     # None: http://<ingest_listen>
     public_url: str | None = _setting(None, "LASTSEEN_PUBLIC_URL", BOTH)
-    trusted_proxies: Annotated[TrustedProxies, NoDecode, BeforeValidator(_proxies)] = _factory(
-        lambda: TrustedProxies.parse(DEFAULT_PROXIES), "LASTSEEN_TRUSTED_PROXIES", "ingest, control"
+    # One default instance for all: hashable, so pydantic shares it rather than copying.
+    trusted_proxies: Annotated[TrustedProxies, NoDecode, BeforeValidator(_proxies)] = _setting(
+        TrustedProxies.parse(DEFAULT_PROXIES), PROXIES_VARIABLE, "ingest, control"
     )
     # The ingest.
     flush_interval: Seconds = _setting(1.0, "LASTSEEN_FLUSH_INTERVAL_SECONDS", INGEST)

@@ -6,14 +6,13 @@ only reads them when /metrics is scraped, so metrics cost nothing per ping.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 
 import h11
 import trio
 
-from core.prometheus import Histogram, Metric, render, sample
+from core.prometheus import Health, Histogram, Metric, admin_get, render, sample
 
 __all__ = ["Histogram", "Metric", "render", "sample", "serve_admin"]
 
@@ -30,7 +29,7 @@ async def serve_admin(
     host: str,
     port: int,
     metrics: Callable[[], str],
-    health: Callable[[], tuple[bool, dict[str, object]]],
+    health: Health,
     handoff: Handoff | None = None,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
@@ -107,17 +106,10 @@ def _admin_route(
     request: h11.Request,
     body: bytes,
     metrics: Callable[[], str],
-    health: Callable[[], tuple[bool, dict[str, object]]],
+    health: Health,
     handoff: Handoff | None,
 ) -> tuple[int, str, bytes]:
     path = request.target.split(b"?", 1)[0]
     if request.method == b"POST" and path == b"/handoff" and handoff is not None:
         return (204, "text/plain", b"") if handoff(body) else (403, "text/plain", b"refused\n")
-    if request.method != b"GET":
-        return 405, "text/plain", b"GET only\n"
-    if path == b"/metrics":
-        return 200, "text/plain; version=0.0.4", metrics().encode()
-    if path == b"/healthz":
-        ok, detail = health()
-        return (200 if ok else 503), "application/json", json.dumps(detail).encode()
-    return 404, "text/plain", b"not found\n"
+    return admin_get(request.method, path, metrics, health)
