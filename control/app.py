@@ -41,7 +41,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_app_pool(
-            dsn, min_size=1, max_size=10, command_timeout=config.db_timeout
+            dsn, min_size=1, max_size=10, command_timeout=config.control_db_timeout
         )
         transport = Transport(channel_settings(config))
         app.state.lastseen = State(

@@ -627,7 +627,7 @@ async def main(
     keyring: Keyring | LiveKeyring,
     settings: Settings,
     periods: retention.Periods | None = None,
-    db_timeout: float = 5.0,
+    db_timeout: float = 10.0,
     admin: tuple[str, int] | None = None,
 ) -> None:
     """`lastseen worker`: run until SIGTERM or SIGINT (SIGHUP: read the keyring again);

@@ -221,7 +221,12 @@ class Settings(BaseSettings):
     seen_interval: Annotated[float, _seconds(off=True)] = _setting(
         10.0, "LASTSEEN_SEEN_SECONDS", INGEST
     )
-    db_timeout: Seconds = _setting(5.0, "LASTSEEN_DB_TIMEOUT_SECONDS", "ingest, control, worker")
+    # None: 5 s for the ingest (its flushes and leases are timed in seconds), 10 s for
+    # control and the worker (a burst of API requests can keep an answer in their event
+    # loop for seconds; tests/security/test_forward_flood.py got 503s at 5).
+    db_timeout: Seconds | None = _setting(
+        None, "LASTSEEN_DB_TIMEOUT_SECONDS", "ingest, control, worker"
+    )
     # Check-ins (ingest/checkins.py): rows of ping history kept per monitor.
     ping_history: Whole = _setting(100, "LASTSEEN_PING_HISTORY", INGEST)
     # Plain success pings in the history too: a row per heartbeat (off: the seen log's
@@ -302,6 +307,15 @@ class Settings(BaseSettings):
         return {key: value for key in LIMITS if (value := getattr(self, key)) is not None}
 
     @property
+    def ingest_db_timeout(self) -> float:
+        return self.db_timeout or 5.0
+
+    @property
+    def control_db_timeout(self) -> float:
+        """The control process's and the worker's."""
+        return self.db_timeout or 10.0
+
+    @property
     def public_origin(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
@@ -326,6 +340,9 @@ class Settings(BaseSettings):
                 shown = f"{value[0]}:{value[1]}"
             elif isinstance(value, TrustedProxies):
                 shown = ", ".join(str(n) for n in value.networks) or "(none)"
+            elif value is None and name == "db_timeout":
+                shown = (f"(ingest {self.ingest_db_timeout}, control and worker "
+                         f"{self.control_db_timeout})")  # fmt: skip
             elif value is None and name in LIMITS:
                 shown = "(the listener's default)"
             else:

@@ -58,7 +58,7 @@ class IngestConfig:
             "poll_interval": settings.poll_interval,
             "lease": settings.lease,
             "seen_interval": settings.seen_interval,
-            "db_timeout": settings.db_timeout,
+            "db_timeout": settings.ingest_db_timeout,
             "ping_history": settings.ping_history,
             "ping_history_plain": settings.ping_history_plain,
             "sight": SightConfig(

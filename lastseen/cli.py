@@ -193,7 +193,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             else settings.worker_admin_listen or ("127.0.0.1", 9107)
         )
         channels = channel_settings(settings)
-        asyncio.run(worker_main(dsn, keyring, channels, periods, settings.db_timeout, admin))
+        asyncio.run(
+            worker_main(dsn, keyring, channels, periods, settings.control_db_timeout, admin)
+        )
     return 0
 
 
