@@ -6,6 +6,7 @@ from setuptools import Extension, setup
 extensions = [
     Extension("core._deadline", ["core/_deadline.pyx"], extra_compile_args=["-O2"]),
     Extension("ingest._fastpath", ["ingest/_fastpath.pyx"], extra_compile_args=["-O2"]),
+    Extension("ingest._checkinlog", ["ingest/_checkinlog.pyx"], extra_compile_args=["-O2"]),
     Extension("ingest._copyload", ["ingest/_copyload.pyx"], extra_compile_args=["-O2"]),
 ]
 

@@ -3,6 +3,8 @@ from typing import Final
 
 from core._deadline import DeadlineTable
 
+from ._checkinlog import CheckinLog
+
 INCOMPLETE: Final[int]
 COMPLETE: Final[int]
 DECLINE: Final[int]
@@ -27,8 +29,7 @@ class FastPath:
     not_found_head_close: bytes
     checked_in_keep_alive: bytes
     checked_in_close: bytes
-    # (monitor id, time, kind, exit status, method, User-Agent, X-Forwarded-For)
-    checkins: list[tuple[int, float, str, int, str, bytes | None, bytes | None]]
+    log: CheckinLog  # the check-ins it answered, for the ping history
     record_plain: bool
     max_head: int
     requests: int

@@ -18,9 +18,9 @@ pre-rendered response bytes, stopping at the first incomplete or declined one.
 Check-ins without a body or a query (``/<token>/start``, ``/fail``, ``/log``, ``/<0-255>``,
 ``ingest/checkins.py``), and plain pings when ``record_plain`` says the history wants them
 (``LASTSEEN_PING_HISTORY_PLAIN``), are answered here too: the table hears a success or a failure at
-once, and each becomes a tuple in ``checkins`` (monitor id, time, kind, exit status,
-method, User-Agent, X-Forwarded-For) for the connection to complete with its address and
-hand to the ping history. With a query (``?rid=``) or a body they go to h11.
+once, and each becomes a record of ``log`` (``_checkinlog.pyx``: monitor id, time, kind,
+exit status, method, User-Agent, X-Forwarded-For), which the connection completes with
+its address and the ping history writes with binary COPY. With a query (``?rid=``) or a body they go to h11.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -28,6 +28,8 @@ from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.string cimport memcmp
 
 from core._deadline cimport DeadlineTable
+
+from ._checkinlog cimport CheckinLog, KIND_FAIL, KIND_LOG, KIND_START, KIND_SUCCESS, METHOD_HEAD, METHOD_POST
 
 from core._deadline import START as _START_SIGNAL
 
@@ -75,6 +77,8 @@ cdef enum:
     K_FAIL = 3            # /fail, /1../255
     K_LOG = 4
 _KIND_NAMES = ("success", "success", "start", "fail", "log")
+# The check-in log's kind of each (K_PLAIN, K_SUCCESS, K_START, K_FAIL, K_LOG).
+cdef int[5] _LOG_KINDS = [KIND_SUCCESS, KIND_SUCCESS, KIND_START, KIND_FAIL, KIND_LOG]
 
 
 cdef struct Head:
@@ -364,7 +368,7 @@ cdef class FastPath:
     cdef public bytes not_found_head_close
     cdef public bytes checked_in_keep_alive  # a check-in's 204 (with Ping-Body-Limit)
     cdef public bytes checked_in_close
-    cdef public list checkins    # tuples for the ping history (see the module docstring)
+    cdef public CheckinLog log   # the ping history's check-ins (see the module docstring)
     cdef public bint record_plain  # plain pings go to the history too (opt-in)
     cdef public Py_ssize_t max_head
     cdef readonly uint64_t requests
@@ -381,7 +385,7 @@ cdef class FastPath:
         self.not_found_keep_alive = self.not_found_close = b""
         self.not_found_head_keep_alive = self.not_found_head_close = b""
         self.checked_in_keep_alive = self.checked_in_close = b""
-        self.checkins = []
+        self.log = CheckinLog()
         self.record_plain = False
 
     cdef int _check_in(self, const uint8_t* p, Head* h, int kind, int status, double now) except -2:
@@ -401,16 +405,13 @@ cdef class FastPath:
             self.table.signal_slot(slot, now, status)
         elif kind == K_START:
             self.table.signal_slot(slot, now, _START)
-        self.checkins.append((
-            self.table._mons[slot].monitor_id, now, _KIND_NAMES[kind], status,
-            "POST" if h.method == M_POST else "HEAD",
-            PyBytes_FromStringAndSize(<const char*>(p + h.agent_start),
-                                      h.agent_end - h.agent_start)
-            if h.agent_start >= 0 else None,
-            PyBytes_FromStringAndSize(<const char*>(p + h.forwarded_start),
-                                      h.forwarded_end - h.forwarded_start)
-            if h.forwarded_start >= 0 else None,
-        ))
+        self.log.add(
+            self.table._mons[slot].monitor_id, now, _LOG_KINDS[kind], status,
+            METHOD_POST if h.method == M_POST else METHOD_HEAD,
+            p + h.agent_start, h.agent_end - h.agent_start if h.agent_start >= 0 else -1,
+            p + h.forwarded_start,
+            h.forwarded_end - h.forwarded_start if h.forwarded_start >= 0 else -1,
+        )
         return 1
 
     cdef int _ping(self, const uint8_t* target, Py_ssize_t n, double now) except -2:

@@ -6,17 +6,19 @@ How this works
 ``/start`` (a run began), ``/fail`` (it failed), ``/<0-255>`` (its exit status: 0 is a
 success, anything else a failure), ``/log`` (recorded, changes no state). ``?rid=<uuid>``
 ties a start to its end when runs overlap. Signals without a body or a query are answered
-by the native fast path (``_fastpath.pyx``), which hands its rows over in
-``CheckIns.took_fast``; the others (a run id, a body) come through h11, ``parse`` reading
+by the native fast path (``_fastpath.pyx``), which records each in the history's native
+log (``_checkinlog.pyx``: C records, no Python object per check-in; ``CheckIns.took_fast``
+names their client); the others (a run id, a body) come through h11, ``parse`` reading
 the target into a ``Signal`` and ``CheckIns.answer`` answering it.
 
 A failure goes to the table at once (``DeadlineTable.fail``: the incident opens without
 waiting); a start does when the monitor has a maxRuntimeSec (``DeadlineTable.start``: the
 run must end within it), and a log never. Every signal, and every ping that carried a
 body (every ping, with ``LASTSEEN_PING_HISTORY_PLAIN``), becomes a row of the ping
-history (migration 0018): ``History`` keeps the rows in memory and the ingest writes them
-in batches off the hot path (``write``). A monitor's rows are pruned to the newest
-``keep`` once it has had a tenth of that many new ones (``History.due``, at most every
+history (migration 0018): ``History`` keeps them in memory and the ingest writes them
+in batches off the hot path, the fast path's with a binary COPY per batch (``copy``),
+the others' (bodies, run ids) with an INSERT (``write``). A monitor's rows are pruned to
+the newest ``keep`` once it has had a tenth of that many new ones (``History.due``, at most every
 PRUNE_SECONDS): it may hold a few more than ``keep`` for a while. While the database is
 away the rows wait, at most ``MAX_ROWS`` of them and ``MAX_BYTES`` of bodies; past that
 the oldest are dropped and counted, never the ping itself (it was answered and judged
@@ -28,6 +30,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import parse_qs
@@ -38,6 +41,8 @@ from core import DeadlineTable
 from core.proxies import normalise
 from core.tokens import digest
 
+from ._checkinlog import COLUMNS as COPY_COLUMNS
+from ._checkinlog import MAX_USER_AGENT, CheckinLog
 from ._fastpath import PING_PREFIX
 
 SUCCESS, START, FAIL, LOG = "success", "start", "fail", "log"
@@ -125,19 +130,42 @@ class Row(NamedTuple):
     body_bytes: int  # the whole body's size
 
 
+class Taken(NamedTuple):
+    """What the writer took: the rows the slow path made, and the fast path's logs."""
+
+    rows: list[Row]
+    logs: list[CheckinLog]
+
+    def __len__(self) -> int:
+        return len(self.rows) + sum(map(len, self.logs))
+
+    def all_rows(self) -> list[Row]:
+        """Every check-in as a Row, by time (for reading, not writing); at the same time,
+        the fast path's first, as the writer writes them."""
+        native = [
+            Row(monitor_id, at, kind, status, None, method, client, agent, None, 0)
+            for log in self.logs
+            for monitor_id, at, kind, status, method, client, agent in log.rows()
+        ]
+        return sorted(native + self.rows, key=lambda r: r.at)
+
+
 @dataclass
 class History:
-    """The rows waiting to be written, and what became of them."""
+    """The check-ins waiting to be written, and what became of them: the slow path's
+    rows (a run id, a body: ``record``), and the fast path's, which it appends to
+    ``native`` itself (``_checkinlog.pyx``)."""
 
     keep: int = 100  # rows kept per monitor (LASTSEEN_PING_HISTORY)
-    recorded: int = 0
     written: int = 0
     pruned: int = 0
-    dropped: int = 0  # waited past MAX_ROWS/MAX_BYTES while the database was away
 
     def __post_init__(self) -> None:
         self._rows: deque[Row] = deque()
         self._bytes = 0
+        self._dropped = 0
+        self.native = CheckinLog(MAX_ROWS)
+        self._waiting: deque[CheckinLog] = deque()  # the fast path's, given back
         # Rows written per monitor since its last prune: a monitor is pruned once it has
         # had `slack` new ones (a flood prunes each monitor every `slack` rows, not every
         # batch; a monitor holds at most keep + slack - 1 rows of this process's).
@@ -146,6 +174,11 @@ class History:
     @property
     def slack(self) -> int:
         return max(1, self.keep // 10)
+
+    @property
+    def dropped(self) -> int:
+        """Rows that waited past MAX_ROWS/MAX_BYTES while the database was away."""
+        return self._dropped + self.native.dropped
 
     def wrote(self, rows: list[Row]) -> None:
         touched = self.touched
@@ -161,42 +194,42 @@ class History:
         return ids
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._rows) + len(self.native) + sum(map(len, self._waiting))
 
     def record(self, row: Row) -> None:
         self._rows.append(row)
         self._bytes += len(row.body or b"")
-        self.recorded += 1
-        self._trim()
-
-    def extend(self, rows: list[Row]) -> None:
-        """record() for rows without a body (the fast path's), at once."""
-        self._rows.extend(rows)
-        self.recorded += len(rows)
         self._trim()
 
     def _trim(self) -> None:
-        """Past MAX_ROWS or MAX_BYTES, the oldest rows go (counted)."""
+        """Past MAX_ROWS or MAX_BYTES, the oldest rows go (counted): the fast path's
+        given back, a log at a time, then the slow path's."""
+        while self._waiting and len(self) > MAX_ROWS:
+            self._dropped += len(self._waiting.popleft())
         while len(self._rows) > MAX_ROWS or self._bytes > MAX_BYTES:
             old = self._rows.popleft()
             self._bytes -= len(old.body or b"")
-            self.dropped += 1
+            self._dropped += 1
 
-    def take(self) -> list[Row]:
+    def take(self) -> Taken:
         rows = list(self._rows)
         self._rows.clear()
         self._bytes = 0
-        return rows
+        logs = list(self._waiting)
+        self._waiting.clear()
+        if len(self.native):
+            logs.append(self.native.take())
+        return Taken(rows, logs)
 
-    def give_back(self, rows: list[Row]) -> None:
-        """A batch that could not be written: first in line again (newer ones after)."""
-        newer = self.take()
-        for row in rows + newer:
-            self.recorded -= 1
+    def give_back(self, taken: Taken) -> None:
+        """What could not be written: first in line again (newer ones after)."""
+        newer = list(self._rows)
+        self._rows.clear()
+        self._bytes = 0
+        for row in taken.rows + newer:
             self.record(row)
-
-
-MAX_USER_AGENT = 500  # characters of a User-Agent kept
+        self._waiting.extendleft(reversed(taken.logs))
+        self._trim()
 
 
 class CheckIns:
@@ -205,8 +238,14 @@ class CheckIns:
     def __init__(self, table: DeadlineTable, history: History) -> None:
         self.table = table
         self.history = history
-        self.answered: dict[str, int] = {SUCCESS: 0, START: 0, FAIL: 0, LOG: 0}
+        self._answered: dict[str, int] = {SUCCESS: 0, START: 0, FAIL: 0, LOG: 0}
         self.unknown = 0
+
+    @property
+    def answered(self) -> dict[str, int]:
+        """Check-ins answered, by kind: here and by the fast path."""
+        native = self.history.native.counts
+        return {kind: n + native[kind] for kind, n in self._answered.items()}
 
     def answer(
         self,
@@ -236,35 +275,11 @@ class CheckIns:
                      user_agent, body, body_bytes)  # fmt: skip
         return True
 
-    def took_fast(
-        self,
-        rows: list[tuple[int, float, str, int, str, bytes | None, bytes | None]],
-        client: str | None,
-        proxied: bool,
-    ) -> None:
-        """The check-ins the fast path answered for one connection (it has told the table
-        already): (id, time, kind, exit status, method, User-Agent, X-Forwarded-For).
-        `client`: the peer's canonical address. Each distinct header is read once per
-        batch."""
-        peer = client
-        forwarded_as: dict[bytes, str | None] = {}
-        agents: dict[bytes, str] = {}
-        answered = self.answered
-        out = []
-        for monitor_id, at, kind, status, method, agent, forwarded in rows:
-            source = peer
-            if proxied and forwarded:
-                source = forwarded_as.get(forwarded, "")
-                if source == "":
-                    source = forwarded_as[forwarded] = normalise(forwarded_client(forwarded))
-            name = None
-            if agent:
-                name = agents.get(agent)
-                if name is None:
-                    name = agents[agent] = agent.decode("latin-1")[:MAX_USER_AGENT]
-            answered[kind] += 1
-            out.append(Row(monitor_id, at, kind, status, None, method, source, name, None, 0))
-        self.history.extend(out)
+    def took_fast(self, client: str | None, proxied: bool) -> None:
+        """The fast path answered check-ins on one connection (it has told the table
+        already): they came from `client` (the peer's canonical address), or, if `proxied`,
+        from the address a trusted proxy appended to X-Forwarded-For."""
+        self.history.native.assign(client, proxied, _forwarded_source)
 
     def _record(
         self,
@@ -279,7 +294,7 @@ class CheckIns:
         body: bytes,
         body_bytes: int,
     ) -> None:
-        self.answered[kind] += 1
+        self._answered[kind] += 1
         agent = user_agent.decode("latin-1")[:MAX_USER_AGENT] if user_agent else None
         self.history.record(Row(
             monitor_id, at, kind, status, rid, method.decode("ascii"),
@@ -306,6 +321,31 @@ USING unnest($1::bigint[]) AS t(id),
 WHERE p.monitor_id = t.id
   AND (p.received_at, p.id) <= (edge.received_at, edge.id)
 """
+
+
+def _forwarded_source(value: bytes) -> str | None:
+    return normalise(forwarded_client(value))
+
+
+async def copy(
+    conn: asyncpg.Connection,
+    log: CheckinLog,
+    table: DeadlineTable | None,
+    statement_seconds: float,
+) -> int:
+    """Write the fast path's check-ins with binary COPY (those of monitors `table` no
+    longer has are left out); the rows written."""
+    data, n = log.copy_data(table)
+    if n:
+
+        async def source() -> AsyncIterator[bytes]:
+            yield data
+
+        await conn.copy_to_table(
+            "pings", source=source(), columns=list(COPY_COLUMNS), format="binary",
+            timeout=statement_seconds,
+        )  # fmt: skip
+    return n
 
 
 async def write(conn: asyncpg.Connection, rows: list[Row], statement_seconds: float) -> int:

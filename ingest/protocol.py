@@ -83,6 +83,7 @@ class ResponseCache:
     ) -> None:
         self.fast = fast
         self.checkins = CheckIns(fast.table, history if history is not None else History())
+        fast.log = self.checkins.history.native  # the fast path records its check-ins there
         # A check-in's answer says how much of a body is kept, as healthchecks' does.
         self.checked_in = responses.Reply(
             204, b"No Content", ((b"Ping-Body-Limit", str(body_limit).encode()),)
@@ -255,9 +256,8 @@ class Session:
             self._enter(Phase.IDLE, now)
             return False
         output, consumed, answered, reason = self._fast.process(self._buf, now, self._budget())
-        if self._fast.checkins:  # this connection's: process() ran for it alone
-            self._responder.checkins.took_fast(self._fast.checkins, self._peer(), self._proxied)
-            self._fast.checkins = []
+        if self._fast.log.unassigned:  # this connection's: process() ran for it alone
+            self._responder.checkins.took_fast(self._peer(), self._proxied)
         if answered:
             out.append(output)
             del self._buf[:consumed]

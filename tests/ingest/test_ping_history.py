@@ -3,7 +3,9 @@ monitor deleted meanwhile skipped, and what a row can hold."""
 
 from __future__ import annotations
 
+from core import DeadlineTable
 from ingest import checkins
+from ingest._checkinlog import CheckinLog
 from ingest.checkins import Row
 
 from ..support.dbhelp import execute, fetch, seed, with_conn
@@ -62,3 +64,84 @@ async def test_deleting_a_monitor_deletes_its_history(database_url):
     await execute(database_url, "DELETE FROM monitors WHERE id = $1", deleted.id)
     left = await fetch(database_url, "SELECT monitor_id FROM pings")
     assert [r["monitor_id"] for r in left] == [kept.id]
+
+
+# -- the fast path's check-ins: a native log written with binary COPY ---------------------
+
+COLUMNS = ("monitor_id", "extract(epoch FROM received_at) AS at", "kind", "exit_status",
+           "rid", "method", "client_addr", "user_agent", "body", "body_bytes")  # fmt: skip
+
+
+def logged(log: CheckinLog, check_ins: list[Row], forwarded: dict[int, bytes]) -> None:
+    """Record `check_ins` in `log` as the fast path would: a connection each (its peer
+    the row's client), the i-th with X-Forwarded-For forwarded[i] through a proxy."""
+    for i, r in enumerate(check_ins):
+        agent = r.user_agent.encode("latin-1") if r.user_agent is not None else None
+        log.record(r.monitor_id, r.at, r.kind, r.status, r.method, agent, forwarded.get(i))
+        if i in forwarded:
+            log.assign("127.0.0.1", True, checkins._forwarded_source)
+        else:
+            log.assign(r.client, False, None)
+
+
+async def test_the_native_log_writes_what_the_rows_would(database_url):
+    a, b, gone = await seed(database_url, 3)
+    table = DeadlineTable()
+    for m in (a, b):  # `gone` is deleted after its check-ins were answered
+        table.upsert(m.id, bytes([m.id % 256]) * 32, 60, 0, 1, False, T)
+    ipv6 = "2001:db8::7"
+    check_ins = [
+        row(a.id, 0, kind="start", user_agent="cron/1"),
+        row(a.id, 0.123456, kind="success", status=0, user_agent="cron/1"),  # µs kept
+        row(b.id, 1, kind="fail", status=255, method="HEAD", client=ipv6, user_agent=None),
+        row(b.id, 2, kind="log", user_agent="x" * 500, client="198.51.100.7"),  # by proxy
+        row(a.id, 3, kind="fail", status=3, client=None, user_agent="é-agent"),
+        row(b.id, 4, kind="success", user_agent="cron/1"),
+    ]
+    forwarded = {3: b"203.0.113.9, 198.51.100.7"}  # the proxy appended the last one
+    log = CheckinLog()
+    logged(log, [*check_ins, row(gone.id, 5)], forwarded)
+    await execute(database_url, "DELETE FROM monitors WHERE id = $1", gone.id)
+    taken = log.take()
+    assert len(log) == 0 and len(taken) == 7 and log.counts["fail"] == 2
+    assert await with_conn(database_url, lambda c: checkins.copy(c, taken, table, 5.0)) == 6
+    copied = await fetch(
+        database_url, f"SELECT {', '.join(COLUMNS)} FROM pings ORDER BY received_at, kind"
+    )
+    await execute(database_url, "DELETE FROM pings")
+    # The same check-ins through the slow path's INSERT: the same rows, field by field.
+    assert await with_conn(database_url, lambda c: checkins.write(c, check_ins, 5.0)) == 6
+    inserted = await fetch(
+        database_url, f"SELECT {', '.join(COLUMNS)} FROM pings ORDER BY received_at, kind"
+    )
+    assert [dict(r) for r in copied] == [dict(r) for r in inserted]
+    assert str(copied[2]["client_addr"]) == ipv6 and copied[2]["exit_status"] == 255
+    assert str(copied[3]["client_addr"]) == "198.51.100.7"  # the proxy's, not the peer
+
+
+def test_a_log_interns_headers_and_hands_its_rows_over_whole():
+    log = CheckinLog(limit=3)
+    for i in range(4):
+        log.record(1, T + i, "start", -1, "POST", b"cron" if i < 3 else b"curl", None)
+    log.assign("203.0.113.7", False, None)
+    assert (len(log), log.dropped, log.counts["start"]) == (3, 1, 4)  # past the limit
+    assert log.agents == ["cron"] and log.clients == ["203.0.113.7"]
+    taken = log.take()
+    assert taken.rows()[2] == (1, T + 2, "start", -1, "POST", "203.0.113.7", "cron")
+    assert (len(log), log.agents, log.clients) == (0, [], [])  # interning starts afresh
+    log.record(2, T, "log", -1, "HEAD", None, None)
+    assert log.unassigned == 1  # taken before its connection named it: no client
+    assert log.take().rows() == [(2, T, "log", -1, "HEAD", None, None)]
+
+
+def test_logs_given_back_wait_in_order_and_the_oldest_go_past_the_cap(monkeypatch):
+    monkeypatch.setattr(checkins, "MAX_ROWS", 5)
+    history = checkins.History()
+    for batch in range(3):
+        for i in range(2):
+            history.native.record(batch, T + i, "start", -1, "POST")
+        history.native.assign(None, False, None)
+        history.give_back(history.take())
+    # Six rows waited in three logs; the cap of five dropped the oldest log whole.
+    assert (len(history), history.dropped) == (4, 2)
+    assert [r.monitor_id for r in history.take().all_rows()] == [1, 2, 1, 2]

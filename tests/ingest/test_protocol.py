@@ -140,7 +140,7 @@ def test_a_body_up_to_the_limit_is_kept_in_the_history(session, responder):
     body = b"x" * 100_000
     out = feed(session, ping(extra=f"Content-Length: {len(body)}\r\n") + body + ping())
     assert [r[0] for r in responses(out)] == [204, 204]
-    (row,) = responder.checkins.history.take()  # the body-less ping is no check-in
+    (row,) = responder.checkins.history.take().all_rows()  # the body-less ping is no check-in
     assert (row.monitor_id, row.kind, row.body, row.body_bytes) == (1, "success", body, 100_000)
 
 
@@ -150,7 +150,7 @@ def test_a_larger_body_is_truncated_and_the_ping_counts(session, responder, tabl
     ((status, headers, _),) = responses(out)
     assert status == 204 and (b"ping-body-limit", b"100000") in headers
     assert not session.closed
-    (row,) = responder.checkins.history.take()
+    (row,) = responder.checkins.history.take().all_rows()
     assert len(row.body) == 100_000 and row.body_bytes == 100_001
     assert table.get(1)["last_seen"] == T0 + 1
 
@@ -159,7 +159,7 @@ def test_a_larger_chunked_body_is_truncated_too(session, responder):
     chunk = b"30d41\r\n" + b"x" * 200_001 + b"\r\n0\r\n\r\n"
     out = feed(session, ping(extra="Transfer-Encoding: chunked\r\n") + chunk)
     assert responses(out)[0][0] == 204
-    (row,) = responder.checkins.history.take()
+    (row,) = responder.checkins.history.take().all_rows()
     assert (len(row.body), row.body_bytes) == (100_000, 200_001)
 
 
@@ -191,7 +191,7 @@ def test_signals_are_answered_and_recorded(
     assert code == 204 and (b"ping-body-limit", b"100000") in headers
     # Without a query the native fast path answers it, with one h11 does.
     assert responder.fast.answered_204 == (0 if query else 1)
-    (row,) = responder.checkins.history.take()
+    (row,) = responder.checkins.history.take().all_rows()
     assert (row.monitor_id, row.kind, row.status, row.user_agent) == (1, kind, status, "cron/1.0")
     assert (row.method, row.body, row.body_bytes) == ("POST", None, 0)
     assert row.rid == (RID if query else None)
@@ -206,7 +206,7 @@ def test_the_client_is_the_peer_or_what_a_trusted_proxy_says(responder, query):
     proxy = Session(responder, Limits(), T0, client="127.0.0.1", proxied=True)
     feed(direct, signal("log" + query, extra=forwarded))
     feed(proxy, signal("log" + query, extra=forwarded))
-    rows = responder.checkins.history.take()
+    rows = responder.checkins.history.take().all_rows()
     assert [r.client for r in rows] == ["192.0.2.1", "198.51.100.7"]
 
 
@@ -219,7 +219,7 @@ def test_a_failure_opens_the_incident_at_once_with_its_exit_status(session, tabl
 
 def test_a_run_id_is_kept_when_it_is_a_uuid(session, responder):
     feed(session, signal(f"start?rid={RID}") + signal("start?rid=nope"))
-    assert [r.rid for r in responder.checkins.history.take()] == [RID, None]
+    assert [r.rid for r in responder.checkins.history.take().all_rows()] == [RID, None]
 
 
 @pytest.mark.parametrize(
@@ -229,7 +229,7 @@ def test_what_is_no_signal_is_no_ping(session, responder, suffix):
     out = feed(session, signal(suffix))
     status, _, body = responses(out)[0]
     assert status == 404 and b"no such route" in body
-    assert not responder.checkins.history.take()
+    assert not responder.checkins.history.take().all_rows()
 
 
 def test_a_signal_of_an_unknown_token_is_404_and_not_recorded(session, responder):
@@ -237,7 +237,7 @@ def test_a_signal_of_an_unknown_token_is_404_and_not_recorded(session, responder
         out = feed(session, signal("fail", token))
         status, _, body = responses(out)[0]
         assert status == 404 and b"no heartbeat monitor has this token" in body
-    assert not responder.checkins.history.take()
+    assert not responder.checkins.history.take().all_rows()
     assert responder.checkins.unknown + responder.fast.pings_unknown == 2
 
 
@@ -356,12 +356,14 @@ def test_a_request_smuggled_in_a_body_is_not_answered(session, table):
 
 def test_plain_pings_go_to_the_history_only_when_asked(session, responder, table):
     feed(session, ping())
-    assert not responder.checkins.history.take()  # by default: lastSeenAt is their record
+    assert (
+        not responder.checkins.history.take().all_rows()
+    )  # by default: lastSeenAt is their record
     responder.fast.record_plain = True  # LASTSEEN_PING_HISTORY_PLAIN
     chunked = ping(extra="Transfer-Encoding: chunked\r\n") + b"0\r\n\r\n"  # h11's
     out = feed(session, ping(extra="User-Agent: curl/8\r\n") + chunked + ping(OTHER))
     assert [r[0] for r in responses(out)] == [204, 204, 404]
-    rows = responder.checkins.history.take()
+    rows = responder.checkins.history.take().all_rows()
     assert [(r.monitor_id, r.kind, r.status, r.user_agent) for r in rows] == [
         (1, "success", -1, "curl/8"), (1, "success", -1, None),
     ]  # fmt: skip
