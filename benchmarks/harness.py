@@ -63,6 +63,7 @@ def database(pin: list[str] | None = None, *, durable: bool = False) -> Iterator
         workdir.chmod(0o755)
         pg = EmbeddedPostgres(workdir, durable=durable)
         url = pg.start()
+        _CLUSTERS[url] = pg
         if pin:
             # Backends are forked from the postmaster and inherit its affinity.
             for pid in pg.pids():
@@ -73,6 +74,7 @@ def database(pin: list[str] | None = None, *, durable: bool = False) -> Iterator
         yield url
     finally:
         if pg is not None:
+            _CLUSTERS.pop(url, None)
             pg.stop()
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -218,6 +220,16 @@ def cpu_and_switches(pid: int) -> tuple[float, int]:
     switches = next((int(line.split(":")[1]) for line in status.splitlines()
                      if line.startswith("nonvoluntary_ctxt_switches")), 0)  # fmt: skip
     return cpu, switches
+
+
+_CLUSTERS: dict[str, EmbeddedPostgres] = {}  # database()'s embedded clusters, by URL
+
+
+def database_cpu(dsn: str) -> float | None:
+    """CPU seconds so far of the embedded cluster database() started for `dsn`: its
+    postmaster and the processes alive under it (None for a LASTSEEN_DATABASE_URL)."""
+    pg = _CLUSTERS.get(dsn)
+    return None if pg is None else sum(cpu_and_switches(pid)[0] for pid in pg.pids())
 
 
 def shards_owned(admin_port: int) -> int:

@@ -24,7 +24,7 @@ def main() -> None:
         results = [
             core.run(monitors=5_000, spread=1.0),
             startup.run(monitors=2_000),
-            throughput.run(monitors=1_000, seconds=1, connections=8),
+            throughput.run(monitors=1_000, seconds=1, connections=8, rounds=1),
             flood.run(monitors=1_000, seconds=1, connections=8),
             procs.run(monitors=1_000, seconds=1, connections=8),
             wal.run(monitors=1_000, rounds=2, interval=1.5, seen=0.5),

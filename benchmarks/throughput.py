@@ -1,20 +1,25 @@
 """Pings per second on one server core, against nginx `return 204` in the same run.
 
-    python -m benchmarks.throughput [--monitors 100000] [--seconds 10] [--out FILE]
+    python -m benchmarks.throughput [--monitors 100000] [--seconds 10] [--rounds 3] [--out FILE]
 
 The ingest with its embedded database, and nginx, each get core 0 in turn; wrk gets
 core 1. Two loads: keep-alive connections, and a new connection per request
 (Connection: close). wrk rotates through every monitor's token, after a warm-up run that
 gives every monitor its first ping. Then floods of check-ins on keep-alive connections,
-``/start`` and ``/0`` (issue 12), against the plain pings of the same run: each is also
-a row of the ping history, written to the same core's database.
+``/start`` and ``/0`` (issue 12), against plain pings: each is also a row of the ping
+history, written to the same core's database. They run in `rounds` (plain, /start, /0
+in turn; the median of each, and the range of the ratio), and each says what a request
+cost in CPU: the ingest's and its PostgreSQL's (from /proc), the figure the machine's
+noise moves least.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +27,15 @@ from . import harness
 from .report import Result, emit
 
 
-def run(monitors: int, seconds: float, connections: int) -> Result:
+def run(monitors: int, seconds: float, connections: int, rounds: int = 3) -> Result:
     if skipped := harness.without_wrk("throughput", "throughput"):
         return skipped
     server_pin, load_pin = harness.cores()
     workdir = Path(tempfile.mkdtemp(prefix="lastseen-throughput-"))
     tokens_file = workdir / "tokens.txt"
-    figures: dict[str, Any] = {"monitors": monitors, "seconds": seconds, "connections": connections}
+    figures: dict[str, Any] = {"monitors": monitors, "seconds": seconds,
+                               "connections": connections, "rounds": rounds}  # fmt: skip
+    flood: dict[str, list[Flood]] = {}
     rows: list[tuple[str, ...]] = [
         ("server", "mode", "requests/s", "p50", "p99", "errors", "vs nginx")
     ]
@@ -47,26 +54,23 @@ def run(monitors: int, seconds: float, connections: int) -> Result:
                 harness.wrk(ingest.port, tokens_file, seconds=min(15, 1 + monitors / 10_000),
                             connections=connections, close=False, pin=load_pin)  # fmt: skip
                 runs["lastseen"] = _loads(ingest.port, tokens_file, seconds, connections, load_pin)
-                for suffix in CHECK_INS:
-                    runs["lastseen"][f"keep-alive {suffix}"] = harness.wrk(
-                        ingest.port, tokens_file, seconds=seconds, connections=connections,
-                        close=False, pin=load_pin, suffix=suffix,
-                    )  # fmt: skip
+                for _round in range(rounds):
+                    for suffix in ("", *CHECK_INS):
+                        flood.setdefault(suffix, []).append(_flood(
+                            dsn, ingest, tokens_file, seconds, connections, load_pin, suffix,
+                        ))  # fmt: skip
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for server, loads in runs.items():
         for mode, load in loads.items():
             figures[f"{server}_{mode}"] = vars(load)
             ratio = ""
-            if mode.removeprefix("keep-alive ") in CHECK_INS:  # against plain pings
-                plain = runs[server]["keep-alive"].requests_per_s
-                ratio = f"{load.requests_per_s / plain:.2f}x of plain"
-                figures[f"ratio_{mode}"] = load.requests_per_s / plain
-            elif server == "lastseen" and "nginx" in runs:
+            if server == "lastseen" and "nginx" in runs:
                 ratio = f"{load.requests_per_s / runs['nginx'][mode].requests_per_s:.2f}x"
                 figures[f"ratio_{mode}"] = load.requests_per_s / runs["nginx"][mode].requests_per_s
             rows.append((server, mode, f"{load.requests_per_s:,.0f}", f"{load.p50_ms:.2f} ms",
                          f"{load.p99_ms:.2f} ms", str(load.errors), ratio))  # fmt: skip
+    rows += _flood_rows(flood, figures)
     if "nginx" not in runs:
         rows.append(("(nginx not installed: apt-get install nginx-light for the reference)",))
     title = f"throughput, {monitors:,} monitors, {seconds:g} s per run, one server core"
@@ -74,6 +78,71 @@ def run(monitors: int, seconds: float, connections: int) -> Result:
 
 
 CHECK_INS = ("/start", "/0")
+
+
+@dataclass
+class Flood:
+    """One keep-alive flood of plain pings or check-ins, and the CPU it cost."""
+
+    load: harness.Load
+    ingest_us: float  # the ingest's CPU per request, µs
+    database_us: float | None  # its PostgreSQL's (None: not the embedded cluster)
+
+    @property
+    def us(self) -> float:
+        return self.ingest_us + (self.database_us or 0.0)
+
+
+def _flood(
+    dsn: str,
+    ingest: harness.Server,
+    tokens_file: Path,
+    seconds: float,
+    connections: int,
+    pin: list[str],
+    suffix: str,
+) -> Flood:
+    cpu, db = harness.cpu_and_switches(ingest.process.pid)[0], harness.database_cpu(dsn)
+    load = harness.wrk(ingest.port, tokens_file, seconds=seconds, connections=connections,
+                       close=False, pin=pin, suffix=suffix)  # fmt: skip
+    requests = max(1.0, load.requests_per_s * seconds)
+    cpu = harness.cpu_and_switches(ingest.process.pid)[0] - cpu
+    db_after = harness.database_cpu(dsn)
+    database = None if db is None or db_after is None else (db_after - db) * 1e6 / requests
+    return Flood(load, cpu * 1e6 / requests, database)
+
+
+def _flood_rows(flood: dict[str, list[Flood]], figures: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The check-in floods against plain pings: medians, and each ratio's range."""
+    if not flood:
+        return []
+    head = ("lastseen", "keep-alive floods (median of rounds)", "requests/s", "p50", "p99",
+            "errors", "CPU a request: ingest + PostgreSQL", "vs plain (range)")  # fmt: skip
+    rows: list[tuple[str, ...]] = [head]
+    plain = flood[""]
+    for suffix, runs in flood.items():
+        rate = statistics.median(f.load.requests_per_s for f in runs)
+        cost = statistics.median(f.us for f in runs)
+        name = suffix or "plain"
+        figure = {"requests_per_s": rate, "cpu_us": cost,
+                  "ingest_us": statistics.median(f.ingest_us for f in runs),
+                  "database_us": statistics.median(f.database_us or 0.0 for f in runs),
+                  "p99_ms": statistics.median(f.load.p99_ms for f in runs),
+                  "errors": sum(f.load.errors for f in runs)}  # fmt: skip
+        versus = ""
+        if suffix:
+            ratios = [f.load.requests_per_s / p.load.requests_per_s
+                      for f, p in zip(runs, plain, strict=True)]  # fmt: skip
+            figure["ratio"] = statistics.median(ratios)
+            figure["cpu_ratio"] = cost / statistics.median(p.us for p in plain)
+            versus = (f"{figure['ratio']:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}),"
+                      f" CPU {figure['cpu_ratio']:.2f}x")  # fmt: skip
+        figures[f"flood {name}"] = figure
+        cpu = f"{figure['ingest_us']:.1f} + {figure['database_us']:.1f} µs"
+        p50 = statistics.median(f.load.p50_ms for f in runs)
+        rows.append(("lastseen", f"keep-alive {name}", f"{rate:,.0f}", f"{p50:.2f} ms",
+                     f"{figure['p99_ms']:.2f} ms", str(figure["errors"]), cpu, versus))  # fmt: skip
+    return rows
 
 
 def _loads(
@@ -92,9 +161,10 @@ def main() -> None:
     parser.add_argument("--monitors", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="of the check-in floods")
     parser.add_argument("--out")
     args = parser.parse_args()
-    emit([run(args.monitors, args.seconds, args.connections)], args.out)
+    emit([run(args.monitors, args.seconds, args.connections, args.rounds)], args.out)
 
 
 if __name__ == "__main__":
