@@ -9,7 +9,7 @@ and every event. The rules are stated once, in ``core/_deadline.pyx``'s docstrin
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -569,6 +569,23 @@ class DeadlineModel:
         if at > m.last_seen:
             self._record(m, at)
         return True
+
+    def seen_many(
+        self, ids: Sequence[int], times: Sequence[float], latest: float
+    ) -> tuple[int, int, list[int]]:
+        """A hand-off's pings at once: seen(id, min(time, latest)) for each loaded monitor,
+        in order; (how many were judged here, how many relayed, the indexes of the ids
+        not loaded, left alone)."""
+        received = relayed = 0
+        unknown: list[int] = []
+        for i, (monitor_id, at) in enumerate(zip(ids, times, strict=True)):
+            if monitor_id not in self._by_id:
+                unknown.append(i)
+            elif self.seen(monitor_id, min(at, latest)):
+                received += 1
+            else:
+                relayed += 1
+        return received, relayed, unknown
 
     def seen_times(self, shards: Iterable[int]) -> tuple[list[int], list[int], list[float]]:
         wanted = set()

@@ -30,9 +30,10 @@ import hmac
 import logging
 import struct
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from operator import itemgetter
+from typing import NamedTuple
 
 import h11
 import trio
@@ -80,13 +81,14 @@ def encode(
 
 
 class Received(NamedTuple):
-    """A decoded hand-off: pings (ids, times) and signals (ids, times, codes)."""
+    """A decoded hand-off: pings (ids, times) and signals (ids, times, codes), each a
+    view of the body's array (no Python object per entry until one is read)."""
 
-    ids: list[int]
-    times: list[float]
-    signal_ids: list[int]
-    signal_times: list[float]
-    codes: list[int]
+    ids: Sequence[int]
+    times: Sequence[float]
+    signal_ids: Sequence[int]
+    signal_times: Sequence[float]
+    codes: Sequence[int]
 
 
 def decode(key: bytes, body: bytes) -> Received:
@@ -103,16 +105,12 @@ def decode(key: bytes, body: bytes) -> Received:
     (k,) = _COUNT.unpack_from(payload, signals)
     if len(payload) != signals + _COUNT.size + 18 * k:
         raise ValueError("truncated hand-off")
-
-    def column(code: str, start: int, count: int) -> list[Any]:
-        values = array(code)
-        values.frombytes(payload[start : start + values.itemsize * count])
-        return values.tolist()
-
+    view = memoryview(payload)
     f = signals + _COUNT.size
     return Received(
-        column("q", 4, n), column("d", 4 + 8 * n, n),
-        column("q", f, k), column("d", f + 8 * k, k), column("h", f + 16 * k, k),
+        view[4 : 4 + 8 * n].cast("q"), view[4 + 8 * n : signals].cast("d"),
+        view[f : f + 8 * k].cast("q"), view[f + 8 * k : f + 16 * k].cast("d"),
+        view[f + 16 * k :].cast("h"),
     )  # fmt: skip
 
 
@@ -141,7 +139,12 @@ class Batch:
         return len(self.pings) + len(self.signals)
 
     def add(self, other: Batch) -> None:
-        """Merge `other` in: a later ping wins, every signal is kept."""
+        """Merge `other` in (it is not used after): a later ping wins, every signal is
+        kept."""
+        if not self.pings:  # the usual case: nothing was waiting
+            self.pings = other.pings
+            self.signals.extend(other.signals)
+            return
         for monitor_id, (shard, at) in other.pings.items():
             if monitor_id not in self.pings or self.pings[monitor_id][1] < at:
                 self.pings[monitor_id] = (shard, at)
@@ -202,6 +205,14 @@ class Outbox:
             return False
         table = self._table()
         now = self._clock.now()
+        # Another host's clock may run ahead: never record a ping in our future.
+        if not got.signal_ids:  # pings alone (the usual batch): one call for them all
+            received, relayed, unknown = table.seen_many(got.ids, got.times, now)
+            self.counts.received += received
+            self.counts.relayed += relayed
+            for i in unknown:  # not loaded here yet: kept for a moment
+                self.early.append((min(got.times[i], now), got.ids[i], None))
+            return True
         # (time, id, the signal's code or None for a success ping), in time order.
         signals: list[tuple[float, int, int | None]] = [
             (at, monitor_id, None) for monitor_id, at in zip(got.ids, got.times, strict=True)
@@ -209,7 +220,6 @@ class Outbox:
         signals += zip(got.signal_times, got.signal_ids, got.codes, strict=True)
         signals.sort(key=lambda signal: signal[0])
         for at, monitor_id, code in signals:
-            # Another host's clock may run ahead: never record a ping in our future.
             self._record(table, min(at, now), monitor_id, code)
         return True
 
@@ -254,9 +264,7 @@ class Outbox:
     def _collect(self) -> None:
         table = self._table()
         shards, ids, times = table.take_handoffs()
-        pings = self.waiting.pings
-        for shard, monitor_id, at in zip(shards, ids, times, strict=True):
-            pings[monitor_id] = (shard, at)
+        self.waiting.pings.update(zip(ids, zip(shards, times, strict=True), strict=True))
         self.waiting.signals.extend(map(Signal, *table.take_signals()))
 
     def _route(self) -> dict[str, Batch]:
@@ -267,17 +275,22 @@ class Outbox:
         stale = self._clock.now() - STALE_SECONDS
         batches: dict[str, Batch] = {}
         kept = Batch()
-        for monitor_id, (shard, at) in self.waiting.pings.items():
-            owner = self.owners.get(shard)
-            if owner == self.me and table.seen(monitor_id, at):
-                continue  # taken over meanwhile: recorded here
-            if owner is None or owner == self.me:
-                if at < stale:
-                    self.counts.dropped += 1
-                else:
-                    kept.pings[monitor_id] = (shard, at)
+        owners, me = self._owners, self.me
+        for monitor_id, entry in self.waiting.pings.items():
+            owner = owners.get(entry[0])
+            if owner is not None and owner != me:  # the usual case: to its owner
+                batch = batches.get(owner)
+                if batch is None:
+                    batch = batches[owner] = Batch()
+                batch.pings[monitor_id] = entry
                 continue
-            batches.setdefault(owner, Batch()).pings[monitor_id] = (shard, at)
+            at = entry[1]  # its owner unknown, or this process
+            if owner == me and table.seen(monitor_id, at):
+                continue  # taken over meanwhile: recorded here
+            if at < stale:
+                self.counts.dropped += 1
+            else:
+                kept.pings[monitor_id] = entry
         for signal in self.waiting.signals:
             owner = self.owners.get(signal.shard)
             if owner == self.me and _apply(table, signal.monitor_id, signal.at, signal.code):
@@ -335,7 +348,8 @@ class _Peer:
                 await stream.aclose()
                 stream = None
             batch, self.batch = self.batch, Batch()
-            items = list(batch.pings.items())
+            ids = list(batch.pings)
+            times = list(map(itemgetter(1), batch.pings.values()))
             signals = batch.signals
             self.sending = True
             try:
@@ -343,12 +357,11 @@ class _Peer:
                     with trio.fail_after(2):
                         stream = await trio.open_tcp_stream(host.strip("[]"), int(port))
                     conn = h11.Connection(h11.CLIENT)
-                for start in range(0, max(len(items), len(signals)), MAX_BATCH):
-                    part = items[start : start + MAX_BATCH]
+                for start in range(0, max(len(ids), len(signals)), MAX_BATCH):
+                    end = start + MAX_BATCH
                     body = encode(
-                        self.outbox.key, [i for i, _ in part], [at for _, (_, at) in part],
-                        signals[start : start + MAX_BATCH],
-                    )  # fmt: skip
+                        self.outbox.key, ids[start:end], times[start:end], signals[start:end]
+                    )
                     with trio.fail_after(2):
                         await _post(stream, conn, self.owner, body)
                     conn.start_next_cycle()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array import array
+
 from typing import Any
 
 import hypothesis.strategies as st
@@ -324,6 +326,16 @@ class TableMatchesModel(RuleBasedStateMachine):
     def seen(self, monitor_id, ago):
         """A ping another process answered `ago` seconds ago, handed to this owner."""
         self.both("seen", monitor_id, self.now - ago)
+
+    @rule(
+        pings=st.lists(st.tuples(st.integers(1, 8), st.floats(-2, 5, allow_nan=False)), max_size=6)
+    )
+    def seen_many(self, pings):
+        """A hand-off's pings at once (ids 7 and 8 never loaded; a time past now is
+        recorded as now): as seen() one by one."""
+        ids = array("q", [monitor_id for monitor_id, _ in pings])
+        times = array("d", [self.now - ago for _, ago in pings])
+        self.both("seen_many", ids, times, self.now)
 
     @rule(seconds=st.floats(0, 120, allow_nan=False))
     def paused(self, seconds):

@@ -15,18 +15,22 @@ from core._deadline import START
 from core.shards import shard_of
 from core.tokens import digest
 from ingest.clock import Clock
-from ingest.handoff import Outbox, Signal, decode, encode
+from ingest.handoff import Outbox, Received, Signal, decode, encode
 from ingest.metrics import serve_admin
 
 KEY = secrets.token_bytes(32)
+
+
+def columns(received: Received) -> list[list[float]]:
+    return [list(column) for column in received]
 
 
 def test_a_body_round_trips_and_any_change_is_refused():
     ids, times = [1, 2, 2**40], [1.5, 1_700_000_000.25, 3.0]
     failures = [Signal(9, 2, 4.5, 3), Signal(9, 2, 5.5, -1)]
     body = encode(KEY, ids, times, failures)
-    assert decode(KEY, body) == (ids, times, [2, 2], [4.5, 5.5], [3, -1])
-    assert decode(KEY, encode(KEY, [], [])) == ([], [], [], [], [])
+    assert columns(decode(KEY, body)) == [ids, times, [2, 2], [4.5, 5.5], [3, -1]]
+    assert columns(decode(KEY, encode(KEY, [], []))) == [[], [], [], [], []]
     with pytest.raises(ValueError):
         decode(secrets.token_bytes(32), body)  # another cluster's key
     for i in (0, 31, 32, 40, len(body) - 1):  # the MAC, the count, an id, a status
@@ -193,3 +197,18 @@ def test_a_hand_off_of_a_monitor_not_loaded_yet_waits_for_it():
     clock._now = 197.0 + 30.5
     outbox.retry_early()
     assert outbox.early == [] and outbox.counts.dropped == 1
+
+
+def test_a_batch_of_pings_alone_is_recorded_at_once_and_waits_for_the_unloaded():
+    """The usual hand-off (pings, no signal) goes to the table in one call
+    (DeadlineTable.seen_many): as the one-by-one path, a monitor not loaded yet waits,
+    and a time in this process's future is recorded as now."""
+    table = _table_with(7, "ab" * 32, owned=True)
+    outbox = Outbox("127.0.0.1:1", KEY, lambda: table, _FixedClock(200.0))
+    assert outbox.receive(encode(KEY, [7, 9], [150.0, 900.0]))
+    assert table.get(7)["last_seen"] == 150.0 and outbox.counts.received == 1
+    assert outbox.early == [(200.0, 9, None)]  # 9: created a moment ago, not loaded yet
+    table.upsert(9, digest("cd" * 32), 60, 0, 1, False, 100.0)  # the change feed
+    outbox.retry_early()
+    assert table.get(9)["last_seen"] == 200.0 and table.get(9)["state"] == "up"
+    assert outbox.early == [] and outbox.counts.received == 2
