@@ -159,6 +159,7 @@ class History:
     keep: int = 100  # rows kept per monitor (LASTSEEN_PING_HISTORY)
     written: int = 0
     pruned: int = 0
+    failures: int = 0  # writes that failed (what they held waits)
 
     def __post_init__(self) -> None:
         self._rows: deque[Row] = deque()

@@ -588,6 +588,7 @@ class Ingest:
             left = checkins.Taken(rows[written:], logs[copied:])
             log.warning("ping history not written (%s); %d rows wait", why(exc), len(left))
             history.give_back(left)
+            history.failures += 1
             for monitor_id in prune:  # pruned next time
                 history.touched[monitor_id] = history.slack
             self.db.drop(conn)
@@ -839,6 +840,9 @@ SIMPLE_METRICS = (
     Spec("ping_history_pruned_total", "counter",
          "Ping history rows deleted: past LASTSEEN_PING_HISTORY per monitor.",
          lambda i: i.history.pruned),
+    Spec("ping_history_failures_total", "counter",
+         "Ping history writes that failed (their check-ins wait for the next).",
+         lambda i: i.history.failures),
     Spec("ping_history_waiting", "gauge", "Check-ins waiting to be written.",
          lambda i: len(i.history)),
     Spec("ping_history_dropped_total", "counter",

@@ -3,12 +3,20 @@ monitor deleted meanwhile skipped, and what a row can hold."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import asyncpg
+import trio
+
 from core import DeadlineTable
 from ingest import checkins
 from ingest._checkinlog import CheckinLog
 from ingest.checkins import Row
 
-from ..support.dbhelp import execute, fetch, seed, with_conn
+from ..support.dbhelp import execute, fetch, http, metrics, running, seed, with_conn
 
 T = 1_800_000_000.0
 
@@ -145,3 +153,54 @@ def test_logs_given_back_wait_in_order_and_the_oldest_go_past_the_cap(monkeypatc
     # Six rows waited in three logs; the cap of five dropped the oldest log whole.
     assert (len(history), history.dropped) == (4, 2)
     assert [r.monitor_id for r in history.take().all_rows()] == [1, 2, 1, 2]
+
+
+@contextmanager
+def table_locked(dsn: str, table: str) -> Iterator[None]:
+    """`table` locked (ACCESS EXCLUSIVE) by another connection, in a thread of its own,
+    until the block ends."""
+    locked, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                await asyncio.to_thread(release.wait, 30)
+        finally:
+            await conn.close()
+
+    holder = threading.Thread(target=asyncio.run, args=(hold(),))
+    holder.start()
+    try:
+        assert locked.wait(10)
+        yield
+    finally:
+        release.set()
+        holder.join()
+
+
+async def test_check_ins_wait_out_a_stuck_database_and_are_written_after(database_url):
+    """Both paths' rows (the fast path's COPY, the slow path's INSERT) are kept while a
+    write fails, here on a lock held past the statement timeout, and written once the
+    database answers again: none lost, none twice."""
+    (m,) = await seed(database_url, 1)
+    async with running(database_url, db_timeout=0.5) as ingest:
+        with table_locked(database_url, "pings"):
+            for suffix, body in [("/start", b""), ("/0", b""), ("/fail", b"disk full\n")]:
+                request = (f"POST /api/v1/heartbeats/{m.token}{suffix} HTTP/1.1\r\nHost: t\r\n"
+                           f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")  # fmt: skip
+                assert b" 204 " in await http(ingest.port, request.encode() + body)
+            with trio.fail_after(10):
+                while not (await metrics(ingest.admin_port)).get("ping_history_failures_total"):
+                    await trio.sleep(0.1)
+            assert len(ingest.history) == 3  # all three wait
+        with trio.fail_after(10):
+            while len(await fetch(database_url, "SELECT 1 FROM pings")) < 3:
+                await trio.sleep(0.1)
+        await trio.sleep(1.0)  # another write round or two: nothing more arrives
+    rows = await fetch(database_url, "SELECT kind, body FROM pings ORDER BY received_at, id")
+    assert [(r["kind"], r["body"]) for r in rows] == [
+        ("start", None), ("success", None), ("fail", b"disk full\n"),
+    ]  # fmt: skip
