@@ -114,9 +114,10 @@ class _Reaper:
     def discard(self, conn: _Connection) -> None:
         """`conn` has ended: its entry is of no use (every entry of a connection whose
         `registered` is not the entry's own is skipped). Rebuild the heap without such
-        entries once they are most of it. The count may run over (an entry popped as
-        closed before its connection ended is counted here too): a rebuild then comes
-        early, at most once per COMPACT_AT ended connections, and resets it."""
+        entries once they are most of it. The count may run over (the entry of a connection
+        that timed out, was evicted or closed may have been popped already, and is counted
+        here all the same): a rebuild then comes early, still at most once per COMPACT_AT
+        ended connections, and resets the count."""
         if conn.registered == math.inf:
             return
         conn.registered = math.inf
