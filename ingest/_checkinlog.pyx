@@ -148,7 +148,7 @@ cdef class CheckinLog:
 
     def record(self, int64_t monitor_id, double at, str kind, int status, str method,
                agent=None, forwarded=None):
-        """add() from Python (tests, and what the fast path did not answer)."""
+        """add() from Python (for tests: the fast path calls add() itself)."""
         cdef bytes a = agent if agent is not None else b""
         cdef bytes f = forwarded if forwarded is not None else b""
         return self.add(monitor_id, at, KINDS.index(kind), status, METHODS.index(method),
