@@ -211,10 +211,6 @@ cdef class CheckinLog:
                         self.agents[e.agent] if e.agent >= 0 else None))
         return out
 
-    def ids(self):
-        """Each row's monitor id, in order."""
-        return [self._rows[i].monitor_id for i in range(self._assigned)]
-
     def count_into(self, dict touched):
         """touched[monitor id] += its rows here."""
         cdef Py_ssize_t i
@@ -229,13 +225,15 @@ cdef class CheckinLog:
         cdef list agents = [_text_field(a) for a in self.agents]
         cdef Py_ssize_t i, size = PyBytes_GET_SIZE(_SIGNATURE) + 2, n = 0
         cdef Entry* e
-        cdef bytes field
+        cdef bytearray keep = bytearray(self._assigned)  # 1: its monitor is still there
+        cdef uint8_t* kept = <uint8_t*><char*>keep
         # 2 (field count) + 12 (id) + 12 (time), the kind's field, 6 (status; 4 for NULL),
         # 8 (method), the client's and the agent's fields.
         for i in range(self._assigned):
             e = &self._rows[i]
             if table is not None and table._find_id(e.monitor_id) < 0:
                 continue
+            kept[i] = 1
             n += 1
             size += (26 + PyBytes_GET_SIZE(_KIND_FIELDS[e.kind]) + (6 if e.status >= 0 else 4) + 8
                      + (PyBytes_GET_SIZE(clients[e.source]) if e.source >= 0 else 4)
@@ -245,9 +243,9 @@ cdef class CheckinLog:
         memcpy(p, PyBytes_AS_STRING(_SIGNATURE), PyBytes_GET_SIZE(_SIGNATURE))
         p += PyBytes_GET_SIZE(_SIGNATURE)
         for i in range(self._assigned):
-            e = &self._rows[i]
-            if table is not None and table._find_id(e.monitor_id) < 0:
+            if not kept[i]:
                 continue
+            e = &self._rows[i]
             p[0], p[1] = 0, 7
             _put32(p + 2, 8)
             _put64(p + 6, <uint64_t>e.monitor_id)

@@ -215,6 +215,7 @@ class ListenerStatistics:
     evicted: int
     timeouts: int
     over_address_limit: int
+    deadline_entries: int  # in the reaper's heap: open connections, and ended ones not yet dropped
 
 
 @dataclass
@@ -243,13 +244,8 @@ class Listener:
     def statistics(self) -> ListenerStatistics:
         return ListenerStatistics(
             len(self._connections), self.accepted, self.rejected, self.evicted, self.timeouts,
-            self.over_address_limit,
+            self.over_address_limit, len(self._reaper) if self._reaper is not None else 0,
         )  # fmt: skip
-
-    @property
-    def deadline_entries(self) -> int:
-        """Entries in the reaper's heap, live or of ended connections (0 before serve)."""
-        return len(self._reaper) if self._reaper is not None else 0
 
     async def serve(
         self,

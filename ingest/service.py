@@ -815,7 +815,7 @@ SIMPLE_METRICS = (
          _listener("open_connections")),
     Spec("listener_deadline_entries", "gauge",
          "Entries in the listener's deadline heap: open connections and ended ones not yet"
-         " dropped.", lambda i: i.listener.deadline_entries if i.listener else 0),
+         " dropped.", _listener("deadline_entries")),
     Spec("gc_frozen_objects", "gauge",
          "Objects made before serving, kept out of garbage collection (gc.freeze).",
          lambda i: gc.get_freeze_count()),
