@@ -62,7 +62,7 @@ from .database import DB_ERRORS, Database, why
 from .forward import Upstream
 from .handoff import SLACK, Outbox
 from .leases import Fenced, Leases
-from .listener import Listener, open_listen_socket
+from .listener import Listener, YieldBetweenBatches, open_listen_socket
 from .metrics import FLUSH_BUCKETS, LAG_BUCKETS, Histogram, Metric, render, sample, serve_admin
 from .protocol import ResponseCache
 from .scheduler import Deadlines
@@ -95,6 +95,7 @@ class Ingest:
         self.responder = self._responder()
         self.feed: ChangeFeed | None = None
         self.listener: Listener | None = None
+        self.yielder = YieldBetweenBatches()  # added to the loop by run(own_process=True)
         self.pending_events: list[Event] = []
         self.sight = Sight(config.sight)  # blindness: misses held, then written or undone
         self.detection_lag = Histogram(LAG_BUCKETS)
@@ -601,14 +602,15 @@ class Ingest:
         self,
         *,
         handle_signals: bool = False,
-        freeze_gc: bool = False,
+        own_process: bool = False,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until request_stop() (or SIGTERM/SIGINT with handle_signals).
-        `freeze_gc` (the process, not a test's ingest in the runner's own process): once
-        loaded and listening, everything made so far is frozen out of the collector's way
-        (``gc.freeze``): every full collection walked those 55,000 objects, 13 ms a time,
-        which under a new connection per ping was most of the p99."""
+        `own_process` (the `lastseen ingest` process, not a test's ingest in the runner's
+        own process): once loaded and listening, everything made so far is frozen out of
+        the collector's way (``gc.freeze``): every full collection walked those 55,000
+        objects, 13 ms a time, which under a new connection per ping was most of the p99.
+        And the loop yields its core between batches (``listener.YieldBetweenBatches``)."""
         if self._clock is None:
             self._clock = Clock()
         self.started_at = self.clock.now()
@@ -651,9 +653,10 @@ class Ingest:
                     # Listening: the feed's first read says what this process has applied
                     # (the control plane waits for it before answering a change).
                     workers.start_soon(self.feed.run)
-                    if freeze_gc:
+                    if own_process:
                         gc.collect()
                         gc.freeze()
+                        trio.lowlevel.add_instrument(self.yielder)
                     log.info("ingest listening on %s:%d", self.config.host, self.port)
                     task_status.started(self.port)
                     await self._stop.wait()
@@ -819,6 +822,9 @@ SIMPLE_METRICS = (
     Spec("gc_frozen_objects", "gauge",
          "Objects made before serving, kept out of garbage collection (gc.freeze).",
          lambda i: gc.get_freeze_count()),
+    Spec("loop_yields_total", "counter",
+         "Times the ingest process gave up its core between batches (sched_yield).",
+         lambda i: i.yielder.yields),
     Spec("connections_accepted_total", "counter", "Connections accepted.",
          _listener("accepted")),
     Spec("connections_rejected_total", "counter",

@@ -117,7 +117,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         overrides["reuse_port"] = True
     with service_database(_data_dir(args), args.settings.database_url, migrate_database) as dsn:
         config = IngestConfig.from_settings(args.settings, database_url=dsn, **overrides)
-        trio.run(lambda: Ingest(config).run(handle_signals=True, freeze_gc=True))
+        trio.run(lambda: Ingest(config).run(handle_signals=True, own_process=True))
     return 0
 
 
