@@ -714,7 +714,7 @@ class DeadlineModel:
         events, self._events = self._events, []
         return events
 
-    def take_dirty(self) -> DirtyRows:
+    def take_dirty(self, keep_seen: bool = False) -> DirtyRows:
         seen_ids: list[int] = []
         seen_times: list[float] = []
         ids: list[int] = []
@@ -723,6 +723,7 @@ class DeadlineModel:
         misses: list[int] = []
         incidents: list[bool] = []
         started: list[float] = []
+        kept: list[int] = []
         for monitor_id in self._dirty_order:
             m = self._by_id.get(monitor_id)
             if m is None or not m.dirty:
@@ -734,18 +735,38 @@ class DeadlineModel:
                 misses.append(m.misses)
                 incidents.append(m.incident_open)
                 started.append(m.started)
+            elif keep_seen:  # owed to the seen log: take_seen hands it over
+                kept.append(monitor_id)
+                continue
             else:
                 seen_ids.append(m.monitor_id)
                 seen_times.append(m.last_seen)
             m.dirty = m.changed = False
-        self._dirty_order = []
+        self._dirty_order = kept
         return DirtyRows(seen_ids, seen_times, ids, times, states, misses, incidents, started)
 
-    def mark_dirty(self, ids: list[int]) -> None:
+    def take_seen(self) -> tuple[list[int], list[float]]:
+        ids: list[int] = []
+        times: list[float] = []
+        kept: list[int] = []
+        for monitor_id in self._dirty_order:
+            m = self._by_id.get(monitor_id)
+            if m is None or not m.dirty:
+                continue
+            if m.changed:
+                kept.append(monitor_id)
+                continue
+            ids.append(m.monitor_id)
+            times.append(m.last_seen)
+            m.dirty = False
+        self._dirty_order = kept
+        return ids, times
+
+    def mark_dirty(self, ids: list[int], changed: bool = True) -> None:
         for monitor_id in ids:
             m = self._by_id.get(monitor_id)
             if m is not None:
-                self._mark_dirty(m)
+                self._mark_dirty(m, changed)
 
     def get(self, monitor_id: int) -> dict[str, Any] | None:
         m = self._by_id.get(monitor_id)

@@ -1,8 +1,9 @@
 """What this process still owes the seen log (``core/seenlog.py``), and its next row.
 
-Each flush hands over the seen-only rows (a later last-seen time, nothing else); they
-wait here, the latest time per monitor, until a row is due (every ``every`` seconds, or
-at once when the process gives shards back or stops). A row holds a delta section per
+A monitor whose only change is a later last-seen time waits in the table, marked
+(``DeadlineTable.take_dirty(keep_seen=True)`` leaves it there), until a row is due (every
+``every`` seconds, or at once when the process gives shards back or stops); the row takes
+the table's latest time of each (``take_seen``). A row holds a delta section per
 shard with waiting entries, and full sections for the next few shards of a rotation
 over the shards this process judges, so that every shard is rewritten in full at least
 ``FULL_ROUND`` rows (a round). Only shards this process holds are written (the flush
@@ -25,7 +26,6 @@ class SeenWriter:
     def __init__(self, every: float, full_every: float | None = None) -> None:
         self.every = every  # 0: the seen log is off; flushes write every last-seen
         self.full_every = every * seenlog.FULL_ROUND if full_every is None else full_every
-        self.waiting: dict[int, float] = {}
         self.next_row_at = -math.inf
         self._round: list[int] = []  # judged shards not yet rewritten in full this round
         self._refull: set[int] = set()  # full sections of a row that was not written
@@ -38,27 +38,20 @@ class SeenWriter:
     def enabled(self) -> bool:
         return self.every > 0
 
-    def add(self, ids: list[int], times: list[float]) -> None:
-        waiting = self.waiting
-        get = waiting.get
-        for monitor_id, at in zip(ids, times, strict=True):
-            if at > get(monitor_id, 0.0):
-                waiting[monitor_id] = at
-
     def row(
         self, table: DeadlineTable, held: Container[int], now: float, *, force: bool = False
-    ) -> tuple[SeenRow | None, dict[int, float]]:
-        """The row due now (None if none is), and what it took from the waiting entries
-        (give it back with ``failed`` if the row is not written)."""
+    ) -> tuple[SeenRow | None, list[int]]:
+        """The row due now (None if none is), and the monitors it took from the table
+        (give them back with ``failed`` if the row is not written)."""
         plan = self.plan(table, held, now, force=force)
         row = None if plan is None else self.built(plan, build(plan))
-        return row, ({} if plan is None or row is None else plan.taken)
+        return row, ([] if plan is None or row is None else plan.ids)
 
     def plan(
         self, table: DeadlineTable, held: Container[int], now: float, *, force: bool = False
     ) -> Plan | None:
         """What the row due now is made of (None if none is due), read from the table
-        and taken from the waiting entries: the table's part, on the event loop. Making
+        and the monitors it takes from the table: the table's part, on the event loop. Making
         the row (``build``: a Python pass over every entry, and deflate) is apart, so
         that the service can do it in a thread: at 100,000 entries it takes about a
         quarter of a second, which the loop's pings should not wait for."""
@@ -80,11 +73,10 @@ class SeenWriter:
             if shard in judged:
                 full.add(shard)
                 share -= 1
-        taken, self.waiting = self.waiting, {}
+        ids, times = table.take_seen()
         self._refull = set()
-        ids = list(taken)
         return Plan(
-            taken, ids, table.shards(ids), held, full, table.seen_times(full),
+            ids, times, table.shards(ids), held, full, table.seen_times(full),
             math.floor(now * 1000), now,
         )  # fmt: skip
 
@@ -101,16 +93,16 @@ class SeenWriter:
         self.rows += 1
         self.entries += row.entries
 
-    def failed(self, row: SeenRow, taken: dict[int, float]) -> None:
-        """`row` was not written: its entries wait again, its full sections go into the
-        next row."""
+    def failed(self, row: SeenRow, table: DeadlineTable, taken: list[int]) -> None:
+        """`row` was not written: the monitors it took are marked in the table again (the
+        next row takes their latest times), its full sections go into the next row."""
         self._refull.update(s for s, full in zip(row.shards, row.fulls, strict=True) if full)
-        self.add(list(taken), list(taken.values()))
+        table.mark_dirty(taken, changed=False)
 
 
 class Plan(NamedTuple):
-    taken: dict[int, float]  # monitor id -> its latest ping, taken from the waiting ones
-    ids: list[int]  # taken's keys, in order
+    ids: list[int]  # the monitors taken from the table (DeadlineTable.take_seen)
+    times: list[float]  # the latest ping of each
     shards: list[int]  # the shard of each of `ids` (-1: no longer loaded)
     held: Container[int]  # the shards this process may write
     full: set[int]  # the shards to rewrite in full
@@ -122,10 +114,10 @@ class Plan(NamedTuple):
 def build(plan: Plan) -> tuple[SeenRow | None, int]:
     """The row `plan` makes (None if nothing is in it), and how many entries it dropped.
     Reads only `plan`: safe in a thread."""
-    taken, full, held = plan.taken, plan.full, plan.held
+    full, held = plan.full, plan.held
     dropped = 0
     sections: dict[int, tuple[list[int], list[float]]] = {}
-    for monitor_id, shard in zip(plan.ids, plan.shards, strict=True):
+    for monitor_id, shard, at in zip(plan.ids, plan.shards, plan.times, strict=True):
         if shard < 0 or shard not in held:
             dropped += 1
             continue
@@ -133,7 +125,7 @@ def build(plan: Plan) -> tuple[SeenRow | None, int]:
             continue  # the full section has it (the table's time is the latest)
         section = sections.setdefault(shard, ([], []))
         section[0].append(monitor_id)
-        section[1].append(taken[monitor_id])
+        section[1].append(at)
     fulls: dict[int, tuple[list[int], list[float]]] = {s: ([], []) for s in full}
     for shard, monitor_id, at in zip(*plan.seen_times, strict=True):
         fulls[shard][0].append(monitor_id)

@@ -238,7 +238,9 @@ class Ingest:
         if all_seen:  # shards given back, a stop: what was held was no blindness
             self.pending_events.extend(sight.release(math.inf))
         held = self.leases.held if self.leases is not None else None
-        rows, events = table.take_dirty(), self.pending_events
+        # With the seen log on, a monitor only pinged stays marked in the table until the
+        # log's next row takes it (SeenWriter.plan): nothing per ping per flush here.
+        rows, events = table.take_dirty(keep_seen=self.seen.enabled), self.pending_events
         if sight.held_count():
             # A monitor whose miss is held keeps its row back too: written with its
             # events, or never (blindness undid it). A crash meanwhile loses nothing that
@@ -249,10 +251,8 @@ class Ingest:
                 table.mark_dirty(waiting)
         touched: list[int] = []
         seen_row: store.SeenRow | None = None
-        seen_taken: dict[int, float] = {}
+        seen_taken: list[int] = []
         if self.seen.enabled:
-            self.seen.add(rows.seen_ids, rows.seen_last_seen)
-            rows = rows._replace(seen_ids=[], seen_last_seen=[])
             plan = self.seen.plan(
                 table, held if held is not None else range(SHARDS), self.clock.now(),
                 force=all_seen,
@@ -263,7 +263,7 @@ class Ingest:
                 made = (await trio.to_thread.run_sync(build_seen_row, plan)
                         if len(plan.ids) > SEEN_ROW_INLINE else build_seen_row(plan))  # fmt: skip
                 seen_row = self.seen.built(plan, made)
-                seen_taken = plan.taken if seen_row is not None else {}
+                seen_taken = plan.ids if seen_row is not None else []
         if held is not None:
             # The shards written (one pass in the table), and only if one is no longer
             # held (rare: rows kept by a failed flush while a shard was lost), a filter.
@@ -304,7 +304,7 @@ class Ingest:
             self.table.mark_dirty(dirty.all_ids)
             self.pending_events[:0] = dirty.events
             if seen_row is not None:
-                self.seen.failed(seen_row, seen_taken)
+                self.seen.failed(seen_row, table, seen_taken)
             raise
         except DB_ERRORS as exc:
             self.flush_failures += 1
@@ -312,7 +312,7 @@ class Ingest:
             self.table.mark_dirty(dirty.all_ids)
             self.pending_events[:0] = dirty.events
             if seen_row is not None:
-                self.seen.failed(seen_row, seen_taken)
+                self.seen.failed(seen_row, table, seen_taken)
             self.db.drop(self._flush_conn)
             self._flush_conn = None
             log.warning(
@@ -474,7 +474,8 @@ class Ingest:
     def _drop_unflushed(self, shards: set[int]) -> None:
         table = self.table
         rows, left_out = table.take_dirty().only(lambda m: table.shard(m) not in shards)
-        table.mark_dirty(rows.seen_ids + rows.ids)
+        table.mark_dirty(rows.ids)
+        table.mark_dirty(rows.seen_ids, changed=False)
         events = self.pending_events + self.sight.admit(table.take_events(), table)
         self.pending_events = [e for e in events if table.shard(e[0]) not in shards]
         self.sight.drop(lambda m: table.shard(m) in shards)
@@ -852,8 +853,10 @@ SIMPLE_METRICS = (
          lambda i: i.seen.rows),
     Spec("seen_log_entries_total", "counter", "Last-seen times written to the seen log.",
          lambda i: i.seen.entries),
-    Spec("seen_log_waiting", "gauge", "Last-seen times waiting for the seen log's next row.",
-         lambda i: len(i.seen.waiting)),
+    Spec("seen_log_waiting", "gauge",
+         "Monitors pinged since the seen log's last row (their times wait for the next),"
+         " with those changed otherwise since the last flush.",
+         lambda i: i.table.dirty_count if i.seen.enabled else 0),
     Spec("seen_log_pruned_total", "counter", "Seen log rows deleted (superseded).",
          lambda i: i.seen.pruned),
     Spec("ping_history_written_total", "counter", "Rows written to the ping history.",

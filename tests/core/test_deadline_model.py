@@ -187,14 +187,39 @@ class TableMatchesModel(RuleBasedStateMachine):
         table = self.table.take_dirty()
         model = self.model.take_dirty()
         assert sorted(zip(*table[:2], strict=True)) == sorted(zip(*model[:2], strict=True))
-        assert sorted(zip(*table[2:], strict=True)) == sorted(zip(*model[2:], strict=True))
+        self._write_seen(model[0], model[1], lost)
+        self._write_rows(table, model, lost)
+        self._check_persisted()
+
+    @rule(seen_row=st.booleans())
+    def flush_with_seen_log(self, seen_row):
+        """The ingest's flush with the seen log on: a monitor whose only change is a later
+        last_seen stays marked, out of the rows, until the seen log's row takes it (or a
+        flush without the seen log does)."""
+        table = self.table.take_dirty(keep_seen=True)
+        model = self.model.take_dirty(keep_seen=True)
+        assert table[:2] == model[:2] == ([], [])
+        self._write_rows(table, model, None)
+        if seen_row:
+            table_seen, model_seen = self.table.take_seen(), self.model.take_seen()
+            assert sorted(zip(*table_seen, strict=True)) == sorted(zip(*model_seen, strict=True))
+            assert self.table.take_seen() == self.model.take_seen() == ([], [])
+            self._write_seen(*model_seen, None)
+            self._check_persisted()
+
+    def _write_seen(self, ids: list[int], times: list[float], lost: int | None) -> None:
         # Apply them as the database does: a seen-only row goes to the seen log.
-        for monitor_id, last_seen in zip(*model[:2], strict=True):
+        for monitor_id, last_seen in zip(ids, times, strict=True):
             if lost is None or _shard(self.config[monitor_id][0]) != lost:
                 self.seen_log[monitor_id] = max(self.seen_log.get(monitor_id, 0.0), last_seen)
+
+    def _write_rows(self, table: Any, model: Any, lost: int | None) -> None:
+        assert sorted(zip(*table[2:], strict=True)) == sorted(zip(*model[2:], strict=True))
         for monitor_id, last_seen, state, misses, incident, started in zip(*model[2:], strict=True):
             if lost is None or _shard(self.config[monitor_id][0]) != lost:
                 self.persisted[monitor_id] = (state, misses, last_seen, incident, started)
+
+    def _check_persisted(self) -> None:
         # Nothing was lost: what is persisted is what the table holds (for what it judges).
         for monitor_id in self.model.ids():
             row = self.model.get(monitor_id)

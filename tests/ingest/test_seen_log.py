@@ -44,7 +44,8 @@ async def test_pings_of_up_monitors_update_no_row_and_reach_the_seen_log(
             for m in monitors:
                 assert await ping(ingest.port, m.token) == 204
             assert await ingest.flush_once()
-        assert ingest.seen.rows == 0 and len(ingest.seen.waiting) == len(monitors)
+        # Marked in the table, owed to the seen log's next row; no Python object per ping.
+        assert ingest.seen.rows == 0 and ingest.table.dirty_count == len(monitors)
         assert await last_seen(database_url) == before  # not written yet: up to 10 s stale
         assert await ingest.flush_once(all_seen=True)
         assert ingest.seen.rows == 1 and ingest.seen.entries == len(monitors)
@@ -112,9 +113,9 @@ def test_a_lost_shard_has_nothing_written_and_a_failed_row_waits_again():
         table.upsert(n, d, 30, 0, 1, False, 1000.0, "up", 0, 999.0, False)
     for n, d in enumerate(digests, 1):
         table.ping(d, 1001.0 + n / 100)
-    dirty = table.take_dirty()
+    dirty = table.take_dirty(keep_seen=True)
+    assert dirty.seen_ids == [] and table.dirty_count == 40  # kept for the seen log
     writer = SeenWriter(10.0, full_every=1e9)
-    writer.add(dirty.seen_ids, dirty.seen_last_seen)
     ids = list(range(1, 41))
     shards = table.shards(ids)
     lost = shards[0]
@@ -127,8 +128,9 @@ def test_a_lost_shard_has_nothing_written_and_a_failed_row_waits_again():
     written = _entries(row)
     assert sorted(written) == sorted(i for i, s in zip(ids, shards, strict=True) if s != lost)
     assert all(abs(written[i] - table.get(i)["last_seen"]) < 0.001 for i in written)
-    writer.failed(row, taken)
-    assert sorted(writer.waiting) == sorted(taken)
+    assert table.dirty_count == 0  # taken from the table
+    writer.failed(row, table, taken)
+    assert sorted(taken) == ids and table.dirty_count == len(taken)  # marked again
     again, _ = writer.row(table, held, 1011.0, force=True)
     assert again is not None and _entries(again) == written
     assert min(held) in [s for s, full in zip(again.shards, again.fulls, strict=True) if full]
@@ -138,7 +140,8 @@ def test_the_first_row_comes_one_interval_after_start():
     table = DeadlineTable()
     table.upsert(1, digest("ab" * 32), 30, 0, 1, False, 0.0, "up", 0, 5.0, False)
     writer = SeenWriter(10.0)
-    writer.add([1], [6.0])
+    table.take_dirty()
+    table.ping(digest("ab" * 32), 6.0)
     assert writer.row(table, range(SHARDS), 100.0)[0] is None
     assert writer.row(table, range(SHARDS), 109.0)[0] is None
     row, _ = writer.row(table, range(SHARDS), 110.0)
@@ -152,13 +155,12 @@ def test_a_shard_let_go_gets_no_full_section_that_would_hide_its_times():
     table = DeadlineTable()
     d = digest("cd" * 32)
     table.upsert(1, d, 30, 0, 1, False, 1000.0, "up", 0, 999.0, False)
-    table.ping(d, 1001.0)
-    dirty = table.take_dirty()
+    table.take_dirty()
     [shard] = table.shards([1])
     writer = SeenWriter(10.0, full_every=10.0 * SHARDS)  # one shard in full per row
     writer.row(table, range(SHARDS), 1005.0, force=True)  # the rotation begins
     writer._round = [shard]  # and the shard is next in it
-    writer.add(dirty.seen_ids, dirty.seen_last_seen)
+    table.ping(d, 1001.0)
     table.release([shard])  # a graceful move: the lease is still held while it writes
     row, _ = writer.row(table, range(SHARDS), 1010.0, force=True)
     assert row is not None
