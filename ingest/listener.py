@@ -45,9 +45,10 @@ busy event loops on one core (more ingest processes than cores, or one beside a 
 backend) otherwise run until the kernel preempts them at the end of a time slice, often
 in the middle of a batch, and every ping the other process has ready waits that slice
 out. Yielding at batch boundaries makes them alternate batch by batch: with two
-processes on one core the p99 went from 1.4-1.5x one process's to about 1x, and the
-throughput up by a sixth (``benchmarks.procs``). With nothing else runnable on the core,
-the call returns at once (one system call per loop pass, amortised over its batch).
+processes pinned to one core, their p99 against one process's went from 1.58x to 1.29x
+(medians of three rounds, same run), the throughput unchanged within the noise. With
+nothing else runnable on the core, the call returns at once (one system call per loop
+pass, amortised over its batch).
 """
 
 from __future__ import annotations
