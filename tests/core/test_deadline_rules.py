@@ -177,6 +177,33 @@ def test_dirty_rows_are_handed_over_once(table):
     assert table.take_dirty()[2] == [1]
 
 
+def test_with_the_seen_log_a_pinged_monitor_waits_marked_for_its_row(table):
+    """take_dirty(keep_seen=True) keeps a monitor only pinged (the seen log's next row
+    takes it with take_seen, its latest time); one changed otherwise goes whole as ever;
+    a monitor taken is marked afresh by its next ping, and a row that was not written
+    marks its monitors again as pinged only."""
+    table.upsert(1, A, 30, 0, 1, False, T0)
+    table.upsert(2, B, 30, 0, 1, False, T0)
+    table.ping(A, T0 + 1)
+    table.ping(B, T0 + 1)
+    table.take_dirty()
+    table.ping(A, T0 + 2)
+    table.ping(A, T0 + 3)
+    assert table.take_dirty(keep_seen=True) == ([], [], [], [], [], [], [], [])
+    table.pop_due(T0 + 31)  # B missed: down, a whole row; A's ping is still owed
+    rows = table.take_dirty(keep_seen=True)
+    assert (rows.seen_ids, rows.ids, rows.states) == ([], [2], ["down"])
+    assert table.take_seen() == ([1], [T0 + 3])
+    assert table.take_seen() == ([], [])
+    table.ping(A, T0 + 4)  # marked afresh once taken
+    assert table.take_seen() == ([1], [T0 + 4])
+    table.mark_dirty([1, 99], changed=False)  # the row was not written
+    assert table.take_dirty(keep_seen=True)[:4] == ([], [], [], [])
+    assert table.take_seen() == ([1], [T0 + 4])
+    table.ping(A, T0 + 5)
+    assert table.take_dirty()[:2] == ([1], [T0 + 5])  # without the seen log: a seen row
+
+
 def test_the_heap_stays_bounded_under_interval_churn():
     table = DeadlineTable()
     for i in range(100):
