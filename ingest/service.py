@@ -12,7 +12,8 @@ the listener:
   state is bounded by the number of monitors, not of pings. A ping that changes nothing
   but a last-seen time waits for the seen log's next row instead (``seen.py``, every
   ``seen_interval``): the database diet, one compact row per ~10 s instead of a row
-  update per ping;
+  update per ping. Such a monitor stays marked in the table meanwhile (the flush leaves
+  it there, the row takes it), so a flush costs nothing per ping;
 - the change feed (``changefeed.py``) follows configuration changes into the table;
 - the admin listener serves /metrics (``SIMPLE_METRICS``: one spec per single-valued
   metric), /healthz, and POST /handoff from the other ingest processes;
