@@ -26,6 +26,7 @@ class SeenWriter:
     def __init__(self, every: float, full_every: float | None = None) -> None:
         self.every = every  # 0: the seen log is off; flushes write every last-seen
         self.full_every = every * seenlog.FULL_ROUND if full_every is None else full_every
+        self.waiting = 0  # monitors the table kept for the next row, at the last flush
         self.next_row_at = -math.inf
         self._round: list[int] = []  # judged shards not yet rewritten in full this round
         self._refull: set[int] = set()  # full sections of a row that was not written
@@ -74,6 +75,7 @@ class SeenWriter:
                 full.add(shard)
                 share -= 1
         ids, times = table.take_seen()
+        self.waiting = 0
         self._refull = set()
         return Plan(
             ids, times, table.shards(ids), held, full, table.seen_times(full),

@@ -242,6 +242,8 @@ class Ingest:
         # With the seen log on, a monitor only pinged stays marked in the table until the
         # log's next row takes it (SeenWriter.plan): nothing per ping per flush here.
         rows, events = table.take_dirty(keep_seen=self.seen.enabled), self.pending_events
+        if self.seen.enabled:
+            self.seen.waiting = table.dirty_count  # what it kept: pinged since the last row
         if sight.held_count():
             # A monitor whose miss is held keeps its row back too: written with its
             # events, or never (blindness undid it). A crash meanwhile loses nothing that
@@ -843,7 +845,9 @@ SIMPLE_METRICS = (
          lambda i: i.table.statistics()["monitors"]),
     Spec("monitors_scheduled", "gauge", "Monitors with a deadline.",
          lambda i: i.table.statistics()["scheduled"]),
-    Spec("dirty_monitors", "gauge", "Monitors changed since the last flush.",
+    Spec("dirty_monitors", "gauge",
+         "Monitors marked for writing: changed since the last flush, and (with the seen"
+         " log) pinged since its last row.",
          lambda i: i.table.statistics()["dirty"]),
     Spec("pending_events", "gauge", "Events not yet flushed.", lambda i: len(i.pending_events)),
     Spec("flush_rows_total", "counter", "Monitor rows flushed.", lambda i: i.flush_rows),
@@ -855,9 +859,9 @@ SIMPLE_METRICS = (
     Spec("seen_log_entries_total", "counter", "Last-seen times written to the seen log.",
          lambda i: i.seen.entries),
     Spec("seen_log_waiting", "gauge",
-         "Monitors pinged since the seen log's last row (their times wait for the next),"
-         " with those changed otherwise since the last flush.",
-         lambda i: i.table.dirty_count if i.seen.enabled else 0),
+         "Monitors pinged since the seen log's last row, as of the last flush (their"
+         " times wait in the table for the next row).",
+         lambda i: i.seen.waiting),
     Spec("seen_log_pruned_total", "counter", "Seen log rows deleted (superseded).",
          lambda i: i.seen.pruned),
     Spec("ping_history_written_total", "counter", "Rows written to the ping history.",

@@ -46,6 +46,7 @@ async def test_pings_of_up_monitors_update_no_row_and_reach_the_seen_log(
             assert await ingest.flush_once()
         # Marked in the table, owed to the seen log's next row; no Python object per ping.
         assert ingest.seen.rows == 0 and ingest.table.dirty_count == len(monitors)
+        assert ingest.seen.waiting == len(monitors)  # the gauge lastseen_seen_log_waiting
         assert await last_seen(database_url) == before  # not written yet: up to 10 s stale
         assert await ingest.flush_once(all_seen=True)
         assert ingest.seen.rows == 1 and ingest.seen.entries == len(monitors)
