@@ -715,52 +715,37 @@ class DeadlineModel:
         return events
 
     def take_dirty(self, keep_seen: bool = False) -> DirtyRows:
-        seen_ids: list[int] = []
-        seen_times: list[float] = []
-        ids: list[int] = []
-        times: list[float] = []
-        states: list[str] = []
-        misses: list[int] = []
-        incidents: list[bool] = []
-        started: list[float] = []
-        kept: list[int] = []
-        for monitor_id in self._dirty_order:
-            m = self._by_id.get(monitor_id)
-            if m is None or not m.dirty:
-                continue
-            if m.changed:
-                ids.append(m.monitor_id)
-                times.append(m.last_seen)
-                states.append(m.state)
-                misses.append(m.misses)
-                incidents.append(m.incident_open)
-                started.append(m.started)
-            elif keep_seen:  # owed to the seen log: take_seen hands it over
-                kept.append(monitor_id)
-                continue
-            else:
-                seen_ids.append(m.monitor_id)
-                seen_times.append(m.last_seen)
-            m.dirty = m.changed = False
-        self._dirty_order = kept
-        return DirtyRows(seen_ids, seen_times, ids, times, states, misses, incidents, started)
+        return self._take(True, not keep_seen)
 
     def take_seen(self) -> tuple[list[int], list[float]]:
-        ids: list[int] = []
-        times: list[float] = []
+        rows = self._take(False, True)
+        return rows.seen_ids, rows.seen_last_seen
+
+    def _take(self, changed: bool, seen: bool) -> DirtyRows:
+        """Hand over the dirty monitors changed otherwise (whole rows) if `changed`, and
+        those with only a later last_seen if `seen`; the others stay dirty, in order."""
+        rows = DirtyRows([], [], [], [], [], [], [], [])
         kept: list[int] = []
         for monitor_id in self._dirty_order:
             m = self._by_id.get(monitor_id)
             if m is None or not m.dirty:
                 continue
-            if m.changed:
+            if not (changed if m.changed else seen):
                 kept.append(monitor_id)
                 continue
-            ids.append(m.monitor_id)
-            times.append(m.last_seen)
-            m.dirty = False
+            if m.changed:
+                rows.ids.append(m.monitor_id)
+                rows.last_seen.append(m.last_seen)
+                rows.states.append(m.state)
+                rows.misses.append(m.misses)
+                rows.incidents.append(m.incident_open)
+                rows.started.append(m.started)
+            else:
+                rows.seen_ids.append(m.monitor_id)
+                rows.seen_last_seen.append(m.last_seen)
+            m.dirty = m.changed = False
         self._dirty_order = kept
-        return ids, times
+        return rows
 
     def mark_dirty(self, ids: list[int], changed: bool = True) -> None:
         for monitor_id in ids:
