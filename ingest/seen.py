@@ -18,6 +18,7 @@ from collections.abc import Container
 from typing import NamedTuple
 
 from core import DeadlineTable, seenlog
+from core.records import DirtyRows
 
 from .store import SeenRow
 
@@ -38,6 +39,16 @@ class SeenWriter:
     @property
     def enabled(self) -> bool:
         return self.every > 0
+
+    def take_dirty(self, table: DeadlineTable) -> DirtyRows:
+        """A flush's rows from the table. With the seen log on, a monitor only pinged
+        stays marked in the table until the next row takes it (``plan``), so a flush
+        costs nothing per ping; ``waiting`` counts those it kept."""
+        if not self.enabled:
+            return table.take_dirty()
+        rows = table.take_dirty(keep_seen=True)
+        self.waiting = table.dirty_count
+        return rows
 
     def row(
         self, table: DeadlineTable, held: Container[int], now: float, *, force: bool = False

@@ -239,11 +239,7 @@ class Ingest:
         if all_seen:  # shards given back, a stop: what was held was no blindness
             self.pending_events.extend(sight.release(math.inf))
         held = self.leases.held if self.leases is not None else None
-        # With the seen log on, a monitor only pinged stays marked in the table until the
-        # log's next row takes it (SeenWriter.plan): nothing per ping per flush here.
-        rows, events = table.take_dirty(keep_seen=self.seen.enabled), self.pending_events
-        if self.seen.enabled:
-            self.seen.waiting = table.dirty_count  # what it kept: pinged since the last row
+        rows, events = self.seen.take_dirty(table), self.pending_events
         if sight.held_count():
             # A monitor whose miss is held keeps its row back too: written with its
             # events, or never (blindness undid it). A crash meanwhile loses nothing that
