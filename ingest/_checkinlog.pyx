@@ -17,7 +17,7 @@ COPY payload (``copy_data``): no Python object per row on either side.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.math cimport llround
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memcmp, memcpy, memset
 
 import ipaddress
@@ -36,6 +36,20 @@ cdef list _KIND_FIELDS = [b"\x00\x00\x00\x07success", b"\x00\x00\x00\x05start",
                           b"\x00\x00\x00\x04fail", b"\x00\x00\x00\x03log"]
 cdef list _METHOD_FIELDS = [b"\x00\x00\x00\x04POST", b"\x00\x00\x00\x04HEAD"]
 cdef bytes _NULL = b"\xff\xff\xff\xff"
+
+
+ctypedef struct _Slot:
+    int64_t monitor_id
+    Py_ssize_t index
+
+
+cdef int _by_monitor(const void* a, const void* b) noexcept nogil:
+    """Order of a COPY's rows: by monitor, then as answered."""
+    cdef const _Slot* x = <const _Slot*>a
+    cdef const _Slot* y = <const _Slot*>b
+    if x.monitor_id != y.monitor_id:
+        return -1 if x.monitor_id < y.monitor_id else 1
+    return -1 if x.index < y.index else (1 if x.index > y.index else 0)
 
 
 cdef inline void _put32(uint8_t* p, uint32_t v) noexcept nogil:
@@ -220,49 +234,57 @@ cdef class CheckinLog:
 
     def copy_data(self, DeadlineTable table=None):
         """(the rows as one binary COPY payload of COLUMNS, how many): without the rows of
-        monitors `table` no longer has (deleted since they were answered)."""
+        monitors `table` no longer has (deleted since they were answered), and in order of
+        monitor (each monitor's as answered). PostgreSQL inserts each row into the history's
+        per-monitor index: in monitor order a batch walks that index's leaves once, in
+        order, instead of jumping to a random leaf per row (a third of the row's cost)."""
         cdef list clients = [_inet_field(c) for c in self.clients]
         cdef list agents = [_text_field(a) for a in self.agents]
-        cdef Py_ssize_t i, size = PyBytes_GET_SIZE(_SIGNATURE) + 2, n = 0
+        cdef Py_ssize_t i, j, size = PyBytes_GET_SIZE(_SIGNATURE) + 2, n = 0
         cdef Entry* e
-        cdef bytearray keep = bytearray(self._assigned)  # 1: its monitor is still there
-        cdef uint8_t* kept = <uint8_t*><char*>keep
-        # 2 (field count) + 12 (id) + 12 (time), the kind's field, 6 (status; 4 for NULL),
-        # 8 (method), the client's and the agent's fields.
-        for i in range(self._assigned):
-            e = &self._rows[i]
-            if table is not None and table._find_id(e.monitor_id) < 0:
-                continue
-            kept[i] = 1
-            n += 1
-            size += (26 + PyBytes_GET_SIZE(_KIND_FIELDS[e.kind]) + (6 if e.status >= 0 else 4) + 8
-                     + (PyBytes_GET_SIZE(clients[e.source]) if e.source >= 0 else 4)
-                     + (PyBytes_GET_SIZE(agents[e.agent]) if e.agent >= 0 else 4))
-        cdef bytearray buf = bytearray(size)
-        cdef uint8_t* p = <uint8_t*><char*>buf
-        memcpy(p, PyBytes_AS_STRING(_SIGNATURE), PyBytes_GET_SIZE(_SIGNATURE))
-        p += PyBytes_GET_SIZE(_SIGNATURE)
-        for i in range(self._assigned):
-            if not kept[i]:
-                continue
-            e = &self._rows[i]
-            p[0], p[1] = 0, 7
-            _put32(p + 2, 8)
-            _put64(p + 6, <uint64_t>e.monitor_id)
-            _put32(p + 14, 8)
-            _put64(p + 18, <uint64_t>llround((e.at - _PG_EPOCH) * 1e6))
-            p += 26
-            p = _field(p, _KIND_FIELDS[e.kind])
-            if e.status >= 0:
-                _put32(p, 2)
-                p[4], p[5] = <uint8_t>(e.status >> 8), <uint8_t>e.status
-                p += 6
-            else:
-                p = _field(p, _NULL)
-            p = _field(p, _METHOD_FIELDS[e.method])
-            p = _field(p, clients[e.source] if e.source >= 0 else _NULL)
-            p = _field(p, agents[e.agent] if e.agent >= 0 else _NULL)
-        p[0] = p[1] = 0xff  # the trailer: a field count of -1
+        cdef bytearray buf
+        cdef uint8_t* p
+        cdef _Slot* order = <_Slot*>malloc(max(1, self._assigned) * sizeof(_Slot))
+        if order == NULL:
+            raise MemoryError()
+        try:
+            # 2 (field count) + 12 (id) + 12 (time), the kind's field, 6 (status; 4 for
+            # NULL), 8 (method), the client's and the agent's fields.
+            for i in range(self._assigned):
+                e = &self._rows[i]
+                if table is not None and table._find_id(e.monitor_id) < 0:
+                    continue
+                order[n].monitor_id, order[n].index = e.monitor_id, i
+                n += 1
+                size += (26 + PyBytes_GET_SIZE(_KIND_FIELDS[e.kind]) + (6 if e.status >= 0 else 4)
+                         + 8 + (PyBytes_GET_SIZE(clients[e.source]) if e.source >= 0 else 4)
+                         + (PyBytes_GET_SIZE(agents[e.agent]) if e.agent >= 0 else 4))
+            qsort(order, n, sizeof(_Slot), _by_monitor)
+            buf = bytearray(size)
+            p = <uint8_t*><char*>buf
+            memcpy(p, PyBytes_AS_STRING(_SIGNATURE), PyBytes_GET_SIZE(_SIGNATURE))
+            p += PyBytes_GET_SIZE(_SIGNATURE)
+            for j in range(n):
+                e = &self._rows[order[j].index]
+                p[0], p[1] = 0, 7
+                _put32(p + 2, 8)
+                _put64(p + 6, <uint64_t>e.monitor_id)
+                _put32(p + 14, 8)
+                _put64(p + 18, <uint64_t>llround((e.at - _PG_EPOCH) * 1e6))
+                p += 26
+                p = _field(p, _KIND_FIELDS[e.kind])
+                if e.status >= 0:
+                    _put32(p, 2)
+                    p[4], p[5] = <uint8_t>(e.status >> 8), <uint8_t>e.status
+                    p += 6
+                else:
+                    p = _field(p, _NULL)
+                p = _field(p, _METHOD_FIELDS[e.method])
+                p = _field(p, clients[e.source] if e.source >= 0 else _NULL)
+                p = _field(p, agents[e.agent] if e.agent >= 0 else _NULL)
+            p[0] = p[1] = 0xff  # the trailer: a field count of -1
+        finally:
+            free(order)
         return bytes(buf), n
 
 

@@ -113,6 +113,12 @@ async def test_the_native_log_writes_what_the_rows_would(database_url):
     taken = log.take()
     assert len(log) == 0 and len(taken) == 7 and log.counts["fail"] == 2
     assert await with_conn(database_url, lambda c: checkins.copy(c, taken, table, 5.0)) == 6
+    # Inserted by monitor (the per-monitor index's leaves in order), each monitor's rows
+    # as they were answered (a stable order: a.id's two rows share a second).
+    order = await fetch(database_url, "SELECT monitor_id, kind FROM pings ORDER BY id")
+    assert [(r["monitor_id"], r["kind"]) for r in order] == sorted(
+        [(r.monitor_id, r.kind) for r in check_ins], key=lambda mk: mk[0]
+    )
     copied = await fetch(
         database_url, f"SELECT {', '.join(COLUMNS)} FROM pings ORDER BY received_at, kind"
     )
