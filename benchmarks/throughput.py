@@ -10,7 +10,11 @@ gives every monitor its first ping. Then floods of check-ins on keep-alive conne
 history, written to the same core's database. They run in `rounds` (plain, /start, /0
 in turn; the median of each, and the range of the ratio), and each says what a request
 cost in CPU: the ingest's and its PostgreSQL's (from /proc), the figure the machine's
-noise moves least.
+noise moves least. Then the same rounds like for like: an ingest that records plain pings
+too (``LASTSEEN_PING_HISTORY_PLAIN=1``, every ping a row, as issue 12's history has it),
+so that a check-in is measured against a ping that is written as well; by default a plain
+ping is no row (its time is the seen log's) and the first rounds' ratio is the price of
+the row.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def run(monitors: int, seconds: float, connections: int, rounds: int = 3) -> Res
     figures: dict[str, Any] = {"monitors": monitors, "seconds": seconds,
                                "connections": connections, "rounds": rounds}  # fmt: skip
     flood: dict[str, list[Flood]] = {}
+    recorded: dict[str, list[Flood]] = {}
     rows: list[tuple[str, ...]] = [
         ("server", "mode", "requests/s", "p50", "p99", "errors", "vs nginx")
     ]
@@ -54,11 +59,10 @@ def run(monitors: int, seconds: float, connections: int, rounds: int = 3) -> Res
                 harness.wrk(ingest.port, tokens_file, seconds=min(15, 1 + monitors / 10_000),
                             connections=connections, close=False, pin=load_pin)  # fmt: skip
                 runs["lastseen"] = _loads(ingest.port, tokens_file, seconds, connections, load_pin)
-                for _round in range(rounds):
-                    for suffix in ("", *CHECK_INS):
-                        flood.setdefault(suffix, []).append(_flood(
-                            dsn, ingest, tokens_file, seconds, connections, load_pin, suffix,
-                        ))  # fmt: skip
+                _floods(flood, dsn, ingest, tokens_file, seconds, connections, load_pin, rounds)
+            with harness.ingest(dsn, tokens[-1], pin=server_pin, log=log,
+                                env={"LASTSEEN_PING_HISTORY_PLAIN": "1"}) as ingest:  # fmt: skip
+                _floods(recorded, dsn, ingest, tokens_file, seconds, connections, load_pin, rounds)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for server, loads in runs.items():
@@ -70,7 +74,8 @@ def run(monitors: int, seconds: float, connections: int, rounds: int = 3) -> Res
                 figures[f"ratio_{mode}"] = load.requests_per_s / runs["nginx"][mode].requests_per_s
             rows.append((server, mode, f"{load.requests_per_s:,.0f}", f"{load.p50_ms:.2f} ms",
                          f"{load.p99_ms:.2f} ms", str(load.errors), ratio))  # fmt: skip
-    rows += _flood_rows(flood, figures)
+    rows += _flood_rows(flood, figures, "flood", "")
+    rows += _flood_rows(recorded, figures, "recorded flood", "plain pings recorded too: ")
     if "nginx" not in runs:
         rows.append(("(nginx not installed: apt-get install nginx-light for the reference)",))
     title = f"throughput, {monitors:,} monitors, {seconds:g} s per run, one server core"
@@ -112,12 +117,34 @@ def _flood(
     return Flood(load, cpu * 1e6 / requests, database)
 
 
-def _flood_rows(flood: dict[str, list[Flood]], figures: dict[str, Any]) -> list[tuple[str, ...]]:
-    """The check-in floods against plain pings: medians, and each ratio's range."""
+def _floods(
+    into: dict[str, list[Flood]],
+    dsn: str,
+    ingest: harness.Server,
+    tokens_file: Path,
+    seconds: float,
+    connections: int,
+    pin: list[str],
+    rounds: int,
+) -> None:
+    """`rounds` of a plain flood and each check-in's, in turn (so that the machine's
+    drift falls on all alike)."""
+    for _round in range(rounds):
+        for suffix in ("", *CHECK_INS):
+            into.setdefault(suffix, []).append(
+                _flood(dsn, ingest, tokens_file, seconds, connections, pin, suffix)
+            )
+
+
+def _flood_rows(
+    flood: dict[str, list[Flood]], figures: dict[str, Any], key: str, setting: str
+) -> list[tuple[str, ...]]:
+    """The check-in floods against plain pings: medians, and each ratio's range, as
+    figures[f"{key} {flood}"]; the rows name `setting` (empty for the default one)."""
     if not flood:
         return []
-    head = ("lastseen", "keep-alive floods (median of rounds)", "requests/s", "p50", "p99",
-            "errors", "CPU a request: ingest + PostgreSQL", "vs plain (range)")  # fmt: skip
+    head = ("lastseen", f"{setting}keep-alive floods (median of rounds)", "requests/s", "p50",
+            "p99", "errors", "CPU a request: ingest + PostgreSQL", "vs plain (range)")  # fmt: skip
     rows: list[tuple[str, ...]] = [head]
     plain = flood[""]
     for suffix, runs in flood.items():
@@ -137,7 +164,7 @@ def _flood_rows(flood: dict[str, list[Flood]], figures: dict[str, Any]) -> list[
             figure["cpu_ratio"] = cost / statistics.median(p.us for p in plain)
             versus = (f"{figure['ratio']:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}),"
                       f" CPU {figure['cpu_ratio']:.2f}x")  # fmt: skip
-        figures[f"flood {name}"] = figure
+        figures[f"{key} {name}"] = figure
         cpu = f"{figure['ingest_us']:.1f} + {figure['database_us']:.1f} µs"
         p50 = statistics.median(f.load.p50_ms for f in runs)
         rows.append(("lastseen", f"keep-alive {name}", f"{rate:,.0f}", f"{p50:.2f} ms",
