@@ -321,7 +321,8 @@ def wrk(
         env = {**os.environ, "WRK_TOKENS": str(tokens_file), "WRK_OUT": out.name}
         env["WRK_CLOSE"] = "1" if close else "0"
         env["WRK_SUFFIX"] = suffix
-        env["WRK_DELAY_MS"] = str(round(connections * 1000 / rate)) if rate else "0"
+        # wrk's delay is whole milliseconds: at least 1 (0 would be no pacing at all).
+        env["WRK_DELAY_MS"] = str(max(1, round(connections * 1000 / rate))) if rate else "0"
         duration = max(1, round(seconds))
         subprocess.run(
             [*pin, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s",

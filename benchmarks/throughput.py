@@ -10,11 +10,16 @@ gives every monitor its first ping. Then floods of check-ins on keep-alive conne
 history, written to the same core's database. They run in `rounds` (plain, /start, /0
 in turn; the median of each, and the range of the ratio), and each says what a request
 cost in CPU: the ingest's and its PostgreSQL's (from /proc), the figure the machine's
-noise moves least. Then the same rounds like for like: an ingest that records plain pings
-too (``LASTSEEN_PING_HISTORY_PLAIN=1``, every ping a row, as issue 12's history has it),
-so that a check-in is measured against a ping that is written as well; by default a plain
+noise moves least. The same rounds again at one paced rate for all (half the plain
+floods' rate): the ingest's CPU a request at equal load, the fast path's own cost (at
+saturation a slower flood also means fewer pings a loop pass, each dearer, and the
+database's work on the core evicts the ingest's caches: both move the ingest's share).
+Then like for like: an ingest that records plain pings too
+(``LASTSEEN_PING_HISTORY_PLAIN=1``, every ping a row, as issue 12's history has it), so
+that a check-in is measured against a ping that is written as well; by default a plain
 ping is no row (its time is the seen log's) and the first rounds' ratio is the price of
-the row.
+the row. Each round takes the floods in a turned order (the history's index grows over
+the run: the later flood of a round would pay more).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def run(monitors: int, seconds: float, connections: int, rounds: int = 3) -> Res
     figures: dict[str, Any] = {"monitors": monitors, "seconds": seconds,
                                "connections": connections, "rounds": rounds}  # fmt: skip
     flood: dict[str, list[Flood]] = {}
+    paced: dict[str, list[Flood]] = {}
     recorded: dict[str, list[Flood]] = {}
     rows: list[tuple[str, ...]] = [
         ("server", "mode", "requests/s", "p50", "p99", "errors", "vs nginx")
@@ -60,6 +66,10 @@ def run(monitors: int, seconds: float, connections: int, rounds: int = 3) -> Res
                             connections=connections, close=False, pin=load_pin)  # fmt: skip
                 runs["lastseen"] = _loads(ingest.port, tokens_file, seconds, connections, load_pin)
                 _floods(flood, dsn, ingest, tokens_file, seconds, connections, load_pin, rounds)
+                rate = statistics.median(f.load.requests_per_s for f in flood[""]) / 2
+                figures["paced_rate"] = rate
+                _floods(paced, dsn, ingest, tokens_file, seconds, connections, load_pin, rounds,
+                        rate)  # fmt: skip
             with harness.ingest(dsn, tokens[-1], pin=server_pin, log=log,
                                 env={"LASTSEEN_PING_HISTORY_PLAIN": "1"}) as ingest:  # fmt: skip
                 _floods(recorded, dsn, ingest, tokens_file, seconds, connections, load_pin, rounds)
@@ -75,6 +85,8 @@ def run(monitors: int, seconds: float, connections: int, rounds: int = 3) -> Res
             rows.append((server, mode, f"{load.requests_per_s:,.0f}", f"{load.p50_ms:.2f} ms",
                          f"{load.p99_ms:.2f} ms", str(load.errors), ratio))  # fmt: skip
     rows += _flood_rows(flood, figures, "flood", "")
+    rate = figures.get("paced_rate", 0.0)
+    rows += _flood_rows(paced, figures, "paced flood", f"paced at {rate:,.0f}/s: ")
     rows += _flood_rows(recorded, figures, "recorded flood", "plain pings recorded too: ")
     if "nginx" not in runs:
         rows.append(("(nginx not installed: apt-get install nginx-light for the reference)",))
@@ -106,10 +118,11 @@ def _flood(
     connections: int,
     pin: list[str],
     suffix: str,
+    rate: float | None = None,
 ) -> Flood:
     cpu, db = harness.cpu_and_switches(ingest.process.pid)[0], harness.database_cpu(dsn)
     load = harness.wrk(ingest.port, tokens_file, seconds=seconds, connections=connections,
-                       close=False, pin=pin, suffix=suffix)  # fmt: skip
+                       close=False, pin=pin, suffix=suffix, rate=rate)  # fmt: skip
     requests = max(1.0, load.requests_per_s * seconds)
     cpu = harness.cpu_and_switches(ingest.process.pid)[0] - cpu
     db_after = harness.database_cpu(dsn)
@@ -126,13 +139,17 @@ def _floods(
     connections: int,
     pin: list[str],
     rounds: int,
+    rate: float | None = None,
 ) -> None:
     """`rounds` of a plain flood and each check-in's, in turn (so that the machine's
-    drift falls on all alike)."""
-    for _round in range(rounds):
-        for suffix in ("", *CHECK_INS):
+    drift falls on all alike), each round starting one further along; at most `rate`
+    requests a second if given."""
+    kinds = ("", *CHECK_INS)
+    for turn in range(rounds):
+        for k in range(len(kinds)):
+            suffix = kinds[(turn + k) % len(kinds)]
             into.setdefault(suffix, []).append(
-                _flood(dsn, ingest, tokens_file, seconds, connections, pin, suffix)
+                _flood(dsn, ingest, tokens_file, seconds, connections, pin, suffix, rate)
             )
 
 
@@ -162,8 +179,12 @@ def _flood_rows(
                       for f, p in zip(runs, plain, strict=True)]  # fmt: skip
             figure["ratio"] = statistics.median(ratios)
             figure["cpu_ratio"] = cost / statistics.median(p.us for p in plain)
+            figure["ingest_ratio"] = figure["ingest_us"] / statistics.median(
+                p.ingest_us for p in plain
+            )
             versus = (f"{figure['ratio']:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}),"
-                      f" CPU {figure['cpu_ratio']:.2f}x")  # fmt: skip
+                      f" CPU {figure['cpu_ratio']:.2f}x, the ingest's"
+                      f" {figure['ingest_ratio']:.2f}x")  # fmt: skip
         figures[f"{key} {name}"] = figure
         cpu = f"{figure['ingest_us']:.1f} + {figure['database_us']:.1f} µs"
         p50 = statistics.median(f.load.p50_ms for f in runs)
