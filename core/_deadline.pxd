@@ -101,7 +101,7 @@ cdef class DeadlineTable:
     cdef int _grow_indexes(self) except -1
     cdef int32_t _alloc_slot(self) except -1
     cdef void _mark_dirty(self, uint32_t slot, bint changed)
-    cdef object _take(self, bint changed, bint seen)
+    cdef object _take(self, bint changed, bint seen, list seen_shards=*)
     cdef bint _heap_less(self, uint32_t a, uint32_t b)
     cdef int _heap_push(self, double deadline, uint32_t slot) except -1
     cdef void _sift_down(self, uint32_t i)

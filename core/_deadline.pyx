@@ -1312,14 +1312,17 @@ cdef class DeadlineTable:
     def take_seen(self):
         """Hand over the monitors whose only change since they were last handed over is
         a later last_seen (what ``take_dirty(keep_seen=True)`` kept), and mark them
-        clean: (ids, last_seen times). Monitors changed otherwise stay for take_dirty."""
-        rows = self._take(False, True)
-        return rows.seen_ids, rows.seen_last_seen
+        clean: (ids, last_seen times, their shards). Monitors changed otherwise stay for
+        take_dirty."""
+        cdef list shards = []
+        rows = self._take(False, True, shards)
+        return rows.seen_ids, rows.seen_last_seen, shards
 
-    cdef object _take(self, bint changed, bint seen):
+    cdef object _take(self, bint changed, bint seen, list seen_shards=None):
         # One pass over the dirty list: hand over the monitors `changed` otherwise (whole
-        # rows) and those `seen` only (a later last_seen); the others stay marked, and
-        # in the list (compacted in place: `kept` never passes the entry being read).
+        # rows) and those `seen` only (a later last_seen, and its shard if `seen_shards`
+        # is given); the others stay marked, and in the list (compacted in place: `kept`
+        # never passes the entry being read).
         cdef list seen_ids = [], seen_times = []
         cdef list ids = [], times = [], states = [], misses = [], incidents = [], started = []
         cdef uint32_t i, slot, kept = 0
@@ -1346,6 +1349,8 @@ cdef class DeadlineTable:
             else:
                 seen_ids.append(m.monitor_id)
                 seen_times.append(m.last_seen)
+                if seen_shards is not None:
+                    seen_shards.append(<int>_shard_of(m.digest))
             m.flags &= ~(FLAG_DIRTY | FLAG_CHANGED)
         self._dirty_len = kept
         return DirtyRows(seen_ids, seen_times, ids, times, states, misses, incidents, started)

@@ -717,9 +717,10 @@ class DeadlineModel:
     def take_dirty(self, keep_seen: bool = False) -> DirtyRows:
         return self._take(True, not keep_seen)
 
-    def take_seen(self) -> tuple[list[int], list[float]]:
+    def take_seen(self) -> tuple[list[int], list[float], list[int]]:
         rows = self._take(False, True)
-        return rows.seen_ids, rows.seen_last_seen
+        shards = [shard_of(self._by_id[m].digest) for m in rows.seen_ids]
+        return rows.seen_ids, rows.seen_last_seen, shards
 
     def _take(self, changed: bool, seen: bool) -> DirtyRows:
         """Hand over the dirty monitors changed otherwise (whole rows) if `changed`, and

@@ -20,18 +20,20 @@ A section: the entries sorted by monitor id; the id gaps and the times (millisec
 from the row's ``base_ms``, floored, so never later than the ping) as little-endian int64,
 split into byte planes (byte 0 of every value, then byte 1, ...: the high bytes are
 mostly equal and compress away) and deflated. About 4.5 bytes per entry measured (see
-``benchmarks/wal.py``); decoding is zlib and array work, in C.
+``benchmarks/wal.py``). The planes are laid out natively (``_seenpack.pyx``: a row's
+sections in one sort), deflate is zlib's; decoding is zlib and array work, in C.
 """
 
 from __future__ import annotations
 
 import array
-import math
 import sys
 import zlib
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
 from typing import Any
+
+from ._seenpack import planes
 
 # Rows per round of full sections. A full section costs what a delta entry does, per
 # monitor: every 30 intervals adds ~1/10 to a 30 s fleet's cost (3 pings per interval),
@@ -64,20 +66,12 @@ DELETE FROM seen_log WHERE id < (
 
 def encode(ids: Sequence[int], times: Sequence[float], base_ms: int) -> bytes:
     """One section: monitors `ids` last seen at `times` (epoch seconds)."""
-    order = sorted(range(len(ids)), key=ids.__getitem__)
-    values = array.array("q", bytes(_WIDTH * 2 * len(order)))
-    n = len(order)
-    previous = 0
-    for k, i in enumerate(order):
-        monitor_id = ids[i]
-        values[k] = monitor_id - previous
-        values[n + k] = math.floor(times[i] * 1000) - base_ms
-        previous = monitor_id
-    if sys.byteorder == "big":
-        values.byteswap()
-    raw = values.tobytes()
-    planes = b"".join(raw[b::_WIDTH] for b in range(_WIDTH))
-    return zlib.compress(planes, 6, -15)
+    return compress(planes(ids, times, base_ms))
+
+
+def compress(section_planes: bytes) -> bytes:
+    """A section as written: its planes (``_seenpack``) deflated."""
+    return zlib.compress(section_planes, 6, -15)
 
 
 def decode(section: bytes, base_ms: int) -> tuple[list[int], list[float]]:
@@ -107,14 +101,24 @@ def pack(
 ) -> tuple[list[int], list[bool], list[int], list[int], bytes]:
     """A row's columns from (shard, full, ids, times) sections: shards, fulls, starts,
     lens, data."""
+    return assemble(
+        (shard, full, encode(ids, times, base_ms) if ids else b"")
+        for shard, full, ids, times in sections
+    )
+
+
+def assemble(
+    sections: Iterable[tuple[int, bool, bytes]],
+) -> tuple[list[int], list[bool], list[int], list[int], bytes]:
+    """A row's columns from (shard, full, encoded section) sections: shards, fulls,
+    starts, lens, data."""
     shards: list[int] = []
     fulls: list[bool] = []
     starts: list[int] = []
     lens: list[int] = []
     parts: list[bytes] = []
     at = 0
-    for shard, full, ids, times in sections:
-        blob = encode(ids, times, base_ms) if ids else b""
+    for shard, full, blob in sections:
         shards.append(shard)
         fulls.append(full)
         starts.append(at)

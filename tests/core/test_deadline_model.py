@@ -203,8 +203,8 @@ class TableMatchesModel(RuleBasedStateMachine):
         if seen_row:
             table_seen, model_seen = self.table.take_seen(), self.model.take_seen()
             assert sorted(zip(*table_seen, strict=True)) == sorted(zip(*model_seen, strict=True))
-            assert self.table.take_seen() == self.model.take_seen() == ([], [])
-            self._write_seen(*model_seen, None)
+            assert self.table.take_seen() == self.model.take_seen() == ([], [], [])
+            self._write_seen(*model_seen[:2], None)
             self._check_persisted()
 
     def _write_seen(self, ids: list[int], times: list[float], lost: int | None) -> None:

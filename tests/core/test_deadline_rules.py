@@ -193,13 +193,14 @@ def test_with_the_seen_log_a_pinged_monitor_waits_marked_for_its_row(table):
     table.pop_due(T0 + 31)  # B missed: down, a whole row; A's ping is still owed
     rows = table.take_dirty(keep_seen=True)
     assert (rows.seen_ids, rows.ids, rows.states) == ([], [2], ["down"])
-    assert table.take_seen() == ([1], [T0 + 3])
-    assert table.take_seen() == ([], [])
+    shard = table.shard(1)  # taken with its shard, which the row is written by
+    assert table.take_seen() == ([1], [T0 + 3], [shard])
+    assert table.take_seen() == ([], [], [])
     table.ping(A, T0 + 4)  # marked afresh once taken
-    assert table.take_seen() == ([1], [T0 + 4])
+    assert table.take_seen() == ([1], [T0 + 4], [shard])
     table.mark_dirty([1, 99], changed=False)  # the row was not written
     assert table.take_dirty(keep_seen=True)[:4] == ([], [], [], [])
-    assert table.take_seen() == ([1], [T0 + 4])
+    assert table.take_seen() == ([1], [T0 + 4], [shard])
     table.ping(A, T0 + 5)
     assert table.take_dirty()[:2] == ([1], [T0 + 5])  # without the seen log: a seen row
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import array
 import math
+import sys
 
 import hypothesis.strategies as st
 import pytest
 from hypothesis import example, given
 
-from core import seenlog
+from core import _seenpack, seenlog
+from core.shards import SHARDS
 
 BASE_MS = 1_800_000_000_000
 IDS = st.integers(min_value=1, max_value=2**62)
@@ -50,3 +53,46 @@ def test_pack_lays_sections_end_to_end():
 def test_garbage_is_refused():
     with pytest.raises(ValueError):
         seenlog.decode(b"\x00\x01\x02", BASE_MS)
+
+
+def reference_planes(ids: list[int], times: list[float], base_ms: int) -> bytes:
+    """The format in Python, as core/seenlog.py describes it (and as it was written
+    before the native layout): sorted by id (equal ids as given), the id gaps then the
+    times as little-endian int64, split into byte planes."""
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    n = len(order)
+    values = array.array("q", [0] * (2 * n))
+    previous = 0
+    for k, i in enumerate(order):
+        values[k] = ids[i] - previous
+        values[n + k] = math.floor(times[i] * 1000) - base_ms
+        previous = ids[i]
+    if sys.byteorder == "big":
+        values.byteswap()
+    raw = values.tobytes()
+    return b"".join(raw[b::8] for b in range(8))
+
+
+EARLY = st.floats(min_value=1_000_000_000.0, max_value=2_000_000_000.0, allow_nan=False)
+
+
+@given(st.lists(st.tuples(st.integers(min_value=1, max_value=2**40), EARLY), max_size=300))
+@example([(5, 1.0e9), (5, 1.9e9), (2, 1.5e9)])  # equal ids keep their order
+def test_the_native_planes_are_the_format(entries):
+    ids, times = [e[0] for e in entries], [e[1] for e in entries]
+    assert _seenpack.planes(ids, times, BASE_MS) == reference_planes(ids, times, BASE_MS)
+
+
+def test_a_row_s_sections_by_shard_without_the_dropped_and_the_skipped():
+    ids = [40, 7, 9, 12, 3, 8, 99]
+    times = [1.8e9 + i for i in range(7)]
+    shards = [5, 5, -1, 2, 700, 9, 5]  # 9: not loaded any more; 700: not held; 9: full
+    held = bytes(s != 700 for s in range(SHARDS))
+    skip = bytes(s == 9 for s in range(SHARDS))
+    sections, dropped = _seenpack.sections(ids, times, shards, held, skip, BASE_MS)
+    assert dropped == 2
+    assert [(shard, n) for shard, _, n in sections] == [(2, 1), (5, 3)]
+    assert sections[0][1] == reference_planes([12], [times[3]], BASE_MS)
+    assert sections[1][1] == reference_planes([40, 7, 99], [times[0], times[1], times[6]], BASE_MS)
+    with pytest.raises(ValueError):
+        _seenpack.sections(ids, times, shards[:-1], held, skip, BASE_MS)
