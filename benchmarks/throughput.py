@@ -65,14 +65,16 @@ def run(monitors: int, seconds: float, connections: int, rounds: int = 3) -> Res
                 harness.wrk(ingest.port, tokens_file, seconds=min(15, 1 + monitors / 10_000),
                             connections=connections, close=False, pin=load_pin)  # fmt: skip
                 runs["lastseen"] = _loads(ingest.port, tokens_file, seconds, connections, load_pin)
-                _floods(flood, dsn, ingest, tokens_file, seconds, connections, load_pin, rounds)
+                floods = _Floods(dsn, ingest, tokens_file, seconds, connections, load_pin)
+                floods.rounds(flood, rounds)
                 rate = statistics.median(f.load.requests_per_s for f in flood[""]) / 2
                 figures["paced_rate"] = rate
-                _floods(paced, dsn, ingest, tokens_file, seconds, connections, load_pin, rounds,
-                        rate)  # fmt: skip
+                floods.rounds(paced, rounds, rate)
             with harness.ingest(dsn, tokens[-1], pin=server_pin, log=log,
                                 env={"LASTSEEN_PING_HISTORY_PLAIN": "1"}) as ingest:  # fmt: skip
-                _floods(recorded, dsn, ingest, tokens_file, seconds, connections, load_pin, rounds)
+                _Floods(dsn, ingest, tokens_file, seconds, connections, load_pin).rounds(
+                    recorded, rounds
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for server, loads in runs.items():
@@ -110,47 +112,40 @@ class Flood:
         return self.ingest_us + (self.database_us or 0.0)
 
 
-def _flood(
-    dsn: str,
-    ingest: harness.Server,
-    tokens_file: Path,
-    seconds: float,
-    connections: int,
-    pin: list[str],
-    suffix: str,
-    rate: float | None = None,
-) -> Flood:
-    cpu, db = harness.cpu_and_switches(ingest.process.pid)[0], harness.database_cpu(dsn)
-    load = harness.wrk(ingest.port, tokens_file, seconds=seconds, connections=connections,
-                       close=False, pin=pin, suffix=suffix, rate=rate)  # fmt: skip
-    requests = max(1.0, load.requests_per_s * seconds)
-    cpu = harness.cpu_and_switches(ingest.process.pid)[0] - cpu
-    db_after = harness.database_cpu(dsn)
-    database = None if db is None or db_after is None else (db_after - db) * 1e6 / requests
-    return Flood(load, cpu * 1e6 / requests, database)
+@dataclass(frozen=True)
+class _Floods:
+    """Where and how the floods run: the ingest (and its database), the tokens, and
+    wrk's length, connections and core."""
 
+    dsn: str
+    ingest: harness.Server
+    tokens_file: Path
+    seconds: float
+    connections: int
+    pin: list[str]
 
-def _floods(
-    into: dict[str, list[Flood]],
-    dsn: str,
-    ingest: harness.Server,
-    tokens_file: Path,
-    seconds: float,
-    connections: int,
-    pin: list[str],
-    rounds: int,
-    rate: float | None = None,
-) -> None:
-    """`rounds` of a plain flood and each check-in's, in turn (so that the machine's
-    drift falls on all alike), each round starting one further along; at most `rate`
-    requests a second if given."""
-    kinds = ("", *CHECK_INS)
-    for turn in range(rounds):
-        for k in range(len(kinds)):
-            suffix = kinds[(turn + k) % len(kinds)]
-            into.setdefault(suffix, []).append(
-                _flood(dsn, ingest, tokens_file, seconds, connections, pin, suffix, rate)
-            )
+    def flood(self, suffix: str, rate: float | None = None) -> Flood:
+        """One flood of `suffix` pings ("" for plain ones), at most `rate` a second."""
+        pid = self.ingest.process.pid
+        cpu, db = harness.cpu_and_switches(pid)[0], harness.database_cpu(self.dsn)
+        load = harness.wrk(self.ingest.port, self.tokens_file, seconds=self.seconds,
+                           connections=self.connections, close=False, pin=self.pin,
+                           suffix=suffix, rate=rate)  # fmt: skip
+        requests = max(1.0, load.requests_per_s * self.seconds)
+        cpu = harness.cpu_and_switches(pid)[0] - cpu
+        db_after = harness.database_cpu(self.dsn)
+        database = None if db is None or db_after is None else (db_after - db) * 1e6 / requests
+        return Flood(load, cpu * 1e6 / requests, database)
+
+    def rounds(self, into: dict[str, list[Flood]], rounds: int, rate: float | None = None) -> None:
+        """`rounds` of a plain flood and each check-in's, in turn (so that the machine's
+        drift falls on all alike), each round starting one further along; at most `rate`
+        requests a second if given."""
+        kinds = ("", *CHECK_INS)
+        for turn in range(rounds):
+            for k in range(len(kinds)):
+                suffix = kinds[(turn + k) % len(kinds)]
+                into.setdefault(suffix, []).append(self.flood(suffix, rate))
 
 
 def _flood_rows(
