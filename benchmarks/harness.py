@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,6 +79,35 @@ def database(pin: list[str] | None = None, *, durable: bool = False) -> Iterator
             pg.stop()
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def database_copy(dsn: str) -> Iterator[str | None]:
+    """A copy of `dsn`'s database on the same server (CREATE DATABASE ... TEMPLATE): the
+    same monitors and tokens for a second cluster of its own; None where the server
+    refuses (a LASTSEEN_DATABASE_URL without CREATEDB). Nothing may be connected to `dsn`
+    while it is made."""
+    url = urllib.parse.urlsplit(dsn)
+    source = url.path.lstrip("/")
+    name = f"{source}_copy"
+    admin = urllib.parse.urlunsplit(url._replace(path="/postgres"))
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(run(f'CREATE DATABASE "{name}" TEMPLATE "{source}"'))
+    except (asyncpg.PostgresError, OSError):
+        yield None
+        return
+    try:
+        yield urllib.parse.urlunsplit(url._replace(path=f"/{name}"))
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def seed(dsn: str, n: int, tokens_file: Path) -> list[str]:
@@ -157,15 +187,17 @@ def ingests(
     log: Path,
     serving: int | None = None,
     env: dict[str, str] | None = None,
+    apart: str | None = None,
 ) -> Iterator[list[Server]]:
     """One `lastseen ingest` per entry of `pins` (its taskset prefix), all on one port
     (SO_REUSEPORT) when there are several; ready when probe_token answers 204 and every
     shard has its owner (bounded at 120 s). Each Server's `admin` is its admin port.
     `serving`: only the first so many share the port; the others listen on ports of their
-    own that no load reaches (they own shards and receive hand-offs, nothing else)."""
+    own that no load reaches (they own shards and receive hand-offs, nothing else).
+    `apart`: a copy of the database (``database_copy``) for every process after the first,
+    each then a cluster of its own on the shared port: no hand-offs, no shards shared."""
     port = free_port()
-    env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn, "LASTSEEN_LOG_LEVEL": "WARNING",
-           **(env or {})}  # fmt: skip
+    env = {**os.environ, "LASTSEEN_LOG_LEVEL": "WARNING", **(env or {})}
     shared = ["--reuse-port"] if len(pins) > 1 else []
     started = time.perf_counter()
     servers = []
@@ -175,13 +207,16 @@ def ingests(
             own = port if serving is None or i < serving else free_port()
             listen = ["--listen", f"127.0.0.1:{own}", "--admin-listen", f"127.0.0.1:{admin}"]
             cmd = [*pin, sys.executable, "-m", "lastseen", "ingest", *shared, *listen]
-            process = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=log_file)
+            database = apart if apart is not None and i > 0 else dsn
+            process = subprocess.Popen(cmd, env={**env, "LASTSEEN_DATABASE_URL": database},
+                                       stdout=log_file, stderr=log_file)  # fmt: skip
             servers.append(Server("lastseen ingest", own, process, 0.0, admin))
     try:
         for server in servers[: serving or len(servers)]:
             server.wait_ready(probe_token, started, within=120, log=str(log))
         deadline = time.monotonic() + 30
-        while sum(shards_owned(s.admin) for s in servers) != 1024 or (
+        clusters = len(servers) if apart is not None else 1
+        while sum(shards_owned(s.admin) for s in servers) != 1024 * clusters or (
             len(servers) > 1 and min(shards_owned(s.admin) for s in servers) == 0
         ):
             if time.monotonic() > deadline:

@@ -11,6 +11,11 @@ each after a warm-up that gives every monitor its first ping:
   now with about half the pings answered by the process that does not own the monitor
   and handed off. Their ratio is the hop tax (the issue's target: at least 0.9x the
   throughput, p99 at most 1.25x);
+- two processes on core 0 that share nothing but the port and the core: each a cluster
+  of its own, on a copy of the database (the same monitors and tokens), so no hand-offs
+  and no shared shards. What two interpreters taking turns on one core cost by
+  themselves; the clustered pair against this pair, round by round, is the cluster's
+  own share of the hop tax;
 - the same two processes, but the load reaches only the first (the second owns half the
   shards and only receives hand-offs): what the hand-offs cost, apart from two event
   loops sharing one core;
@@ -56,26 +61,34 @@ def run(monitors: int, seconds: float, connections: int, rounds: int = 1) -> Res
     # Per setup, per round: the load, pings handed off, the ingests' CPU seconds and
     # their involuntary context switches during it.
     runs: dict[str, list[tuple[harness.Load, float, float, int]]] = {}
-    # name: (each process's pin, wrk's pin, how many processes the load reaches)
-    setups: dict[str, tuple[list[list[str]], list[str], int | None]] = {
-        "1 process, core 0": ([server_pin], load_pin, None),
-        "2 processes, core 0": ([server_pin, server_pin], load_pin, None),
-        "1 serving, half handed off, core 0": ([server_pin, server_pin], load_pin, 1),
-        "1 process, unpinned": ([[]], [], None),
-        "2 processes, unpinned": ([[], []], [], None),
+    # name: (each process's pin, wrk's pin, how many processes the load reaches, whether
+    # each process has a database of its own)
+    setups: dict[str, tuple[list[list[str]], list[str], int | None, bool]] = {
+        "1 process, core 0": ([server_pin], load_pin, None, False),
+        "2 processes, core 0": ([server_pin, server_pin], load_pin, None, False),
+        APART: ([server_pin, server_pin], load_pin, None, True),
+        "1 serving, half handed off, core 0": ([server_pin, server_pin], load_pin, 1, False),
+        "1 process, unpinned": ([[]], [], None, False),
+        "2 processes, unpinned": ([[], []], [], None, False),
     }
     try:
         with harness.database() as dsn:
             tokens = harness.seed(dsn, monitors, tokens_file)
-            for _ in range(rounds):
-                for name, (pins, wrk_pin, serving) in setups.items():
-                    log = workdir / f"{name}.log"
-                    ingests = harness.ingests(dsn, tokens[-1], pins, log=log, serving=serving)
-                    with ingests as servers:
-                        one = _measure(
-                            servers, tokens_file, monitors, seconds, connections, wrk_pin
-                        )
-                    runs.setdefault(name, []).append(one)
+            with harness.database_copy(dsn) as copy:
+                for _ in range(rounds):
+                    for name, (pins, wrk_pin, serving, apart) in setups.items():
+                        if apart and copy is None:
+                            continue  # the server cannot copy a database
+                        log = workdir / f"{name}.log"
+                        ingests = harness.ingests(
+                            dsn, tokens[-1], pins, log=log, serving=serving,
+                            apart=copy if apart else None,
+                        )  # fmt: skip
+                        with ingests as servers:
+                            one = _measure(
+                                servers, tokens_file, monitors, seconds, connections, wrk_pin
+                            )
+                        runs.setdefault(name, []).append(one)
             figures["takeover_seconds"] = _takeover(dsn, tokens[-1], workdir / "takeover.log")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -105,11 +118,23 @@ def run(monitors: int, seconds: float, connections: int, rounds: int = 1) -> Res
                      f"{ratio:.2f}x{spread}, p99 {p99_ratio:.2f}x"))  # fmt: skip
     tax = figures["2 processes, core 0"]
     figures["hop_tax"] = {"throughput": tax["ratio"], "p99": tax["p99_ratio"]}
+    if APART in runs:
+        # The cluster's own share of the hop tax: two processes of one cluster against two
+        # that share nothing but the core, round by round.
+        ours = [m[0].requests_per_s / a[0].requests_per_s
+                for m, a in zip(runs["2 processes, core 0"], runs[APART], strict=True)]  # fmt: skip
+        figures["hop_tax"]["vs_apart"] = statistics.median(ours)
+        rows.append((f"two processes of one cluster on core 0 against two apart (the"
+                     f" cluster's own share of the hop tax): {statistics.median(ours):.2f}x"
+                     f" ({min(ours):.2f}-{max(ours):.2f})",))  # fmt: skip
     rows.append((f"takeover after kill -9: all shards owned again in "
                  f"{figures['takeover_seconds']:.1f} s (8 s lease)",))  # fmt: skip
     title = (f"ingest processes on one port, {monitors:,} monitors, {seconds:g} s per run"
              + (f", the median of {rounds} rounds" if rounds > 1 else ""))  # fmt: skip
     return Result("procs", title, rows, figures)
+
+
+APART = "2 processes apart (a database each), core 0"
 
 
 def _measure(
