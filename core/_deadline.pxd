@@ -26,6 +26,15 @@ cdef enum MonitorFlag:
     FLAG_RUNTIME = 128    # has a max_runtime (DeadlineTable._max_runtimes: few monitors do)
 
 
+ctypedef struct SeenOut:
+    # Where _take writes the monitors it hands over as seen only, when given (take_seen:
+    # straight into arrays, no Python object per monitor).
+    int64_t* ids
+    double* times
+    int32_t* shards
+    Py_ssize_t n
+
+
 ctypedef struct Monitor:
     uint8_t digest[32]
     int64_t monitor_id      # next free slot while the slot is free
@@ -101,7 +110,7 @@ cdef class DeadlineTable:
     cdef int _grow_indexes(self) except -1
     cdef int32_t _alloc_slot(self) except -1
     cdef void _mark_dirty(self, uint32_t slot, bint changed)
-    cdef object _take(self, bint changed, bint seen, list seen_shards=*)
+    cdef object _take(self, bint changed, bint seen, SeenOut* out=*)
     cdef bint _heap_less(self, uint32_t a, uint32_t b)
     cdef int _heap_push(self, double deadline, uint32_t slot) except -1
     cdef void _sift_down(self, uint32_t i)

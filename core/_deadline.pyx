@@ -64,15 +64,22 @@ Every change a flush must write marks the record dirty once; ``take_dirty`` hand
 dirty rows and ``take_events`` the events, in the order they happened.
 """
 
+from cpython cimport array as carray
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.math cimport INFINITY, floor
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
+from array import array
 from sys import getsizeof as _getsizeof
 
 from core.records import DirtyRows, Event
+
+# take_seen's arrays are cloned from these (typecodes: int64 ids, double times, int shards)
+cdef carray.array _IDS = array("q")
+cdef carray.array _TIMES = array("d")
+cdef carray.array _SHARD_NUMBERS = array("i")
 
 EVENT_UP = "up"
 EVENT_DOWN = "down"
@@ -1312,17 +1319,28 @@ cdef class DeadlineTable:
     def take_seen(self):
         """Hand over the monitors whose only change since they were last handed over is
         a later last_seen (what ``take_dirty(keep_seen=True)`` kept), and mark them
-        clean: (ids, last_seen times, their shards). Monitors changed otherwise stay for
+        clean: (ids, last_seen times, their shards) as arrays ('q', 'd', 'i'), written in
+        the one pass over the marked monitors. Monitors changed otherwise stay for
         take_dirty."""
-        cdef list shards = []
-        rows = self._take(False, True, shards)
-        return rows.seen_ids, rows.seen_last_seen, shards
+        cdef carray.array ids = carray.clone(_IDS, self._dirty_len, False)
+        cdef carray.array times = carray.clone(_TIMES, self._dirty_len, False)
+        cdef carray.array shards = carray.clone(_SHARD_NUMBERS, self._dirty_len, False)
+        cdef SeenOut out
+        out.ids = <int64_t*>ids.data.as_longlongs
+        out.times = times.data.as_doubles
+        out.shards = <int32_t*>shards.data.as_ints
+        out.n = 0
+        self._take(False, True, &out)
+        carray.resize(ids, out.n)
+        carray.resize(times, out.n)
+        carray.resize(shards, out.n)
+        return ids, times, shards
 
-    cdef object _take(self, bint changed, bint seen, list seen_shards=None):
+    cdef object _take(self, bint changed, bint seen, SeenOut* out=NULL):
         # One pass over the dirty list: hand over the monitors `changed` otherwise (whole
-        # rows) and those `seen` only (a later last_seen, and its shard if `seen_shards`
-        # is given); the others stay marked, and in the list (compacted in place: `kept`
-        # never passes the entry being read).
+        # rows) and those `seen` only (a later last_seen: into `out` if given, else into
+        # the rows' lists); the others stay marked, and in the list (compacted in place:
+        # `kept` never passes the entry being read).
         cdef list seen_ids = [], seen_times = []
         cdef list ids = [], times = [], states = [], misses = [], incidents = [], started = []
         cdef uint32_t i, slot, kept = 0
@@ -1347,10 +1365,14 @@ cdef class DeadlineTable:
                 incidents.append(bool(m.flags & FLAG_INCIDENT))
                 started.append(self._started(m))
             else:
-                seen_ids.append(m.monitor_id)
-                seen_times.append(m.last_seen)
-                if seen_shards is not None:
-                    seen_shards.append(<int>_shard_of(m.digest))
+                if out != NULL:
+                    out.ids[out.n] = m.monitor_id
+                    out.times[out.n] = m.last_seen
+                    out.shards[out.n] = <int32_t>_shard_of(m.digest)
+                    out.n += 1
+                else:
+                    seen_ids.append(m.monitor_id)
+                    seen_times.append(m.last_seen)
             m.flags &= ~(FLAG_DIRTY | FLAG_CHANGED)
         self._dirty_len = kept
         return DirtyRows(seen_ids, seen_times, ids, times, states, misses, incidents, started)

@@ -15,6 +15,8 @@ from libc.math cimport floor
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc, qsort
 
+from array import array
+
 ctypedef struct _Entry:
     int64_t monitor_id
     int64_t ms  # floor(time * 1000) - base_ms
@@ -49,25 +51,27 @@ cdef void _fill(const _Entry* entries, Py_ssize_t n, uint8_t* p) noexcept nogil:
 
 
 def planes(ids, times, int64_t base_ms):
-    """One section of monitors `ids` last seen at `times` (epoch seconds), uncompressed:
-    sorted by id."""
-    out, _ = sections(ids, times, [0] * len(ids), b"\x01", b"\x00", base_ms)
+    """One section of monitors `ids` last seen at `times` (epoch seconds; sequences of
+    any kind), uncompressed: sorted by id."""
+    out, _ = sections(array("q", ids), array("d", times), array("i", bytes(4 * len(ids))),
+                      b"\x01", b"\x00", base_ms)
     return out[0][1] if out else b""
 
 
-def sections(ids, times, shards, const uint8_t[:] held, const uint8_t[:] skip,
-             int64_t base_ms):
-    """The sections of entries (ids[i], times[i]) in shards[i], uncompressed, by shard:
+def sections(const int64_t[::1] ids, const double[::1] times, const int32_t[::1] shards,
+             const uint8_t[:] held, const uint8_t[:] skip, int64_t base_ms):
+    """The sections of entries (ids[i], times[i]) in shards[i] (arrays 'q', 'd', 'i', as
+    ``DeadlineTable.take_seen`` makes them), uncompressed, by shard:
     ([(shard, planes, entries)], dropped). An entry of a shard not `held` (or of shard -1,
     a monitor no longer loaded) is dropped and counted; one of a shard in `skip` (written
     in full elsewhere in the row) is left out. The masks have a byte per shard, 1 for
     yes."""
-    cdef Py_ssize_t n = len(ids), i, kept = 0, dropped = 0, start, count = held.shape[0]
+    cdef Py_ssize_t n = ids.shape[0], i, kept = 0, dropped = 0, start, count = held.shape[0]
     cdef int32_t shard
     cdef _Entry* entries
     cdef bytes section
     cdef uint8_t* p
-    if len(times) != n or len(shards) != n:
+    if times.shape[0] != n or shards.shape[0] != n:
         raise ValueError("as many times and shards as ids")
     if skip.shape[0] != count:
         raise ValueError("a byte per shard in both masks")
@@ -84,7 +88,7 @@ def sections(ids, times, shards, const uint8_t[:] held, const uint8_t[:] skip,
             if skip[shard]:
                 continue
             entries[kept].monitor_id = ids[i]
-            entries[kept].ms = <int64_t>floor(<double>times[i] * 1000.0) - base_ms
+            entries[kept].ms = <int64_t>floor(times[i] * 1000.0) - base_ms
             entries[kept].shard = shard
             entries[kept].index = i
             kept += 1

@@ -14,7 +14,8 @@ state is: the new owner loads what was written, with the amnesty of a takeover.
 from __future__ import annotations
 
 import math
-from collections.abc import Container
+from array import array
+from collections.abc import Container, Sequence
 from typing import NamedTuple
 
 from core import DeadlineTable, seenlog
@@ -54,7 +55,7 @@ class SeenWriter:
 
     def row(
         self, table: DeadlineTable, held: Container[int], now: float, *, force: bool = False
-    ) -> tuple[SeenRow | None, list[int]]:
+    ) -> tuple[SeenRow | None, Sequence[int]]:
         """The row due now (None if none is), and the monitors it took from the table
         (give them back with ``failed`` if the row is not written)."""
         plan = self.plan(table, held, now, force=force)
@@ -108,7 +109,7 @@ class SeenWriter:
         self.rows += 1
         self.entries += row.entries
 
-    def failed(self, row: SeenRow, table: DeadlineTable, taken: list[int]) -> None:
+    def failed(self, row: SeenRow, table: DeadlineTable, taken: Sequence[int]) -> None:
         """`row` was not written: the monitors it took are marked in the table again (the
         next row takes their latest times), its full sections go into the next row."""
         self._refull.update(s for s, full in zip(row.shards, row.fulls, strict=True) if full)
@@ -116,9 +117,9 @@ class SeenWriter:
 
 
 class Plan(NamedTuple):
-    ids: list[int]  # the monitors taken from the table (DeadlineTable.take_seen)
-    times: list[float]  # the latest ping of each
-    shards: list[int]  # the shard of each of `ids` (-1: no longer loaded)
+    ids: array[int]  # the monitors taken from the table (DeadlineTable.take_seen)
+    times: array[float]  # the latest ping of each
+    shards: array[int]  # the shard of each of `ids`
     held: Container[int]  # the shards this process may write
     full: set[int]  # the shards to rewrite in full
     seen_times: tuple[list[int], list[int], list[float]]  # theirs: shard, id, last ping
@@ -135,7 +136,8 @@ def build(plan: Plan) -> tuple[SeenRow | None, int]:
     deltas, dropped = sections(plan.ids, plan.times, plan.shards, held, full, plan.base_ms)
     full_shards, full_ids, full_times = plan.seen_times
     fulls = {s: (b"", 0) for s in plan.full}  # a full section with no one seen is empty
-    made, _ = sections(full_ids, full_times, full_shards, _ALL, _NONE, plan.base_ms)
+    made, _ = sections(array("q", full_ids), array("d", full_times), array("i", full_shards),
+                       _ALL, _NONE, plan.base_ms)  # fmt: skip
     fulls.update((shard, (planes, n)) for shard, planes, n in made)
     if not deltas and not fulls:
         return None, dropped

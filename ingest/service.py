@@ -42,7 +42,7 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,7 +250,7 @@ class Ingest:
                 table.mark_dirty(waiting)
         touched: list[int] = []
         seen_row: store.SeenRow | None = None
-        seen_taken: list[int] = []
+        seen_taken: Sequence[int] = []
         if self.seen.enabled:
             plan = self.seen.plan(
                 table, held if held is not None else range(SHARDS), self.clock.now(),

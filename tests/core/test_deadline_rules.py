@@ -194,13 +194,13 @@ def test_with_the_seen_log_a_pinged_monitor_waits_marked_for_its_row(table):
     rows = table.take_dirty(keep_seen=True)
     assert (rows.seen_ids, rows.ids, rows.states) == ([], [2], ["down"])
     shard = table.shard(1)  # taken with its shard, which the row is written by
-    assert table.take_seen() == ([1], [T0 + 3], [shard])
-    assert table.take_seen() == ([], [], [])
+    assert _seen(table) == ([1], [T0 + 3], [shard])
+    assert _seen(table) == ([], [], [])
     table.ping(A, T0 + 4)  # marked afresh once taken
-    assert table.take_seen() == ([1], [T0 + 4], [shard])
+    assert _seen(table) == ([1], [T0 + 4], [shard])
     table.mark_dirty([1, 99], changed=False)  # the row was not written
     assert table.take_dirty(keep_seen=True)[:4] == ([], [], [], [])
-    assert table.take_seen() == ([1], [T0 + 4], [shard])
+    assert _seen(table) == ([1], [T0 + 4], [shard])
     table.ping(A, T0 + 5)
     assert table.take_dirty()[:2] == ([1], [T0 + 5])  # without the seen log: a seen row
 
@@ -411,3 +411,9 @@ def test_a_persisted_unknown_monitor_loads_as_up_with_the_amnesty(table):
     table.upsert(1, A, 30, 5, 1, False, T0, "unknown", 0, T0 - 500)
     assert table.get(1)["state"] == "up"
     assert table.get(1)["deadline"] == T0 + 35
+
+
+def _seen(table: Any) -> tuple[list[int], list[float], list[int]]:
+    """take_seen() as lists (the table hands over arrays, the model lists)."""
+    ids, times, shards = table.take_seen()
+    return list(ids), list(times), list(shards)

@@ -89,10 +89,18 @@ def test_a_row_s_sections_by_shard_without_the_dropped_and_the_skipped():
     shards = [5, 5, -1, 2, 700, 9, 5]  # 9: not loaded any more; 700: not held; 9: full
     held = bytes(s != 700 for s in range(SHARDS))
     skip = bytes(s == 9 for s in range(SHARDS))
-    sections, dropped = _seenpack.sections(ids, times, shards, held, skip, BASE_MS)
+    sections, dropped = _seenpack.sections(
+        array.array("q", ids),
+        array.array("d", times),
+        array.array("i", shards),
+        held,
+        skip,
+        BASE_MS,
+    )
     assert dropped == 2
     assert [(shard, n) for shard, _, n in sections] == [(2, 1), (5, 3)]
     assert sections[0][1] == reference_planes([12], [times[3]], BASE_MS)
     assert sections[1][1] == reference_planes([40, 7, 99], [times[0], times[1], times[6]], BASE_MS)
     with pytest.raises(ValueError):
-        _seenpack.sections(ids, times, shards[:-1], held, skip, BASE_MS)
+        _seenpack.sections(array.array("q", ids), array.array("d", times),
+                           array.array("i", shards[:-1]), held, skip, BASE_MS)  # fmt: skip
