@@ -477,7 +477,11 @@ class TableMatchesModel(RuleBasedStateMachine):
         for monitor_id in self.model.ids():
             row = self.table.get(monitor_id)
             if row["incident_open"] and not row["foreign"]:  # a foreign one: as persisted
-                if row["state"] in ("up", "unknown"):  # recovering (flap damping)
+                # Recovering (flap damping); or judged afresh after blindness: a monitor
+                # whose last misses were blindness is unknown, then up, or pending if
+                # never pinged (a run that timed out before any ping), and an incident
+                # opened before those misses stays open until a ping ends it.
+                if row["state"] in ("up", "unknown", "pending"):
                     assert 0 <= row["recovering"] < row["recovery"]
                     continue
                 assert row["state"] == "down"
