@@ -5,9 +5,9 @@ A row of the seen log holds up to every monitor of a process: 100,000 entries ma
 Python pass (grouping by shard, sorting, the gaps and the byte planes) took about 130 ms
 of the interpreter every 10 s, in a thread that held the GIL against the event loop's
 pings. Here the entries are C structs sorted once by (shard, id), and each section's
-planes are written straight into its bytes, both without the GIL; what is left to
-Python is reading the lists in, deflate (zlib, which lets go of the GIL too) and
-assembling the row.
+planes are written straight into its bytes, both without the GIL. The entries come in
+as arrays (``DeadlineTable.take_seen``'s, read as typed buffers); what is left to Python
+is deflate (zlib, which lets go of the GIL too) and assembling the row.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -53,8 +53,8 @@ cdef void _fill(const _Entry* entries, Py_ssize_t n, uint8_t* p) noexcept nogil:
 def planes(ids, times, int64_t base_ms):
     """One section of monitors `ids` last seen at `times` (epoch seconds; sequences of
     any kind), uncompressed: sorted by id."""
-    out, _ = sections(array("q", ids), array("d", times), array("i", bytes(4 * len(ids))),
-                      b"\x01", b"\x00", base_ms)
+    out, _ = sections(array("q", ids), array("d", times), array("i", [0]) * len(ids),
+                      b"\x01", b"\x00", base_ms)  # all in shard 0, held, not skipped
     return out[0][1] if out else b""
 
 
