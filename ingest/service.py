@@ -51,7 +51,7 @@ import trio
 import trio_asyncio
 
 from core import DeadlineTable
-from core.records import Event
+from core.records import DirtyRows, Event
 from core.shards import SHARDS
 
 from . import checkins, store
@@ -244,10 +244,10 @@ class Ingest:
             # A monitor whose miss is held keeps its row back too: written with its
             # events, or never (blindness undid it). A crash meanwhile loses nothing that
             # a restart does not judge again.
-            waiting = [m for m in rows.seen_ids + rows.ids if sight.holds(m)]
-            if waiting:
-                rows, _ = rows.only(lambda m: not sight.holds(m))
-                table.mark_dirty(waiting)
+            free, held_back = rows.only(lambda m: not sight.holds(m))
+            if held_back:
+                _mark_again(table, rows.only(sight.holds)[0])
+                rows = free
         touched: list[int] = []
         seen_row: store.SeenRow | None = None
         seen_taken: Sequence[int] = []
@@ -300,7 +300,7 @@ class Ingest:
                     store.flush, self._flush_conn, dirty, self.db.timeout, fence
                 )
         except Fenced:
-            self.table.mark_dirty(dirty.all_ids)
+            _mark_again(self.table, dirty.rows)
             self.pending_events[:0] = dirty.events
             if seen_row is not None:
                 self.seen.failed(seen_row, table, seen_taken)
@@ -308,7 +308,7 @@ class Ingest:
         except DB_ERRORS as exc:
             self.flush_failures += 1
             self.db_up = False
-            self.table.mark_dirty(dirty.all_ids)
+            _mark_again(self.table, dirty.rows)
             self.pending_events[:0] = dirty.events
             if seen_row is not None:
                 self.seen.failed(seen_row, table, seen_taken)
@@ -473,8 +473,7 @@ class Ingest:
     def _drop_unflushed(self, shards: set[int]) -> None:
         table = self.table
         rows, left_out = table.take_dirty().only(lambda m: table.shard(m) not in shards)
-        table.mark_dirty(rows.ids)
-        table.mark_dirty(rows.seen_ids, changed=False)
+        _mark_again(table, rows)
         events = self.pending_events + self.sight.admit(table.take_events(), table)
         self.pending_events = [e for e in events if table.shard(e[0]) not in shards]
         self.sight.drop(lambda m: table.shard(m) in shards)
@@ -765,6 +764,13 @@ class Ingest:
             for spec in SIMPLE_METRICS
         ]
         return render(samples)
+
+
+def _mark_again(table: DeadlineTable, rows: DirtyRows) -> None:
+    """Give rows that were taken but not written back to the table for the next flush, as
+    they were taken: a monitor only pinged stays a last-seen row, not a whole one."""
+    table.mark_dirty(rows.ids)
+    table.mark_dirty(rows.seen_ids, changed=False)
 
 
 def _ranges(shards: list[int]) -> list[str]:

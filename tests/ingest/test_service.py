@@ -202,3 +202,29 @@ async def test_flap_damping_resolves_after_the_recovery_threshold_and_a_relapse_
     assert kinds == [
         "up", "down", "incident_opened", "recovered", "down", "recovered", "incident_resolved",
     ]  # fmt: skip
+
+
+async def test_a_failed_flush_gives_its_rows_back_as_they_were_taken(database_url):
+    """A flush that fails keeps its rows for the next one, each as it was: a monitor only
+    pinged since the last flush stays a last-seen row, not a whole one (with the seen
+    log off, those rows are taken at every flush)."""
+    [m] = await seed(database_url, 1)
+    async with running(database_url, flush_interval=3600, seen_interval=0) as ingest:
+        assert await ping(ingest.port, m.token) == 204
+        assert await ingest.flush_once()  # pending -> up: its whole row
+        assert await ping(ingest.port, m.token) == 204  # up already: only its last_seen
+        await execute(
+            database_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'lastseen-ingest-flush'",
+        )
+        assert not await ingest.flush_once()
+        assert ingest.flush_failures == 1
+        rows = ingest.table.take_dirty()
+        assert (rows.seen_ids, rows.ids) == ([m.id], [])
+        ingest.table.mark_dirty(rows.seen_ids, changed=False)
+        assert await ingest.flush_once()  # a new connection: written
+        [(seen,)] = await fetch(
+            database_url, "SELECT extract(epoch FROM last_seen_at)::float8 FROM monitor_state"
+        )
+        assert abs(seen - ingest.table.get(m.id)["last_seen"]) < 1e-5
