@@ -38,6 +38,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
 import signal
 import socket
 import time
@@ -696,6 +697,7 @@ class Ingest:
             "status": "starting" if self.listener is None else "degraded" if down else "ok",
             "down": down,
             "owner": self.leases.owner if self.leases is not None else None,
+            "pid": os.getpid(),  # which of a host's processes this is (several: one port)
             "shards": len(held),
             "shard_ranges": _ranges(held),
             "monitors": len(self.table),

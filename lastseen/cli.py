@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib.metadata
 import logging
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +115,30 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         overrides["admin_host"], overrides["admin_port"] = parse_address(
             args.admin_listen, "--admin-listen"
         )
-    if args.reuse_port:
+    if args.reuse_port or args.procs > 1:
         overrides["reuse_port"] = True
     with service_database(_data_dir(args), args.settings.database_url, migrate_database) as dsn:
         config = IngestConfig.from_settings(args.settings, database_url=dsn, **overrides)
-        trio.run(lambda: Ingest(config).run(handle_signals=True, own_process=True))
-    return 0
+        if args.procs == 1:
+            trio.run(lambda: Ingest(config).run(handle_signals=True, own_process=True))
+            return 0
+        from .children import Child, run_group
+
+        def process(config: IngestConfig) -> Callable[[], int]:
+            def main() -> int:
+                trio.run(lambda: Ingest(config).run(handle_signals=True, own_process=True))
+                return 0
+
+            return main
+
+        # Admin listeners on consecutive ports (0: any free one each); everything is
+        # imported before the forks.
+        first = config.admin_port
+        return run_group([
+            Child(f"ingest {i + 1}",
+                  main=process(dataclasses.replace(config, admin_port=first and first + i)))
+            for i in range(args.procs)
+        ])  # fmt: skip
 
 
 def cmd_control(args: argparse.Namespace) -> int:
@@ -379,6 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--reuse-port", action="store_true",
         help="share --listen with other ingest processes on this host (SO_REUSEPORT)",
+    )  # fmt: skip
+    p.add_argument(
+        "--procs", type=_procs, default=1,
+        help="N ingest processes on --listen, forked from this one, which restarts them;"
+        " admin listeners on --admin-listen's port and the next ones (default 1)",
     )  # fmt: skip
     p.set_defaults(func=cmd_ingest)
 

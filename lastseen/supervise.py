@@ -7,9 +7,9 @@ On the first run (no organisation yet) it creates 'default' with an owner, print
 owner's PAT once and writes it to <data-dir>/owner-token (mode 0600).
 
 Each child runs `python -m lastseen <role>` with LASTSEEN_DATABASE_URL pointing at the
-database. A child that exits unexpectedly is logged and restarted: at once the first
-time (a dead ingest is a blind monitor), then after 1 s doubling to 30 s, reset once it
-has run for a minute. The embedded PostgreSQL is supervised the same way: if its
+database; with several ingest processes, one `lastseen ingest --procs N` forks them
+(``children.py``: why). A child that exits unexpectedly is restarted (``children.py``:
+at once the first time, then backing off). The embedded PostgreSQL is supervised too: if its
 postmaster dies (kill -9, the OOM killer), it is started again on the same port, every
 second until it runs; the children reconnect by themselves. SIGINT or SIGTERM stops them
 all with SIGTERM, waits for them (they stop gracefully within 5 s), kills what is left,
@@ -22,13 +22,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import select
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -40,25 +39,9 @@ from core.migrate import migrate_database
 from core.pg import EmbeddedPostgres, EmbeddedPostgresError, bind_error, database
 from core.settings import Settings, SettingsError, parse_address
 
+from .children import Child, Wakeup, keep_alive, stop_all
+
 log = logging.getLogger(__name__)
-
-STOP_WAIT_SECONDS = 10.0
-HEALTHY_AFTER_SECONDS = 60.0
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    process: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
-    backoff: float = 0.0
-    restart_at: float = field(default=0.0)
-
-    def start(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(self.argv, env=env)
-        self.started_at = time.monotonic()
-        log.info("started %s (pid %d)", self.name, self.process.pid)
 
 
 def default_ingest_procs() -> int:
@@ -125,16 +108,12 @@ def serve(
             "LASTSEEN_PUBLIC_URL": settings.public_url or f"http://{listen}",
         }
         me = [sys.executable, "-m", "lastseen"]
-        shared = ["--reuse-port"] if procs > 1 else []
-        ingests = [
-            Child(
-                "ingest" if procs == 1 else f"ingest {i + 1}",
-                [*me, "ingest", "--listen", listen, "--admin-listen", admin, *shared],
-            )
-            for i, admin in enumerate(admins)
-        ]
+        # Several: one process that forks them (children.py says why), admin listeners
+        # on consecutive ports.
+        group = ["--procs", str(procs)] if procs > 1 else []
+        ingest = [*me, "ingest", "--listen", listen, "--admin-listen", admins[0], *group]
         children = [
-            *ingests,
+            Child("ingest", ingest),
             Child("control", [*me, "control", "--listen", control_listen]),
             Child("worker", [*me, "worker", "--admin-listen", worker_admin]),
         ]
@@ -154,7 +133,7 @@ def serve(
             + ". Ctrl-C stops it.",
             flush=True,
         )
-        wake = _Wakeup()  # here: nothing after it sets a wakeup fd of its own (asyncio)
+        wake = Wakeup()  # here: nothing after it sets a wakeup fd of its own (asyncio)
         while True:
             wake.wait(0.2)
             if stopping:
@@ -162,21 +141,9 @@ def serve(
             if keeper is not None:
                 keeper.check()
             for child in children:
-                _keep_alive(child, env)
+                keep_alive(child, env)
         log.info("stopping")
-        for child in children:
-            if child.process is not None and child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_WAIT_SECONDS
-        for child in children:
-            if child.process is None:
-                continue
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", child.name)
-                child.process.kill()
-                child.process.wait()
+        stop_all(children)
     print("lastseen stopped.", flush=True)  # after the database too (the with block above)
     return 0
 
@@ -250,38 +217,3 @@ def _first_run(dsn: str, keyring: Keyring, data_dir: Path) -> str | None:
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
-
-
-class _Wakeup:
-    """Sleeps until a signal arrives (a child exiting: SIGCHLD; Ctrl-C) or the time is up:
-    a dead ingest is started again the moment it dies, not at the next poll (its
-    monitors are answered by its siblings meanwhile, but judged by nobody)."""
-
-    def __init__(self) -> None:
-        self._read, write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(write, False)
-        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # a handler: a wakeup
-        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-
-    def wait(self, timeout: float) -> None:
-        select.select([self._read], [], [], timeout)
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._read, 512)
-
-
-def _keep_alive(child: Child, env: dict[str, str]) -> None:
-    process = child.process
-    now = time.monotonic()
-    if process is not None:
-        code = process.poll()
-        if code is None:
-            if now - child.started_at > HEALTHY_AFTER_SECONDS:
-                child.backoff = 0.0
-            return
-        log.error("%s exited with %s; restarting in %.0f s", child.name, code, child.backoff)
-        child.process = None
-        child.restart_at = now + child.backoff
-        child.backoff = min(max(1.0, child.backoff * 2), 30.0)
-    if now >= child.restart_at:
-        child.start(env)

@@ -52,27 +52,6 @@ SEEN_INTERVAL = 2.0
 FLUSH_SLACK = 1.0
 
 
-def ingest_pid(port: int, admin: str | None = None) -> int:
-    """The pid of the `lastseen ingest` listening on `port` (and with the admin address
-    `admin`, if given), from /proc: `ps` truncates."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        ours = b"ingest" in argv and b"lastseen" in argv
-        if (
-            ours
-            and f"127.0.0.1:{port}".encode() in argv
-            and (admin is None or admin.encode() in argv)
-        ):
-            return int(entry)
-    raise AssertionError("no ingest process")
-
-
 def test_kill_9_under_load_loses_at_most_one_flush_and_alerts_nobody(database_url, tmp_path):
     async def setup():
         conn = await asyncpg.connect(database_url)
@@ -179,7 +158,11 @@ def test_kill_9_under_load_loses_at_most_one_flush_and_alerts_nobody(database_ur
                 nursery.start_soon(load, port, end, killed_at)
                 await trio.sleep(SECONDS / 3)
                 before_kill.update(acked)
-                pid = ingest_pid(port, admin)
+                # Which process that is (one of those `lastseen ingest --procs 2` forked):
+                # its health says.
+                h = await trio.to_thread.run_sync(health, admin)
+                assert h is not None
+                pid = int(str(h["pid"]))
                 await ping_dead()  # its last ping
                 await trio.sleep(0.3)  # the hand-off, if the sibling answered it
                 os.kill(pid, signal.SIGKILL)
