@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -148,6 +149,7 @@ class Server:
     process: subprocess.Popen[bytes]
     started_in: float
     admin: int = 0  # the admin listener's port, for an ingest
+    pid: int = 0  # the process serving, if not `process` (one forked by it)
 
     def wait_ready(self, token: str, started: float, *, within: float, log: str) -> None:
         """Wait until a ping with `token` answers 204; record the time since `started`."""
@@ -188,6 +190,7 @@ def ingests(
     serving: int | None = None,
     env: dict[str, str] | None = None,
     apart: str | None = None,
+    forked: bool = False,
 ) -> Iterator[list[Server]]:
     """One `lastseen ingest` per entry of `pins` (its taskset prefix), all on one port
     (SO_REUSEPORT) when there are several; ready when probe_token answers 204 and every
@@ -195,14 +198,25 @@ def ingests(
     `serving`: only the first so many share the port; the others listen on ports of their
     own that no load reaches (they own shards and receive hand-offs, nothing else).
     `apart`: a copy of the database (``database_copy``) for every process after the first,
-    each then a cluster of its own on the shared port: no hand-offs, no shards shared."""
+    each then a cluster of its own on the shared port: no hand-offs, no shards shared.
+    `forked`: one `lastseen ingest --procs N` (pinned as `pins[0]`) forks the N processes,
+    as `lastseen serve` runs them, instead of N commands started each on its own."""
     port = free_port()
     env = {**os.environ, "LASTSEEN_LOG_LEVEL": "WARNING", **(env or {})}
     shared = ["--reuse-port"] if len(pins) > 1 else []
     started = time.perf_counter()
     servers = []
     with log.open("ab") as log_file:
-        for i, pin in enumerate(pins):
+        if forked:
+            admin = free_port(len(pins))
+            listen = ["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"]
+            cmd = [*pins[0], sys.executable, "-m", "lastseen", "ingest", "--procs",
+                   str(len(pins)), *listen]  # fmt: skip
+            group = subprocess.Popen(cmd, env={**env, "LASTSEEN_DATABASE_URL": dsn},
+                                     stdout=log_file, stderr=log_file)  # fmt: skip
+            servers = [Server("lastseen ingest", port, group, 0.0, admin + i)
+                       for i in range(len(pins))]  # fmt: skip
+        for i, pin in enumerate([] if forked else pins):
             admin = free_port()
             own = port if serving is None or i < serving else free_port()
             listen = ["--listen", f"127.0.0.1:{own}", "--admin-listen", f"127.0.0.1:{admin}"]
@@ -222,6 +236,9 @@ def ingests(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the ingest processes did not share the shards; see {log}")
             time.sleep(0.05)
+        if forked:
+            for server in servers:
+                server.pid = health(server.admin)["pid"]
         yield servers
     finally:
         for server in servers:
@@ -267,13 +284,19 @@ def database_cpu(dsn: str) -> float | None:
     return None if pg is None else sum(cpu_and_switches(pid)[0] for pid in pg.pids())
 
 
-def shards_owned(admin_port: int) -> int:
-    """How many shards the ingest with this admin port holds (0 if it does not answer)."""
+def health(admin_port: int) -> dict[str, Any]:
+    """The /healthz of the ingest with this admin port (empty if it does not answer)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/healthz", timeout=1) as r:
-            return int(json.loads(r.read())["shards"])
-    except (OSError, ValueError, KeyError):
-        return 0
+            answer: dict[str, Any] = json.loads(r.read())
+            return answer
+    except (OSError, ValueError):
+        return {}
+
+
+def shards_owned(admin_port: int) -> int:
+    """How many shards the ingest with this admin port holds (0 if it does not answer)."""
+    return int(health(admin_port).get("shards", 0))
 
 
 NGINX_CONF = """

@@ -10,12 +10,16 @@ each after a warm-up that gives every monitor its first ping:
 - two ingest processes on one port, both pinned to core 0, wrk on core 1: the same CPU,
   now with about half the pings answered by the process that does not own the monitor
   and handed off. Their ratio is the hop tax (the issue's target: at least 0.9x the
-  throughput, p99 at most 1.25x);
+  throughput, p99 at most 1.25x). Started as `lastseen serve` starts them: one
+  `lastseen ingest --procs 2` forks both (lastseen/children.py);
+- the same two processes, but each started as a command of its own (as two hosts' are):
+  each then has an address layout of its own, and two interpreters whose code is at
+  different addresses cost each other about a fifth on one core; against the forked
+  pair, round by round, what one layout buys;
 - two processes on core 0 that share nothing but the port and the core: each a cluster
   of its own, on a copy of the database (the same monitors and tokens), so no hand-offs
-  and no shared shards. What two interpreters taking turns on one core cost by
-  themselves; the clustered pair against this pair, round by round, is the cluster's
-  own share of the hop tax;
+  and no shared shards, each started on its own. The pair above against this pair, round
+  by round, is the cluster's own share of the hop tax;
 - the same two processes, but the load reaches only the first (the second owns half the
   shards and only receives hand-offs): what the hand-offs cost, apart from two event
   loops sharing one core;
@@ -62,27 +66,29 @@ def run(monitors: int, seconds: float, connections: int, rounds: int = 1) -> Res
     # their involuntary context switches during it.
     runs: dict[str, list[tuple[harness.Load, float, float, int]]] = {}
     # name: (each process's pin, wrk's pin, how many processes the load reaches, whether
-    # each process has a database of its own)
-    setups: dict[str, tuple[list[list[str]], list[str], int | None, bool]] = {
-        "1 process, core 0": ([server_pin], load_pin, None, False),
-        "2 processes, core 0": ([server_pin, server_pin], load_pin, None, False),
-        APART: ([server_pin, server_pin], load_pin, None, True),
-        "1 serving, half handed off, core 0": ([server_pin, server_pin], load_pin, 1, False),
-        "1 process, unpinned": ([[]], [], None, False),
-        "2 processes, unpinned": ([[], []], [], None, False),
+    # each process has a database of its own, whether one command forks them all)
+    both = [server_pin, server_pin]
+    setups: dict[str, tuple[list[list[str]], list[str], int | None, bool, bool]] = {
+        "1 process, core 0": ([server_pin], load_pin, None, False, False),
+        PAIR: (both, load_pin, None, False, True),
+        STARTED_EACH: (both, load_pin, None, False, False),
+        APART: (both, load_pin, None, True, False),
+        "1 serving, half handed off, core 0": (both, load_pin, 1, False, False),
+        "1 process, unpinned": ([[]], [], None, False, False),
+        "2 processes, unpinned": ([[], []], [], None, False, True),
     }
     try:
         with harness.database() as dsn:
             tokens = harness.seed(dsn, monitors, tokens_file)
             with harness.database_copy(dsn) as copy:
                 for _ in range(rounds):
-                    for name, (pins, wrk_pin, serving, apart) in setups.items():
+                    for name, (pins, wrk_pin, serving, apart, forked) in setups.items():
                         if apart and copy is None:
                             continue  # the server cannot copy a database
                         log = workdir / f"{name}.log"
                         ingests = harness.ingests(
                             dsn, tokens[-1], pins, log=log, serving=serving,
-                            apart=copy if apart else None,
+                            apart=copy if apart else None, forked=forked,
                         )  # fmt: skip
                         with ingests as servers:
                             one = _measure(
@@ -116,17 +122,20 @@ def run(monitors: int, seconds: float, connections: int, rounds: int = 1) -> Res
                      f"{handed / max(1, load.requests):.0%}", f"{per_ping:.1f} us",
                      f"{switches / seconds:,.0f}",
                      f"{ratio:.2f}x{spread}, p99 {p99_ratio:.2f}x"))  # fmt: skip
-    tax = figures["2 processes, core 0"]
+    tax = figures[PAIR]
     figures["hop_tax"] = {"throughput": tax["ratio"], "p99": tax["p99_ratio"]}
+    layout = _against(runs, PAIR, STARTED_EACH)
+    figures["hop_tax"]["forked_vs_started_each"] = statistics.median(layout)
+    rows.append((f"two processes forked by one against the same two started each on its own"
+                 f" (what one address layout buys): {_spread(layout)}",))  # fmt: skip
     if APART in runs:
         # The cluster's own share of the hop tax: two processes of one cluster against two
-        # that share nothing but the core, round by round.
-        ours = [m[0].requests_per_s / a[0].requests_per_s
-                for m, a in zip(runs["2 processes, core 0"], runs[APART], strict=True)]  # fmt: skip
+        # that share nothing but the core, both pairs started each on its own.
+        ours = _against(runs, STARTED_EACH, APART)
         figures["hop_tax"]["vs_apart"] = statistics.median(ours)
-        rows.append((f"two processes of one cluster on core 0 against two apart (the"
-                     f" cluster's own share of the hop tax): {statistics.median(ours):.2f}x"
-                     f" ({min(ours):.2f}-{max(ours):.2f})",))  # fmt: skip
+        rows.append((f"two processes of one cluster on core 0 against two apart, all started"
+                     f" each on its own (the cluster's own share of the hop tax):"
+                     f" {_spread(ours)}",))  # fmt: skip
     rows.append((f"takeover after kill -9: all shards owned again in "
                  f"{figures['takeover_seconds']:.1f} s (8 s lease)",))  # fmt: skip
     title = (f"ingest processes on one port, {monitors:,} monitors, {seconds:g} s per run"
@@ -134,7 +143,19 @@ def run(monitors: int, seconds: float, connections: int, rounds: int = 1) -> Res
     return Result("procs", title, rows, figures)
 
 
+PAIR = "2 processes, core 0"
+STARTED_EACH = "2 processes started each on its own, core 0"
 APART = "2 processes apart (a database each), core 0"
+
+
+def _against(runs: dict[str, list[Any]], name: str, reference: str) -> list[float]:
+    """Round by round, `name`'s throughput against `reference`'s."""
+    return [m[0].requests_per_s / r[0].requests_per_s
+            for m, r in zip(runs[name], runs[reference], strict=True)]  # fmt: skip
+
+
+def _spread(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def _measure(
@@ -149,11 +170,11 @@ def _measure(
     harness.wrk(port, tokens_file, seconds=min(15, 1 + monitors / 10_000),
                 connections=connections, close=False, pin=wrk_pin)  # fmt: skip
     before = _handoffs(servers)
-    used = [harness.cpu_and_switches(s.process.pid) for s in servers]
+    used = [harness.cpu_and_switches(s.pid or s.process.pid) for s in servers]
     load = harness.wrk(port, tokens_file, seconds=seconds, connections=connections,
                        close=False, pin=wrk_pin)  # fmt: skip
     handed = _handoffs(servers) - before
-    after = [harness.cpu_and_switches(s.process.pid) for s in servers]
+    after = [harness.cpu_and_switches(s.pid or s.process.pid) for s in servers]
     cpu = sum(a[0] - b[0] for a, b in zip(after, used, strict=True))
     switches = sum(a[1] - b[1] for a, b in zip(after, used, strict=True))
     return load, handed, cpu, switches
