@@ -6,14 +6,15 @@ ingest is a blind monitor), then after 1 s doubling to 30 s, reset once it has r
 minute. `lastseen serve` supervises its processes so; `lastseen ingest --procs N` its N
 ingest processes (``run_group``).
 
-Why fork the ingest processes of one host rather than start each from its command: two
-interpreters taking turns on one core cost each other a fifth of their speed when their
-code sits at different addresses (each process's address layout is randomized at exec),
-and almost nothing when it sits at the same ones, as in processes forked from one parent
-(the branch predictors, indexed by address, then serve both; measured: two ingest
-processes on one core against one, 0.74x with a layout each, 0.92x with one layout,
-README "Scaling out"). Siblings then share one layout, as nginx's workers or
-PostgreSQL's backends do; it is still randomized at every start of the parent.
+Why `--procs N` forks its ingest processes rather than starting each from its command:
+a process that dies is back at once, with nothing to start but its own work (no
+interpreter start-up, no imports): in the kill test a killed process held its shards
+again 0.13-0.18 s after the kill, against 0.54-0.96 s when `serve` started a new command.
+And one command runs a host's N processes. The siblings share their parent's address
+layout (randomized at each start of the parent, as for nginx's workers or PostgreSQL's
+backends): two scratch A/B runs found two interpreters on one core slower with a layout
+each (0.74-0.77x of one process against 0.92-0.93x), the five rounds of the procs
+benchmark did not (0.80x either way; README, Scaling out).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Protocol
+
+from core.pg import bind_error
+from core.settings import SettingsError, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +117,15 @@ def _reset_after_fork(parent: int, wake: Wakeup | None) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before the line above
         raise SystemExit(1)
+
+
+def check_free(listeners: list[tuple[str, str]]) -> None:
+    """Raise SettingsError naming the first address of `listeners` that cannot be bound."""
+    for what, address in listeners:
+        error = bind_error(*parse_address(address, what))
+        if error is not None:
+            reason = error.strerror or str(error)
+            raise SettingsError(f"cannot listen on {address} for {what}: {reason}")
 
 
 @dataclass

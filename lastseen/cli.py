@@ -122,7 +122,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if args.procs == 1:
             trio.run(lambda: Ingest(config).run(handle_signals=True, own_process=True))
             return 0
-        from .children import Child, run_group
+        from .children import Child, check_free, run_group
 
         def process(config: IngestConfig) -> Callable[[], int]:
             def main() -> int:
@@ -132,8 +132,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             return main
 
         # Admin listeners on consecutive ports (0: any free one each); everything is
-        # imported before the forks.
+        # imported before the forks. A taken one would not free itself: say so now.
         first = config.admin_port
+        what = "an admin listener (--admin-listen, LASTSEEN_ADMIN_LISTEN, + {})"
+        host = f"[{config.admin_host}]" if ":" in config.admin_host else config.admin_host
+        check_free([(what.format(i), f"{host}:{first + i}")
+                    for i in range(args.procs) if first])  # fmt: skip
         return run_group([
             Child(f"ingest {i + 1}",
                   main=process(dataclasses.replace(config, admin_port=first and first + i)))
@@ -337,8 +341,9 @@ _EXAMPLES = """\
 examples:
   lastseen serve                            everything on 127.0.0.1:8080, data in ./var
   lastseen serve --ingest-procs 2           two ingest processes on the public port
-  LASTSEEN_DATABASE_URL=postgresql://... lastseen ingest --listen 0.0.0.0:8080 \\
-      --admin-listen 10.0.0.5:9108          one host of a cluster (docs/scaling.md)
+  LASTSEEN_DATABASE_URL=postgresql://... lastseen ingest --procs 4 \\
+      --listen 0.0.0.0:8080 --admin-listen 10.0.0.5:9108
+                                            one host of a cluster (docs/scaling.md)
   lastseen bootstrap --org acme --email ops@acme.test --role owner
   LASTSEEN_PING_URL=http://127.0.0.1:8080/api/v1/heartbeats/<token> \\
       lastseen run -- backup.sh             a job, its start, exit status and output

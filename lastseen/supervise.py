@@ -36,10 +36,10 @@ import asyncpg
 from control.bootstrap import bootstrap
 from control.crypto import Keyring, load_keyring
 from core.migrate import migrate_database
-from core.pg import EmbeddedPostgres, EmbeddedPostgresError, bind_error, database
-from core.settings import Settings, SettingsError, parse_address
+from core.pg import EmbeddedPostgres, EmbeddedPostgresError, database
+from core.settings import Settings, parse_address
 
-from .children import Child, Wakeup, keep_alive, stop_all
+from .children import Child, Wakeup, check_free, keep_alive, stop_all
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def serve(
     )
     # A port that is taken will not free itself: say so now, in one line, rather than
     # print the banner and restart a process that cannot listen, forever.
-    _check_free([
+    check_free([
         ("the public listener (--listen, LASTSEEN_INGEST_LISTEN)", listen),
         *((f"an admin listener (--admin-listen, LASTSEEN_ADMIN_LISTEN, + {i})", a)
           for i, a in enumerate(admins)),
@@ -154,15 +154,6 @@ def _started(pg: EmbeddedPostgres) -> Iterator[str]:
         yield pg.start()
     finally:
         pg.stop()
-
-
-def _check_free(listeners: list[tuple[str, str]]) -> None:
-    """Raise SettingsError naming the first address of `listeners` that cannot be bound."""
-    for what, address in listeners:
-        error = bind_error(*parse_address(address, what))
-        if error is not None:
-            reason = error.strerror or str(error)
-            raise SettingsError(f"cannot listen on {address} for {what}: {reason}")
 
 
 def _text(address: tuple[str, int]) -> str:

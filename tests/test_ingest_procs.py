@@ -1,13 +1,13 @@
 """`lastseen ingest --procs N`: N ingest processes forked from one on one port, admin
 listeners on consecutive ports; a dead one forked again at once, all stopped together,
-gone with their parent, and all at the parent's address layout (lastseen/children.py:
-two interpreters taking turns on one core cost each other a fifth when their code is at
-different addresses)."""
+gone with their parent, and all at the parent's address layout (lastseen/children.py
+says why a fork)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -105,7 +105,7 @@ def test_the_processes_share_one_port_the_shards_and_their_parents_layout(databa
         assert len(ours) == 2  # imported before the forks
         assert [{k: m[k] for k in parent} for m in layouts] == [parent, parent]
         if Path("/proc/sys/kernel/randomize_va_space").read_text().strip() != "0":
-            # What the forks are for: a process started on its own has a layout of its own.
+            # A process started on its own has a layout of its own: the forks share one.
             alone = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                                      stdin=subprocess.PIPE)  # fmt: skip
             try:
@@ -143,3 +143,21 @@ def test_they_stop_when_their_parent_dies(database_url, tmp_path):
         wait_until(lambda: not any(_alive(p) for p in pids), 15)
     log = (tmp_path / "ingest.log").read_text()
     assert log.count("handed 512 shard(s) over") == 2  # SIGTERM: they stopped gracefully
+
+
+def test_a_taken_admin_port_stops_it_at_once_with_one_line_naming_it(database_url, tmp_path):
+    """A process whose admin port is taken would be forked again forever: the parent
+    checks them all first."""
+    port, admin = free_port(), free_port(2)
+    env = {**os.environ, "LASTSEEN_DATABASE_URL": database_url}
+    with socket.create_server(("127.0.0.1", admin + 1)):  # somebody else's server
+        done = subprocess.run(
+            [sys.executable, "-m", "lastseen", "ingest", "--procs", "2",
+             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"lastseen: cannot listen on 127.0.0.1:{admin + 1} for an admin listener"
+        " (--admin-listen, LASTSEEN_ADMIN_LISTEN, + 1): Address already in use"
+    )
