@@ -207,24 +207,29 @@ def stop_all(children: list[Child]) -> None:
             child.process.wait()
 
 
+class StopRequest:
+    """Whether SIGINT or SIGTERM has arrived since it was made (it handles them)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+
+
 def run_group(children: list[Child]) -> int:
     """Fork `children` (each with a `main`), keep them alive until SIGINT or SIGTERM,
     then stop them: `lastseen ingest --procs N`."""
-    stopping = False
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = StopRequest()
     wake = Wakeup()
     env = dict(os.environ)
     for child in children:
         child.start(env, wake)
-    while not stopping:
+    while not stop.requested:
         wake.wait(0.2)
-        if stopping:
+        if stop.requested:
             break
         for child in children:
             keep_alive(child, env, wake)

@@ -22,14 +22,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import asyncpg
 
@@ -39,7 +37,7 @@ from core.migrate import migrate_database
 from core.pg import EmbeddedPostgres, EmbeddedPostgresError, database
 from core.settings import Settings, parse_address
 
-from .children import Child, Wakeup, check_free, keep_alive, stop_all
+from .children import Child, StopRequest, Wakeup, check_free, keep_alive, stop_all
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +55,7 @@ def serve(
     admin_listen: str | None,
     ingest_procs: int | None = None,
 ) -> int:
-    stopping = False
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = StopRequest()
     listen = listen or _text(settings.ingest_listen)
     admin_listen = admin_listen or _text(settings.admin_listen)
     control_listen = _text(settings.control_listen)
@@ -136,7 +127,7 @@ def serve(
         wake = Wakeup()  # here: nothing after it sets a wakeup fd of its own (asyncio)
         while True:
             wake.wait(0.2)
-            if stopping:
+            if stop.requested:
                 break
             if keeper is not None:
                 keeper.check()
