@@ -214,6 +214,12 @@ class Settings(BaseSettings):
         TrustedProxies.parse(DEFAULT_PROXIES), PROXIES_VARIABLE, "ingest, control"
     )
     # The ingest.
+    # How many ingest processes on the port (forked by one: lastseen/children.py); None:
+    # 1 for `lastseen ingest`, one per core (at most 8) under `serve`. --procs and
+    # --ingest-procs win.
+    ingest_procs: Annotated[int | None, _whole(1, 64, "1 to 64")] = _setting(
+        None, "LASTSEEN_INGEST_PROCS", INGEST
+    )
     flush_interval: Seconds = _setting(1.0, "LASTSEEN_FLUSH_INTERVAL_SECONDS", INGEST)
     poll_interval: Seconds = _setting(5.0, "LASTSEEN_POLL_INTERVAL_SECONDS", INGEST)
     lease: Seconds = _setting(8.0, "LASTSEEN_LEASE_SECONDS", "ingest, control")

@@ -115,11 +115,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         overrides["admin_host"], overrides["admin_port"] = parse_address(
             args.admin_listen, "--admin-listen"
         )
-    if args.reuse_port or args.procs > 1:
+    procs = args.procs or args.settings.ingest_procs or 1
+    if args.reuse_port or procs > 1:
         overrides["reuse_port"] = True
     with service_database(_data_dir(args), args.settings.database_url, migrate_database) as dsn:
         config = IngestConfig.from_settings(args.settings, database_url=dsn, **overrides)
-        if args.procs == 1:
+        if procs == 1:
             trio.run(lambda: Ingest(config).run(handle_signals=True, own_process=True))
             return 0
         from .children import Child, check_free, run_group
@@ -137,11 +138,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         what = "an admin listener (--admin-listen, LASTSEEN_ADMIN_LISTEN, + {})"
         host = f"[{config.admin_host}]" if ":" in config.admin_host else config.admin_host
         check_free([(what.format(i), f"{host}:{first + i}")
-                    for i in range(args.procs) if first])  # fmt: skip
+                    for i in range(procs) if first])  # fmt: skip
         return run_group([
             Child(f"ingest {i + 1}",
                   main=process(dataclasses.replace(config, admin_port=first and first + i)))
-            for i in range(args.procs)
+            for i in range(procs)
         ])  # fmt: skip
 
 
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--ingest-procs", type=_procs, default=None,
         help="ingest processes sharing the public port, each on the next admin port "
-        "(default: the number of cores, at most 8)",
+        "(LASTSEEN_INGEST_PROCS, default: the number of cores, at most 8)",
     )  # fmt: skip
     p.set_defaults(func=cmd_serve)
 
@@ -406,9 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         help="share --listen with other ingest processes on this host (SO_REUSEPORT)",
     )  # fmt: skip
     p.add_argument(
-        "--procs", type=_procs, default=1,
+        "--procs", type=_procs, default=None,
         help="N ingest processes on --listen, forked from this one, which restarts them;"
-        " admin listeners on --admin-listen's port and the next ones (default 1)",
+        " admin listeners on --admin-listen's port and the next ones (LASTSEEN_INGEST_PROCS,"
+        " default 1)",
     )  # fmt: skip
     p.set_defaults(func=cmd_ingest)
 

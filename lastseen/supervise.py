@@ -59,7 +59,7 @@ def serve(
     listen = listen or _text(settings.ingest_listen)
     admin_listen = admin_listen or _text(settings.admin_listen)
     control_listen = _text(settings.control_listen)
-    procs = ingest_procs or default_ingest_procs()
+    procs = ingest_procs or settings.ingest_procs or default_ingest_procs()
     admin_host, admin_port = parse_address(admin_listen, "--admin-listen")
     admins = [f"{admin_host}:{admin_port + i}" for i in range(procs)]
     # The worker's /metrics: the next port, unless LASTSEEN_WORKER_ADMIN_LISTEN says.

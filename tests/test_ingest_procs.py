@@ -60,12 +60,18 @@ def _layout(pid: int) -> dict[str, int]:
 
 
 @contextmanager
-def _group(dsn: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, list[int]]]:
+def _group(
+    dsn: str, tmp_path: Path, *, by_setting: bool = False
+) -> Iterator[tuple[subprocess.Popen[bytes], int, list[int]]]:
+    """`lastseen ingest --procs 2` (or LASTSEEN_INGEST_PROCS=2), both sharing the shards."""
     port, admin = free_port(), free_port(2)
     env = {**os.environ, "LASTSEEN_DATABASE_URL": dsn}
+    procs = ["--procs", "2"]
+    if by_setting:
+        env["LASTSEEN_INGEST_PROCS"], procs = "2", []
     with (tmp_path / "ingest.log").open("wb") as log:
         group = subprocess.Popen(
-            [sys.executable, "-m", "lastseen", "ingest", "--procs", "2",
+            [sys.executable, "-m", "lastseen", "ingest", *procs,
              "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -136,7 +142,7 @@ def test_one_killed_is_forked_again_at_once_and_a_stop_stops_them_all(database_u
 
 
 def test_they_stop_when_their_parent_dies(database_url, tmp_path):
-    with _group(database_url, tmp_path) as (group, _port, admins):
+    with _group(database_url, tmp_path, by_setting=True) as (group, _port, admins):
         pids = [p for p in (_pid(a) for a in admins) if p]
         group.kill()
         group.wait()

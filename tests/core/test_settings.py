@@ -55,6 +55,7 @@ def test_the_older_name_of_the_public_listener_still_counts():
         ("LASTSEEN_RETAIN_AUDIT_DAYS", "30", "LASTSEEN_RETAIN_AUDIT_DAYS must be at least 365"),
         ("LASTSEEN_LEASE_SECONDS", "inf", "LASTSEEN_LEASE_SECONDS must be a positive number"),
         ("LASTSEEN_PING_HISTORY", "2.5", "LASTSEEN_PING_HISTORY must be a whole number"),
+        ("LASTSEEN_INGEST_PROCS", "0", "LASTSEEN_INGEST_PROCS must be 1 to 64, not 0"),
     ],
 )
 def test_a_bad_value_is_named_with_what_is_allowed(variable, value, says):
@@ -176,10 +177,10 @@ SAMPLES = {
     "LASTSEEN_SMTP_FROM": "x@example.com", "LASTSEEN_TELEGRAM_API": "https://t.example",
     "LASTSEEN_ALLOW_PRIVATE_TARGETS": "1", "LASTSEEN_RETAIN_EVENTS_DAYS": "3",
     "LASTSEEN_RETAIN_NOTIFICATIONS_DAYS": "3", "LASTSEEN_RETAIN_PINGS_DAYS": "3",
-    "LASTSEEN_RETAIN_AUDIT_DAYS": "500",
+    "LASTSEEN_RETAIN_AUDIT_DAYS": "500", "LASTSEEN_INGEST_PROCS": "3",
 }  # fmt: skip
 # Read by the command line around the processes' configuration, not inside it.
-AROUND = {"LASTSEEN_DATA_DIR", "LASTSEEN_LOG_LEVEL", "LASTSEEN_KEYRING"}
+AROUND = {"LASTSEEN_DATA_DIR", "LASTSEEN_LOG_LEVEL", "LASTSEEN_KEYRING", "LASTSEEN_INGEST_PROCS"}
 # Read by control and the worker for their database pools, not their channels (held by
 # tests/control/test_db_timeout.py).
 POOLS = {"LASTSEEN_DB_TIMEOUT_SECONDS"}
