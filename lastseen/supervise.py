@@ -99,9 +99,10 @@ def serve(
             "LASTSEEN_PUBLIC_URL": settings.public_url or f"http://{listen}",
         }
         me = [sys.executable, "-m", "lastseen"]
-        # Several: one process that forks them (children.py says why), admin listeners
-        # on consecutive ports.
-        group = ["--procs", str(procs)] if procs > 1 else []
+        # One process forks them all (children.py says why), admin listeners on
+        # consecutive ports; --procs even for one, or LASTSEEN_INGEST_PROCS (in the
+        # environment it inherits) would count twice.
+        group = ["--procs", str(procs)]
         ingest = [*me, "ingest", "--listen", listen, "--admin-listen", admins[0], *group]
         children = [
             Child("ingest", ingest),

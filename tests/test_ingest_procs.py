@@ -22,7 +22,7 @@ from core.seed import seed_monitors
 from core.tokens import new_token
 
 from .support.aio import run
-from .support.serving import stop, wait_until
+from .support.serving import serving, stop, wait_until
 
 
 def _health(admin: int) -> dict[str, object] | None:
@@ -167,3 +167,16 @@ def test_a_taken_admin_port_stops_it_at_once_with_one_line_naming_it(database_ur
         f"lastseen: cannot listen on 127.0.0.1:{admin + 1} for an admin listener"
         " (--admin-listen, LASTSEEN_ADMIN_LISTEN, + 1): Address already in use"
     )
+
+
+def test_serve_tells_its_ingest_how_many_even_with_the_setting_in_its_environment(
+    database_url, tmp_path
+):
+    """serve passes its environment on: `--ingest-procs 1` beside LASTSEEN_INGEST_PROCS=2
+    must still be one process (owning every shard), not two whose second admin port is
+    the worker's."""
+    with serving(database_url, tmp_path, ingest_procs=1, LASTSEEN_INGEST_PROCS="2") as served:
+        admin = int(served.admin.rsplit(":", 1)[1])
+        wait_until(lambda: (h := _health(admin)) is not None and h["shards"] == 1024, 30)
+        log = (tmp_path / "serve.log").read_text()
+    assert "started ingest 2" not in log
