@@ -16,6 +16,14 @@ from ingest.seen import SeenWriter
 from ..support.dbhelp import fetch, last_seen, ping, running, seed, with_conn
 
 
+def _to_the_ms(persisted: float, heard: float) -> bool:
+    """The seen log keeps a ping's time floored to the millisecond: never later, less than
+    1 ms earlier. Compared with a microsecond of slack: at 1.8e9 s a double steps by 0.24
+    µs, so `heard - 0.001` can round onto the persisted time itself (a make test run had
+    .0839999 stored as .083 and the strict bound refuse it)."""
+    return -1e-6 <= heard - persisted < 0.001 + 1e-6
+
+
 async def _row_versions(dsn: str) -> dict[int, str]:
     """Each monitor_state row's xmin: an UPDATE, HOT or not, makes a new version."""
     rows = await fetch(dsn, "SELECT monitor_id, xmin::text FROM monitor_state")
@@ -55,7 +63,7 @@ async def test_pings_of_up_monitors_update_no_row_and_reach_the_seen_log(
         for m in monitors:
             heard = ingest.table.get(m.id)["last_seen"]
             assert heard > before[m.id]
-            assert heard - 0.001 < persisted[m.id] <= heard
+            assert _to_the_ms(persisted[m.id], heard)
     # A restart loads the seen log's times, not monitor_state's older ones.
     async with running(database_url, seen_interval=3600) as again:
         for m in monitors:
@@ -88,7 +96,7 @@ async def test_full_sections_let_superseded_rows_go(database_url, monkeypatch, i
         persisted = await last_seen(database_url)
         for m in monitors:
             heard = ingest.table.get(m.id)["last_seen"]
-            assert heard - 0.001 < persisted[m.id] <= heard
+            assert _to_the_ms(persisted[m.id], heard)
         # Every shard has a full section left: the next prune has a floor to go by.
         [row] = await fetch(
             database_url,
