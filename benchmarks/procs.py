@@ -103,9 +103,9 @@ def run(monitors: int, seconds: float, connections: int, rounds: int = 1) -> Res
          "preempted/s", "vs 1 process")
     ]  # fmt: skip
     for name, measured in runs.items():
-        reference = runs["1 process, core 0" if "core 0" in name else "1 process, unpinned"]
-        ratios = [m[0].requests_per_s / r[0].requests_per_s
-                  for m, r in zip(measured, reference, strict=True)]  # fmt: skip
+        reference_name = "1 process, core 0" if "core 0" in name else "1 process, unpinned"
+        reference = runs[reference_name]
+        ratios = _against(runs, name, reference_name)
         p99_ratios = [m[0].p99_ms / r[0].p99_ms
                       for m, r in zip(measured, reference, strict=True) if r[0].p99_ms]  # fmt: skip
         middle = sorted(range(rounds), key=lambda i: ratios[i])[rounds // 2]

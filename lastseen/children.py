@@ -219,6 +219,27 @@ class StopRequest:
         self.requested = True
 
 
+def supervise(
+    children: list[Child],
+    env: dict[str, str],
+    stop: StopRequest,
+    wake: Wakeup,
+    tick: Callable[[], None] | None = None,
+) -> None:
+    """Keep the started `children` alive (and call `tick` at each wakeup) until `stop`
+    is requested, then stop them all."""
+    while True:
+        wake.wait(0.2)
+        if stop.requested:
+            break
+        if tick is not None:
+            tick()
+        for child in children:
+            keep_alive(child, env, wake)
+    log.info("stopping")
+    stop_all(children)
+
+
 def run_group(children: list[Child]) -> int:
     """Fork `children` (each with a `main`), keep them alive until SIGINT or SIGTERM,
     then stop them: `lastseen ingest --procs N`."""
@@ -227,11 +248,5 @@ def run_group(children: list[Child]) -> int:
     env = dict(os.environ)
     for child in children:
         child.start(env, wake)
-    while not stop.requested:
-        wake.wait(0.2)
-        if stop.requested:
-            break
-        for child in children:
-            keep_alive(child, env, wake)
-    stop_all(children)
+    supervise(children, env, stop, wake)
     return 0

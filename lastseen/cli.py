@@ -120,10 +120,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         overrides["reuse_port"] = True
     with service_database(_data_dir(args), args.settings.database_url, migrate_database) as dsn:
         config = IngestConfig.from_settings(args.settings, database_url=dsn, **overrides)
-        if procs == 1:
-            trio.run(lambda: Ingest(config).run(handle_signals=True, own_process=True))
-            return 0
-        from .children import Child, check_free, run_group
 
         def process(config: IngestConfig) -> Callable[[], int]:
             def main() -> int:
@@ -131,6 +127,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 return 0
 
             return main
+
+        if procs == 1:
+            return process(config)()
+        from .children import Child, check_free, run_group
 
         # Admin listeners on consecutive ports (0: any free one each); everything is
         # imported before the forks. A taken one would not free itself: say so now.

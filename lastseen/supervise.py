@@ -37,7 +37,7 @@ from core.migrate import migrate_database
 from core.pg import EmbeddedPostgres, EmbeddedPostgresError, database
 from core.settings import Settings, parse_address
 
-from .children import Child, StopRequest, Wakeup, check_free, keep_alive, stop_all
+from .children import Child, StopRequest, Wakeup, check_free, supervise
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +126,7 @@ def serve(
             flush=True,
         )
         wake = Wakeup()  # here: nothing after it sets a wakeup fd of its own (asyncio)
-        while True:
-            wake.wait(0.2)
-            if stop.requested:
-                break
-            if keeper is not None:
-                keeper.check()
-            for child in children:
-                keep_alive(child, env)
-        log.info("stopping")
-        stop_all(children)
+        supervise(children, env, stop, wake, keeper.check if keeper is not None else None)
     print("lastseen stopped.", flush=True)  # after the database too (the with block above)
     return 0
 
